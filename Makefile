@@ -1,0 +1,35 @@
+# Two entry points, both self-installing into .venv at the repo root:
+#   make demo   set-up + the main job on its embedded default
+#   make test   set-up + lint + the full test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.seethrough-installed
+
+.PHONY: demo test lint bench-capture clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned to the CPU wheel this project is built against; a later
+# `pip install -e .` sees torch>=2.6 satisfied and installs no other build.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev,hf]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m seethrough.demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks
+
+test: lint
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+bench-capture: $(STAMP)
+	$(PY) benchmarks/capture.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

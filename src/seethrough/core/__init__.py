@@ -1,0 +1,34 @@
+"""seethrough.core: sites, the one hooking door, inputs, batching, streaming statistics, safe I/O.
+
+Imports only torch and numpy (plus safetensors for I/O and jaxtyping for shape annotations).
+"""
+
+from .batching import batches, stream
+from .errors import (
+    ForwardError,
+    HookNotFiredError,
+    InputError,
+    InputTypeError,
+    LoadError,
+    NotFittedError,
+    SeethroughError,
+    SiteError,
+    SiteNotFoundError,
+)
+from .hooks import Callback, Hooks, capture, hooks, patch
+from .inputs import call_model, validate_inputs
+from .inspection import ModelSummary, ModuleRow, inspect_model
+from .io import ArrayData, load_data, load_factory, load_model, load_tensors, load_weights, save_tensors
+from .sites import Site, select_sites
+from .stats import RunningCovariance, RunningMean, TopK
+from .types import Inputs
+
+__all__ = [
+    "Site", "select_sites", "hooks", "Hooks", "Callback", "capture", "patch",
+    "Inputs", "validate_inputs", "call_model", "batches", "stream",
+    "RunningMean", "RunningCovariance", "TopK",
+    "ModelSummary", "ModuleRow", "inspect_model",
+    "ArrayData", "load_factory", "load_model", "load_weights", "load_data", "save_tensors", "load_tensors",
+    "SeethroughError", "SiteNotFoundError", "SiteError", "HookNotFiredError", "InputError", "InputTypeError",
+    "ForwardError", "LoadError", "NotFittedError",
+]

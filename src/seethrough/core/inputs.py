@@ -1,0 +1,125 @@
+"""Model inputs: validation before any forward pass, calling the model, and batch slicing.
+
+`inputs` is a tensor (``model(x)``), a tuple (``model(*args)``) or a mapping of keyword
+arguments (``model(**kwargs)``). Validation catches the common mistakes (empty batch, NaN/inf,
+dtype or device that disagrees with the model) with a message that says how to fix them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ForwardError, InputError, InputTypeError
+from .types import Inputs
+
+__all__ = ["validate_inputs", "call_model", "wrap_forward_error", "batch_size_of", "slice_inputs", "describe_inputs"]
+
+
+def _tensors(inputs: Inputs) -> list[tuple[str, Tensor]]:
+    if isinstance(inputs, Tensor):
+        return [("inputs", inputs)]
+    if isinstance(inputs, tuple):
+        return [(f"inputs[{i}]", t) for i, t in enumerate(inputs) if isinstance(t, Tensor)]
+    if isinstance(inputs, Mapping):
+        return [(f"inputs[{k!r}]", t) for k, t in inputs.items() if isinstance(t, Tensor)]
+    raise InputTypeError(
+        f"inputs must be a Tensor, a tuple of positional arguments or a dict of keyword arguments, "
+        f"got {type(inputs).__name__}. Wrap a list as a tuple, or stack it into a tensor."
+    )
+
+
+def describe_inputs(inputs: Inputs) -> str:
+    """A short description like ``inputs: float32 (8, 64)`` for error messages."""
+    return ", ".join(f"{name}: {str(t.dtype).replace('torch.', '')} {tuple(t.shape)}" for name, t in _tensors(inputs))
+
+
+def _model_float_dtype_and_device(model: nn.Module) -> tuple[torch.dtype | None, torch.device | None]:
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    devices = {p.device for p in model.parameters()}
+    return (dtypes.pop() if len(dtypes) == 1 else None), (devices.pop() if len(devices) == 1 else None)
+
+
+def validate_inputs(model: nn.Module, inputs: Inputs) -> int:
+    """Check ``inputs`` before a forward pass; return the batch size.
+
+    Raises:
+        InputTypeError: not a tensor/tuple/dict, or a dict with non-string keys.
+        InputError: no tensor, a 0-dim or empty batch, NaN/inf values, batch sizes that disagree,
+            or a floating dtype / device that differs from the model's parameters.
+    """
+    if not isinstance(model, nn.Module):
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if isinstance(inputs, Mapping) and not all(isinstance(k, str) for k in inputs):
+        raise InputTypeError("keyword inputs must be a dict with string keys (argument names).")
+    tensors = _tensors(inputs)
+    if not tensors:
+        raise InputError("inputs hold no tensor; pass the batch as a tensor (or a tuple/dict containing tensors).")
+    dtype, device = _model_float_dtype_and_device(model)
+    for name, t in tensors:
+        if t.ndim == 0:
+            raise InputError(f"{name} is a 0-dim tensor; inputs need a leading batch dimension (use x[None]).")
+        if t.shape[0] == 0:
+            raise InputError(f"{name} has an empty batch (shape {tuple(t.shape)}); pass at least one example.")
+        if t.is_floating_point() or t.is_complex():
+            if not bool(torch.isfinite(t).all()):
+                n_bad = int((~torch.isfinite(t)).sum())
+                raise InputError(
+                    f"{name} contains {n_bad} NaN/inf value(s) (shape {tuple(t.shape)}); "
+                    "clean or impute the data first (e.g. torch.nan_to_num)."
+                )
+            if dtype is not None and t.is_floating_point() and t.dtype != dtype:
+                raise InputError(
+                    f"{name} is {t.dtype} but the model's parameters are {dtype}; "
+                    f"convert with .to({dtype}) (or convert the model)."
+                )
+        if device is not None and t.device != device:
+            raise InputError(f"{name} is on {t.device} but the model is on {device}; move one with .to(device).")
+    # Other tensors may have other leading sizes (a shared table is a legal argument), so the
+    # first tensor alone defines the batch.
+    return int(tensors[0][1].shape[0])
+
+
+def call_model(model: nn.Module, inputs: Inputs) -> Any:
+    """Call ``model`` with ``inputs`` as a tensor, positional tuple or keyword dict."""
+    if isinstance(inputs, Tensor):
+        return model(inputs)
+    if isinstance(inputs, tuple):
+        return model(*inputs)
+    return model(**inputs)
+
+
+def wrap_forward_error(err: Exception, model: nn.Module, inputs: Inputs) -> ForwardError:
+    """A `ForwardError` that says which model failed on which inputs, chained to ``err``."""
+    return ForwardError(
+        f"{type(model).__name__}'s forward failed on {describe_inputs(inputs)}: "
+        f"{type(err).__name__}: {err}. Check that the inputs' shape and dtype are what the model expects."
+    )
+
+
+def batch_size_of(inputs: Inputs) -> int:
+    """The leading size of the first tensor in ``inputs``."""
+    tensors = _tensors(inputs)
+    if not tensors:
+        raise InputError("inputs hold no tensor.")
+    return int(tensors[0][1].shape[0])
+
+
+def slice_inputs(inputs: Inputs, start: int, stop: int) -> Inputs:
+    """Rows ``start:stop`` of every tensor whose leading size equals the batch size.
+
+    Non-tensor values and tensors with another leading size are passed through unchanged.
+    """
+    n = batch_size_of(inputs)
+
+    def cut(v: Any) -> Any:
+        return v[start:stop] if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == n else v
+
+    if isinstance(inputs, Tensor):
+        return inputs[start:stop]
+    if isinstance(inputs, tuple):
+        return tuple(cut(v) for v in inputs)
+    return {k: cut(v) for k, v in inputs.items()}

@@ -1,0 +1,234 @@
+"""Safe loading and saving: model specs, weights, datasets and artefacts.
+
+Weights and data are untrusted: safetensors files, ``.pt`` state dicts through
+``torch.load(weights_only=True)`` with no unsafe fallback, and ``.npz`` arrays with
+``allow_pickle=False``. A model *spec* (``file.py:factory`` or ``package.module:factory``) is
+code the user chose to run, like any import. Artefacts are written atomically (temp file, then
+rename) as safetensors plus a JSON sidecar.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import json
+import os
+import pickle
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .errors import LoadError
+
+__all__ = ["ArrayData", "load_factory", "load_model", "load_weights", "load_data", "save_tensors", "load_tensors"]
+
+
+def load_factory(spec: str) -> Callable[[], Any]:
+    """Resolve ``path/to/file.py:factory`` or ``package.module:factory`` to the callable.
+
+    Raises:
+        LoadError: malformed spec, missing file or module, missing or non-callable attribute.
+    """
+    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+        raise LoadError(f"model spec {spec!r} must look like 'path/to/file.py:factory' or 'package.module:factory'.")
+    where, name = spec.split(":")
+    if where.endswith(".py"):
+        path = Path(where)
+        if not path.is_file():
+            raise LoadError(f"model file {where!r} does not exist (from spec {spec!r}).")
+        mod_name = f"_seethrough_model_{abs(hash(str(path.resolve())))}"
+        loader_spec = importlib.util.spec_from_file_location(mod_name, path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise LoadError(f"cannot import {where!r} as a Python file.")
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[mod_name] = module  # dataclasses and pickling look modules up here
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as err:
+            sys.modules.pop(mod_name, None)
+            raise LoadError(f"importing {where!r} failed: {type(err).__name__}: {err}") from err
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as err:
+            raise LoadError(f"cannot import module {where!r} (from spec {spec!r}): {err}") from err
+    factory = getattr(module, name, None)
+    if factory is None:
+        names = [n for n in dir(module) if not n.startswith("_")]
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise LoadError(f"{where!r} has no attribute {name!r}{hint}")
+    if not callable(factory):
+        raise LoadError(f"{spec!r} is a {type(factory).__name__}, not a callable factory returning an nn.Module.")
+    return factory
+
+
+def load_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Read a state dict from ``.safetensors``, or from ``.pt``/``.pth``/``.bin`` with ``weights_only=True``.
+
+    Raises:
+        LoadError: missing file, unknown suffix, a pickle that ``weights_only`` refuses (it is
+            never retried unsafely), or content that is not a mapping of names to tensors.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise LoadError(f"weights file {str(p)!r} does not exist.")
+    suffix = p.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(p), device="cpu")
+        except (SafetensorError, OSError, ValueError) as err:
+            raise LoadError(f"{str(p)!r} is not a valid safetensors file: {err}") from err
+    elif suffix in (".pt", ".pth", ".bin"):
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
+                AttributeError, TypeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise LoadError(
+                f"{str(p)!r} was refused by torch.load(weights_only=True) ({first}). Only plain state dicts of "
+                "tensors are loaded, never arbitrary pickles; re-save it with safetensors.torch.save_file."
+            ) from None
+    else:
+        raise LoadError(f"unknown weights format {suffix!r} for {str(p)!r}; use .safetensors (or a .pt state dict).")
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        hint = ""
+        if isinstance(state, Mapping) and any(k in state for k in ("state_dict", "model")):
+            hint = " It looks like a training checkpoint; save its 'state_dict' entry alone."
+        raise LoadError(f"{str(p)!r} does not hold a state dict (a mapping of parameter names to tensors).{hint}")
+    return dict(state)
+
+
+def load_model(spec: str, weights: str | os.PathLike[str] | None = None) -> nn.Module:
+    """Build the model from ``spec``, load ``weights`` strictly if given, and put it in eval mode.
+
+    Raises:
+        LoadError: any problem with the spec, the factory's result or the weights (missing or
+            unexpected keys, shape mismatches are all listed).
+    """
+    factory = load_factory(spec)
+    try:
+        model = factory()
+    except Exception as err:
+        raise LoadError(f"calling the factory {spec!r} failed: {type(err).__name__}: {err}") from err
+    if not isinstance(model, nn.Module):
+        raise LoadError(f"the factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module.")
+    if weights is not None:
+        state = load_weights(weights)
+        own = model.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                      for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
+        if missing or unexpected or mismatched:
+            parts = []
+            if missing:
+                parts.append(f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}")
+            if unexpected:
+                parts.append(f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+            if mismatched:
+                parts.append(f"shape mismatch {mismatched[:5]}")
+            raise LoadError(f"weights {str(weights)!r} do not fit {spec!r}: " + "; ".join(parts) + ".")
+        model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+@dataclass(frozen=True)
+class ArrayData:
+    """A labelled dataset loaded from ``.npz``: ``x`` (N, C, H, W) or (N, D) float32, ``y`` (N,) int64."""
+
+    x: Tensor
+    y: Tensor
+    class_names: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def load_data(path: str | os.PathLike[str]) -> ArrayData:
+    """Load ``x``, ``y`` and optional ``class_names`` from ``.npz`` with ``allow_pickle=False``.
+
+    Raises:
+        LoadError: missing file or keys, object arrays (pickles), wrong dtypes or shapes, NaN/inf,
+            empty data, labels outside ``class_names``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise LoadError(f"data file {str(p)!r} does not exist.")
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except ValueError as err:
+        raise LoadError(f"{str(p)!r} holds object arrays (pickled data), which are never loaded: {err}") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        raise LoadError(f"{str(p)!r} is not a readable .npz file: {err}") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise LoadError(f"{str(p)!r} has no array {key!r} (found {sorted(arrays)}); save with np.savez(f, x=..., y=...).")
+    x, y = arrays["x"], arrays["y"]
+    if not np.issubdtype(x.dtype, np.floating):
+        raise LoadError(f"x must be floating point (float32), got {x.dtype}.")
+    if x.ndim not in (2, 4):
+        raise LoadError(f"x must have shape (N, D) or (N, C, H, W), got {x.shape}.")
+    if x.shape[0] == 0:
+        raise LoadError(f"{str(p)!r} holds no examples (x has shape {x.shape}).")
+    if not np.isfinite(x).all():
+        raise LoadError(f"x contains {int((~np.isfinite(x)).sum())} NaN/inf values; clean the data first.")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise LoadError(f"y must hold integer class labels (int64), got {y.dtype}.")
+    if y.shape != (x.shape[0],):
+        raise LoadError(f"y must have shape ({x.shape[0]},) to match x, got {y.shape}.")
+    if (y < 0).any():
+        raise LoadError("y holds negative labels; class labels are 0..n_classes-1.")
+    names: tuple[str, ...] | None = None
+    if "class_names" in arrays:
+        cn = arrays["class_names"]
+        if cn.dtype.kind not in ("U", "S") or cn.ndim != 1:
+            raise LoadError(f"class_names must be a 1-d array of strings, got {cn.dtype} {cn.shape}.")
+        names = tuple(str(s.decode() if isinstance(s, bytes) else s) for s in cn.tolist())
+        if int(y.max()) >= len(names):
+            raise LoadError(f"y has label {int(y.max())} but class_names lists only {len(names)} classes.")
+    return ArrayData(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64)), names)
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, Tensor], metadata: Mapping[str, Any] | None = None) -> None:
+    """Write ``tensors`` to ``path`` (safetensors) and ``metadata`` to ``path + '.json'``, each atomically."""
+    from safetensors.torch import save_file
+
+    p = Path(path)
+    _atomic_write(p, lambda tmp: save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp))
+    text = json.dumps(dict(metadata or {}), indent=2, sort_keys=True)
+    _atomic_write(p.with_name(p.name + ".json"), lambda tmp: Path(tmp).write_text(text))
+
+
+def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read what `save_tensors` wrote: ``(tensors, metadata)``."""
+    p = Path(path)
+    tensors = load_weights(p)
+    side = p.with_name(p.name + ".json")
+    meta = json.loads(side.read_text()) if side.is_file() else {}
+    return tensors, meta

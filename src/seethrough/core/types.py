@@ -1,0 +1,20 @@
+"""Shared type aliases and the fixed vocabulary of shape names.
+
+Shape names used in jaxtyping annotations across the package come from `SHAPE_NAMES`; keeping
+one list makes signatures read the same everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeAlias
+
+from torch import Tensor
+
+__all__ = ["Inputs", "SHAPE_NAMES"]
+
+#: What a model is called with: a tensor (``model(x)``), a tuple (``model(*args)``) or a
+#: mapping of keyword arguments (``model(**kwargs)``, HuggingFace style).
+Inputs: TypeAlias = Tensor | tuple[Any, ...] | Mapping[str, Any]
+
+SHAPE_NAMES = ("batch", "seq", "d_model", "d_hidden", "d_sae", "n_units", "n_concepts", "n_classes")

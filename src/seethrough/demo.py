@@ -1,0 +1,61 @@
+"""The bundled demo: a small CNN for 16×16 digits and its data, used by ``make demo``.
+
+``python -m seethrough.demo`` writes the digits data (scikit-learn's bundled 8×8 digits,
+upsampled to 16×16) to the cache folder and runs ``seethrough inspect`` on the demo CNN.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["digits_cnn", "digits16", "cache_dir", "main"]
+
+
+def cache_dir() -> Path:
+    """Where generated data and models are cached: ``$SEETHROUGH_CACHE`` or ``~/.cache/seethrough``."""
+    return Path(os.environ.get("SEETHROUGH_CACHE", Path.home() / ".cache" / "seethrough"))
+
+
+def digits_cnn(seed: int = 0) -> nn.Module:
+    """A small CNN for (N, 1, 16, 16) digits: two conv blocks and a linear head, seeded init."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(16 * 4 * 4, 10),
+        )
+    finally:
+        torch.random.set_rng_state(gen_state)  # leave the caller's global RNG as it was
+    return model.eval()
+
+
+def digits16() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's digits as float32 (N, 1, 16, 16) in [0, 1], int64 labels and class names."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = digits.images.astype(np.float32) / 16.0
+    x = x.repeat(2, axis=1).repeat(2, axis=2)[:, None]  # nearest-neighbour 8×8 → 16×16
+    names = np.array([str(i) for i in range(10)])
+    return x, digits.target.astype(np.int64), names
+
+
+def main() -> None:
+    from .cli import app
+
+    path = cache_dir() / "demo" / "digits16.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x, y, names = digits16()
+    np.savez(path, x=x, y=y, class_names=names)
+    app(["inspect", "--model", "seethrough.demo:digits_cnn", "--data", str(path)], prog_name="seethrough")
+
+
+if __name__ == "__main__":
+    main()

