@@ -69,8 +69,8 @@ class Site:
 
     path: str
     point: Point = "output"
-    units: tuple[int, ...] | None = None
-    positions: tuple[int, ...] | None = None
+    units: Sequence[int] | None = None  # stored as a tuple
+    positions: Sequence[int] | None = None  # stored as a tuple
     call: int | None = None
     unit_dim: int | None = None
 

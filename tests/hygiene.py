@@ -1,0 +1,192 @@
+"""The hygiene table: every public method, with a tiny-model call, held to "leave no trace".
+
+Later issues add one `Case` per public method that takes a model (and list other public names
+in `EXEMPT` with a reason); `test_hygiene.py` fails if a public name is in neither.
+
+What "no trace" means (`snapshot`): the same hooks on every module (ours gone, the user's still
+there), bit-identical parameters and buffers, the same ``training`` and ``requires_grad`` flags,
+and no ``.grad`` created or changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+import torch
+from models import TinyCNN, TinyMLP, TinyTransformer, images, tokens, vectors
+from torch import Tensor, nn
+
+import seethrough as st
+import seethrough.core as core
+import seethrough.demo as demo
+import seethrough.hf as hf
+from seethrough import Site
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+               "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
+               "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+               "_load_state_dict_post_hooks")
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    hooks: dict[str, tuple]
+    global_hooks: tuple
+    tensors: dict[str, Tensor]
+    training: dict[str, bool]
+    requires_grad: dict[str, bool]
+    grads: dict[str, Tensor | None]
+    tensor_hooks: dict[str, int]
+
+
+def snapshot(model: nn.Module) -> Snapshot:
+    """Everything a method must leave as it found it."""
+    hooks = {name: tuple(tuple(getattr(m, d, {}).keys()) for d in _HOOK_DICTS) for name, m in model.named_modules()}
+    glob = tuple(tuple(getattr(torch.nn.modules.module, g).keys()) for g in _GLOBAL_HOOKS)
+    tensors = {f"p:{n}": p.detach().clone() for n, p in model.named_parameters()}
+    tensors.update({f"b:{n}": b.detach().clone() for n, b in model.named_buffers()})
+    return Snapshot(
+        hooks=hooks,
+        global_hooks=glob,
+        tensors=tensors,
+        training={name: m.training for name, m in model.named_modules()},
+        requires_grad={n: p.requires_grad for n, p in model.named_parameters()},
+        grads={n: None if p.grad is None else p.grad.detach().clone() for n, p in model.named_parameters()},
+        tensor_hooks={n: len(p._backward_hooks or {}) for n, p in model.named_parameters()},
+    )
+
+
+def assert_unchanged(before: Snapshot, after: Snapshot, what: str) -> None:
+    """Fail with a message naming the first kind of trace left behind."""
+    assert after.hooks == before.hooks, f"{what}: hooks changed on modules " + str(
+        [k for k in before.hooks if before.hooks[k] != after.hooks.get(k)])
+    assert after.global_hooks == before.global_hooks, f"{what}: global module hooks changed"
+    for name, t in before.tensors.items():
+        assert torch.equal(t, after.tensors[name]), f"{what}: {name} changed"
+    assert after.training == before.training, f"{what}: train/eval modes changed"
+    assert after.requires_grad == before.requires_grad, f"{what}: requires_grad flags changed"
+    for name, g in before.grads.items():
+        g2 = after.grads[name]
+        assert (g is None) == (g2 is None) and (g is None or torch.equal(g, g2)), f"{what}: .grad of {name} changed"
+    assert after.tensor_hooks == before.tensor_hooks, f"{what}: tensor hooks left on parameters"
+
+
+def same(a: Any, b: Any) -> bool:
+    """Exact structural equality for results (tensors compared bitwise)."""
+    if isinstance(a, Tensor):
+        return isinstance(b, Tensor) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if is_dataclass(a) and not isinstance(a, type):
+        return type(a) is type(b) and all(same(getattr(a, f.name), getattr(b, f.name)) for f in fields(a))
+    return bool(a == b)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One public method on a tiny model.
+
+    ``call(model, inputs)`` runs it; ``per_example(result)`` maps the result to a tensor with the
+    batch first (for the batch-invariance check), or is None when the method has no per-example
+    result; ``invalid`` are calls that must raise (bad target, bad site, raising callback) and
+    must leave no trace either.
+    """
+
+    name: str
+    target: Any
+    model: Callable[[], nn.Module]
+    inputs: Callable[[], Any]
+    call: Callable[[nn.Module, Any], Any]
+    per_example: Callable[[Any], Tensor] | None = None
+    invalid: tuple[Callable[[nn.Module, Any], Any], ...] = ()
+    runs_forward: bool = True
+    edits_model: bool = False
+    train_mode: bool = field(default=False)
+
+
+def _raise(value: Tensor, site: Site) -> None:
+    raise RuntimeError("injected failure in a user callback")
+
+
+def _cat_values(result: dict) -> Tensor:
+    return torch.cat([v.flatten(1) for v in result.values()], dim=1)
+
+
+TABLE: list[Case] = [
+    Case("capture", st.capture, TinyTransformer, tokens,
+         lambda m, x: st.capture(m, x, ["blocks.0", Site("blocks.1.attn", positions=[0])]),
+         per_example=_cat_values,
+         invalid=(lambda m, x: st.capture(m, x, ["blocks.9"]),
+                  lambda m, x: st.capture(m, x, [Site("blocks.0", units=[99])]))),
+    Case("capture (cnn, train mode)", st.capture, TinyCNN, images,
+         lambda m, x: st.capture(m, x, ["conv", Site("act", units=[0, 2])]), per_example=_cat_values,
+         train_mode=True),
+    Case("patch", st.patch, TinyMLP, vectors,
+         lambda m, x: st.patch(m, x, {"fc1": lambda v, s: v * 0.5, Site("fc2", point="input", units=[1]): torch.zeros(1)}),
+         per_example=lambda out: out,
+         invalid=(lambda m, x: st.patch(m, x, {"fc1": _raise}),
+                  lambda m, x: st.patch(m, x, {"fc1": torch.zeros(3)}),
+                  lambda m, x: st.patch(m, x, {"nope": torch.zeros(3)}))),
+    Case("hooks", st.hooks, TinyMLP, vectors,
+         lambda m, x: _run_hooks(m, x, {"fc1": lambda v, s: v + 1}),
+         per_example=lambda out: out,
+         invalid=(lambda m, x: _run_hooks(m, x, {"fc1": _raise}),
+                  lambda m, x: _run_hooks(m, x, {"fc9": lambda v, s: None}))),
+    Case("stream", core.stream, TinyMLP, vectors,
+         lambda m, x: [v for _, v in core.stream(m, core.batches(x, 2), ["fc1"])],
+         per_example=lambda chunks: torch.cat([c["fc1"] for c in chunks]),
+         invalid=(lambda m, x: list(core.stream(m, core.batches(x, 2), ["fc0"])),)),
+    Case("inspect_model", core.inspect_model, TinyTransformer, tokens, lambda m, x: core.inspect_model(m, x),
+         invalid=(lambda m, x: core.inspect_model(m, {"input_ids": x["input_ids"].float()}),)),
+    Case("validate_inputs", core.validate_inputs, TinyMLP, vectors, lambda m, x: core.validate_inputs(m, x),
+         runs_forward=False, invalid=(lambda m, x: core.validate_inputs(m, x * float("nan")),)),
+    Case("call_model", core.call_model, TinyMLP, vectors, lambda m, x: core.call_model(m, x),
+         per_example=lambda out: out),
+    Case("resolve_site", core.sites.resolve_site, TinyMLP, vectors, lambda m, x: core.sites.resolve_site(m, "fc1"),
+         runs_forward=False, invalid=(lambda m, x: core.sites.resolve_site(m, "fc3"),)),
+    Case("select_sites", st.select_sites, TinyTransformer, tokens, lambda m, x: st.select_sites(m, "blocks.*"),
+         runs_forward=False, invalid=(lambda m, x: st.select_sites(m, "nothing.*"),)),
+]
+
+
+def _run_hooks(model: nn.Module, inputs: Any, callbacks: dict) -> Tensor:
+    with st.hooks(model, callbacks):
+        return model(inputs)
+
+
+#: Public names that are not methods on a model, each with the reason.
+EXEMPT: dict[Any, str] = {
+    st.Site: "a frozen value object; validated in test_sites.py",
+    core.Hooks: "the context manager class that hooks() returns; covered by the 'hooks' case",
+    core.RunningMean: "a streaming statistic over tensors; takes no model",
+    core.RunningCovariance: "a streaming statistic over tensors; takes no model",
+    core.TopK: "a streaming statistic over tensors; takes no model",
+    core.batches: "slices inputs; takes no model",
+    core.ModelSummary: "a result dataclass",
+    core.ModuleRow: "a result dataclass",
+    core.ArrayData: "a data container",
+    core.load_factory: "imports a factory; takes no model",
+    core.load_model: "builds a new model (no existing model to disturb)",
+    core.load_weights: "reads a file; takes no model",
+    core.load_data: "reads a file; takes no model",
+    core.save_tensors: "writes tensors; takes no model",
+    core.load_tensors: "reads a file; takes no model",
+    core.sites.as_sites: "normalises a site argument; takes no model",
+    core.inputs.batch_size_of: "reads a shape; takes no model",
+    core.inputs.describe_inputs: "formats shapes for messages; takes no model",
+    core.inputs.slice_inputs: "slices inputs; takes no model",
+    core.inputs.wrap_forward_error: "builds an error object; touches no model",
+    demo.digits_cnn: "builds a new model",
+    demo.digits16: "builds data",
+    demo.cache_dir: "returns a path",
+    demo.main: "runs the CLI demo",
+    hf.load_minilm: "builds a new model (tested in test_hf.py)",
+    hf.minilm: "builds a new model",
+    hf.tokenize: "tokenises text; takes no model",
+}
