@@ -31,9 +31,10 @@ def _model_dir() -> str:
 def load_minilm() -> tuple[Any, nn.Module]:
     """Return ``(tokenizer, model)`` for all-MiniLM-L6-v2 (a 6-layer BertModel, d_model=384), in eval mode.
 
-    Example:
-        >>> tokenizer, model = load_minilm()  # doctest: +SKIP
-        >>> capture(model, tokenize(tokenizer, ["hi"]), ["encoder.layer.5"])  # doctest: +SKIP
+    Example (tested in tests/test_hf.py; loading takes a few seconds, so no doctest)::
+
+        tokenizer, model = load_minilm()
+        hidden = capture(model, tokenize(tokenizer, ["hi"]), ["encoder.layer.5"])["encoder.layer.5"]
     """
     path = _model_dir()
     from transformers import AutoModel, AutoTokenizer

@@ -70,7 +70,7 @@ def _input_value(args: tuple[Any, ...], kwargs: dict[str, Any], site: Site) -> t
         return args[0], lambda new: ((new, *args[1:]), kwargs)
     for key, value in kwargs.items():
         if isinstance(value, Tensor):
-            return value, lambda new: (args, {**kwargs, key: new})
+            return value, lambda new, key=key: (args, {**kwargs, key: new})
     raise SiteError(f"{site!r}: the module was called without any tensor argument, so it has no input value.",
                     site=site)
 
