@@ -42,7 +42,8 @@ def stream(model: nn.Module, chunks: Iterable[Inputs], sites: Site | str | Itera
            progress: bool = False, total: int | None = None) -> Iterator[tuple[int, dict[Any, Tensor]]]:
     """Capture ``sites`` on every chunk; yield ``(offset, {site: tensor})`` per chunk.
 
-    Runs under ``torch.no_grad`` so no graph is kept between chunks; memory is bounded by one
+    Each capture runs under ``torch.no_grad`` (the caller's code between chunks keeps its own
+    grad mode), so no graph is kept between chunks; memory is bounded by one
     chunk's activations. Sites are resolved before the first chunk is read.
 
     Args:
@@ -69,11 +70,11 @@ def stream(model: nn.Module, chunks: Iterable[Inputs], sites: Site | str | Itera
         iterator = tqdm(chunks, total=total, desc="stream", unit="batch")
     offset = 0
     seen = False
-    with torch.no_grad():
-        for chunk in iterator:
-            seen = True
+    for chunk in iterator:
+        seen = True
+        with torch.no_grad():  # only around our own work: never while the caller's loop body runs
             values = capture(model, chunk, keys)
-            yield offset, values
-            offset += batch_size_of(chunk)
+        yield offset, values
+        offset += batch_size_of(chunk)
     if not seen:
         raise InputError("the data yielded no batch; pass a non-empty dataset.")

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import pickle
+import re
 import sys
 import tempfile
 import zipfile
@@ -61,12 +62,12 @@ def load_factory(spec: str) -> Callable[[], Any]:
             module = importlib.import_module(where)
         except ImportError as err:
             raise LoadError(f"cannot import module {where!r} (from spec {spec!r}): {err}") from err
-    factory = getattr(module, name, None)
-    if factory is None:
+    if not hasattr(module, name):
         names = [n for n in dir(module) if not n.startswith("_")]
         close = difflib.get_close_matches(name, names, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise LoadError(f"{where!r} has no attribute {name!r}{hint}")
+    factory = getattr(module, name)
     if not callable(factory):
         raise LoadError(f"{spec!r} is a {type(factory).__name__}, not a callable factory returning an nn.Module.")
     return factory
@@ -96,9 +97,12 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
             state = torch.load(p, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
                 AttributeError, TypeError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            # torch's own text carries colour codes and advises weights_only=False, which we never
+            # do; keep only the name of the refused global, if there is one.
+            found = re.search(r"(?:Unsupported global|GLOBAL)[:\s]+([\w.]+)", str(err))
+            why = f"it references {found.group(1)!r}" if found else f"unreadable: {type(err).__name__}"
             raise LoadError(
-                f"{str(p)!r} was refused by torch.load(weights_only=True) ({first}). Only plain state dicts of "
+                f"{str(p)!r} was refused by torch.load(weights_only=True) ({why}). Only plain state dicts of "
                 "tensors are loaded, never arbitrary pickles; re-save it with safetensors.torch.save_file."
             ) from None
     else:
@@ -168,10 +172,19 @@ def load_data(path: str | os.PathLike[str]) -> ArrayData:
     if not p.is_file():
         raise LoadError(f"data file {str(p)!r} does not exist.")
     try:
-        with np.load(p, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        loaded = np.load(p, allow_pickle=False)
     except ValueError as err:
-        raise LoadError(f"{str(p)!r} holds object arrays (pickled data), which are never loaded: {err}") from None
+        reason = "holds pickled data, which is never loaded" if "pickle" in str(err) else "is not a readable .npz file"
+        raise LoadError(f"{str(p)!r} {reason}; save with np.savez(f, x=..., y=...).") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        raise LoadError(f"{str(p)!r} is not a readable .npz file: {err}") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise LoadError(f"{str(p)!r} is a single .npy array, not an .npz archive; save with np.savez(f, x=..., y=...).")
+    try:
+        with loaded as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except ValueError:
+        raise LoadError(f"{str(p)!r} holds object arrays (pickled data), which are never loaded.") from None
     except (OSError, zipfile.BadZipFile, EOFError) as err:
         raise LoadError(f"{str(p)!r} is not a readable .npz file: {err}") from None
     for key in ("x", "y"):
@@ -220,8 +233,8 @@ def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, Tensor], me
     from safetensors.torch import save_file
 
     p = Path(path)
+    text = json.dumps(dict(metadata or {}), indent=2, sort_keys=True)  # fail before writing anything
     _atomic_write(p, lambda tmp: save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp))
-    text = json.dumps(dict(metadata or {}), indent=2, sort_keys=True)
     _atomic_write(p.with_name(p.name + ".json"), lambda tmp: Path(tmp).write_text(text))
 
 

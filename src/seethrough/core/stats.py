@@ -42,7 +42,8 @@ class RunningMean:
         self.count = 0
         self._sum: Tensor | None = None
 
-    def update(self, x: Float[Tensor, "batch n_units"]) -> None:
+    def update(self, x: Tensor) -> None:
+        """Add the rows of ``x`` (batch, n_units)."""
         x = _as_rows(x, None if self._sum is None else self._sum.shape[0], "RunningMean")
         self._sum = x.sum(0) if self._sum is None else self._sum + x.sum(0)
         self.count += x.shape[0]
@@ -70,7 +71,8 @@ class RunningCovariance:
         self._mean: Tensor | None = None
         self._m2: Tensor | None = None  # sum of outer products of deviations
 
-    def update(self, x: Float[Tensor, "batch n_units"]) -> None:
+    def update(self, x: Tensor) -> None:
+        """Add the rows of ``x`` (batch, n_units)."""
         x = _as_rows(x, None if self._mean is None else self._mean.shape[0], "RunningCovariance")
         n_b = x.shape[0]
         if n_b == 0:
@@ -128,8 +130,8 @@ class TopK:
         self._values: Tensor | None = None
         self._indices: Tensor | None = None
 
-    def update(self, values: Float[Tensor, "batch n_units"], offset: int) -> None:
-        """Merge a batch whose row ``i`` is dataset example ``offset + i``."""
+    def update(self, values: Tensor, offset: int) -> None:
+        """Merge ``values`` (batch, n_units), whose row ``i`` is dataset example ``offset + i``."""
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
             raise InputError(f"TopK needs a positive int k, got {self.k!r}.")
         d = None if self._values is None else self._values.shape[1]
