@@ -36,24 +36,16 @@ class _Stop(Exception):
 # -- reading and writing the value of a module's input or output ---------------------------
 
 
-def _output_value(output: Any, site: Site) -> tuple[Tensor, Callable[[Tensor], Any]]:
-    """The tensor a site's output point means, and a function that rebuilds the output with a new one."""
+def _output_value(output: Any, site: Site) -> Tensor:
+    """The tensor a site's output point means: the output, its first element, or its first value."""
     if isinstance(output, Tensor):
-        return output, lambda new: new
+        return output
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
-        if hasattr(output, "_replace"):  # namedtuple
-            return output[0], lambda new: output._replace(**{output._fields[0]: new})
-        return output[0], lambda new: type(output)([new, *output[1:]])
+        return output[0]
     if isinstance(output, Mapping):
         key = next(iter(output), None)
         if key is not None and isinstance(output[key], Tensor):
-
-            def rebuild(new: Tensor) -> Any:
-                out = output.copy()  # HuggingFace ModelOutput and dict both support copy + setitem
-                out[key] = new
-                return out
-
-            return output[key], rebuild
+            return output[key]
     raise SiteError(
         f"{site!r}: the module returned {type(output).__name__}, which holds no tensor in first place; "
         "sites read a Tensor output, the first element of a tuple/list, or the first value of a dict. "
@@ -62,15 +54,29 @@ def _output_value(output: Any, site: Site) -> tuple[Tensor, Callable[[Tensor], A
     )
 
 
-def _input_value(args: tuple[Any, ...], kwargs: dict[str, Any], site: Site) -> tuple[Tensor, Callable[[Tensor], Any]]:
+def _rebuild_output(output: Any, new: Tensor) -> Any:
+    """``output`` with the value `_output_value` read replaced by ``new``."""
+    if isinstance(output, Tensor):
+        return new
+    if isinstance(output, (tuple, list)):
+        if hasattr(output, "_replace"):  # namedtuple
+            return output._replace(**{output._fields[0]: new})
+        return type(output)([new, *output[1:]])
+    out = output.copy()  # HuggingFace ModelOutput and dict both support copy + setitem
+    out[next(iter(output))] = new
+    return out
+
+
+def _input_value(args: tuple[Any, ...], kwargs: dict[str, Any], site: Site) -> tuple[Tensor, str | None]:
+    """The tensor a site's input point means, and its keyword name (None: first positional)."""
     if args:
         if not isinstance(args[0], Tensor):
             raise SiteError(f"{site!r}: the module's first positional argument is {type(args[0]).__name__}, "
                             "not a Tensor.", site=site)
-        return args[0], lambda new: ((new, *args[1:]), kwargs)
+        return args[0], None
     for key, value in kwargs.items():
         if isinstance(value, Tensor):
-            return value, lambda new, key=key: (args, {**kwargs, key: new})
+            return value, key
     raise SiteError(f"{site!r}: the module was called without any tensor argument, so it has no input value.",
                     site=site)
 
@@ -155,17 +161,18 @@ class Hooks:
         if st.site.point == "output":
 
             def forward_hook(module: nn.Module, args: Any, output: Any) -> Any:
-                value, rebuild = _output_value(output, st.site)
-                new = self._run(st, value)
-                return None if new is None else rebuild(new)
+                new = self._run(st, _output_value(output, st.site))
+                return None if new is None else _rebuild_output(output, new)
 
             handle = st.module.register_forward_hook(forward_hook)
         else:
 
             def pre_hook(module: nn.Module, args: Any, kwargs: dict[str, Any]) -> Any:
-                value, rebuild = _input_value(args, kwargs, st.site)
+                value, key = _input_value(args, kwargs, st.site)
                 new = self._run(st, value)
-                return None if new is None else rebuild(new)
+                if new is None:
+                    return None
+                return ((new, *args[1:]), kwargs) if key is None else (args, {**kwargs, key: new})
 
             handle = st.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
         stack.callback(handle.remove)
@@ -227,8 +234,9 @@ def hooks(model: nn.Module, callbacks: Mapping[Site | str, Callback], *, require
     return Hooks(model, callbacks, require_fired=require_fired, refuse_repeats=refuse_repeats)
 
 
-def _site_map(model: nn.Module, keys: Iterable[Site | str]) -> dict[Site | str, Site]:
-    return {key: resolve_site(model, key)[0] for key in keys}
+def _site_map(keys: Iterable[Site | str]) -> dict[Site | str, Site]:
+    """Each key as a `Site` (paths are resolved later, once, by `Hooks`)."""
+    return {key: Site(key) if isinstance(key, str) else key for key in keys}
 
 
 def _forward(model: nn.Module, inputs: Inputs, ctx: Hooks) -> Any:
@@ -273,24 +281,22 @@ def capture(model: nn.Module, inputs: Inputs, sites: Site | str | Iterable[Site 
         >>> capture(model, torch.zeros(4, 2), ["0"])["0"].shape
         torch.Size([4, 3])
     """
-    keys = as_sites(sites)
-    site_of = _site_map(model, keys)
-    validate_inputs(model, inputs)
+    site_of = _site_map(as_sites(sites))
+    ctx_sites = list(dict.fromkeys(site_of.values()))
     if clone is None:
         clone = torch.is_inference_mode_enabled()
-    wanted = set(site_of.values())
     values: dict[Site, tuple[Tensor, int]] = {}
 
     def store(value: Tensor, site: Site) -> None:
-        version = -1
-        if not clone:
-            with contextlib.suppress(RuntimeError):  # inference tensors keep no version counter
-                version = value._version
-        values[site] = (value if version >= 0 else value.clone(), version)
-        if stop and len(values) == len(wanted):
+        if clone or value.is_inference():  # inference tensors keep no version counter to check
+            values[site] = (value.clone(), -1)
+        else:
+            values[site] = (value, value._version)
+        if stop and len(values) == len(ctx_sites):
             raise _Stop
 
-    ctx = hooks(model, {s: store for s in wanted}, refuse_repeats=True)
+    ctx = hooks(model, dict.fromkeys(ctx_sites, store), refuse_repeats=True)  # resolves every site
+    validate_inputs(model, inputs)
     try:
         with ctx:
             _forward(model, inputs, ctx)
