@@ -6,6 +6,7 @@ is installed) this times, under ``torch.no_grad()``:
 - ``plain``: ``model(inputs)``;
 - ``capture``: ``seethrough.capture(model, inputs, sites)`` with a site on every block;
 - ``raw hooks``: forward hooks registered on the same modules, outputs stored in a dict, hooks removed;
+- ``no-op hooks``: forward hooks that do nothing on the same modules: the floor any hook-based tool pays;
 - ``captum``: Captum's ``LayerActivation`` over the same modules (the peer library).
 
 Candidates are timed interleaved in one run: each repetition calls every candidate once, in a rotating
@@ -44,8 +45,7 @@ Case = tuple[str, nn.Module, Any, list[str]]  # name, model, inputs, site paths
 
 def _mlp() -> Case:
     blocks = [nn.Sequential(nn.Linear(256, 256), nn.ReLU()) for _ in range(6)]
-    sites = [f"{i}{sub}" for i in range(6) for sub in (".0", "")]  # every Linear and every block
-    return "mlp", nn.Sequential(*blocks), torch.randn(256, 256), sites
+    return "mlp", nn.Sequential(*blocks), torch.randn(256, 256), [str(i) for i in range(6)]  # every block
 
 
 def _cnn() -> Case:
@@ -100,6 +100,16 @@ def _raw_hooks(model: nn.Module, inputs: Any, paths: list[str]) -> dict[str, Ten
     return store
 
 
+def _noop_hooks(model: nn.Module, inputs: Any, paths: list[str]) -> None:
+    """The floor: hooks that store nothing (``nn.TransformerEncoderLayer`` still leaves its fast path)."""
+    handles = [model.get_submodule(p).register_forward_hook(lambda m, a, out: None) for p in paths]
+    try:
+        _call(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _captum(model: nn.Module, inputs: Any, paths: list[str]) -> Callable[[], Any] | None:
     try:
         from captum.attr import LayerActivation
@@ -119,6 +129,7 @@ def _candidates(model: nn.Module, inputs: Any, paths: list[str]) -> dict[str, Ca
         "plain": lambda: _call(model, inputs),
         "capture": lambda: seethrough.capture(model, inputs, paths),
         "raw hooks": lambda: _raw_hooks(model, inputs, paths),
+        "no-op hooks": lambda: _noop_hooks(model, inputs, paths),
     }
     captum = _captum(model, inputs, paths)
     if captum is not None:
@@ -166,7 +177,7 @@ def main() -> None:
     malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
     print(f"malloc settings: {malloc or 'glibc defaults'}")
     print("ratio = median over repetitions of (candidate time / plain time in the same repetition)\n")
-    print(f"{'model':<12} {'candidate':<10} {'median ms':>10} {'ratio':>7}  sites")
+    print(f"{'model':<12} {'candidate':<11} {'median ms':>10} {'ratio':>7}  sites")
     for make in (_mlp, _cnn, _transformer, _minilm):
         case = make()
         if case is None:
@@ -178,7 +189,7 @@ def main() -> None:
             times = bench(_candidates(model, inputs, paths), repeats, warmup)
         for cand, ts in times.items():
             ratio = statistics.median(t / p for t, p in zip(ts, times["plain"], strict=True))
-            print(f"{name:<12} {cand:<10} {statistics.median(ts) * 1e3:>10.3f} {ratio:>7.3f}  {len(paths)}")
+            print(f"{name:<12} {cand:<11} {statistics.median(ts) * 1e3:>10.3f} {ratio:>7.3f}  {len(paths)}")
         print()
 
 
