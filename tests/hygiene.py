@@ -184,7 +184,7 @@ EXEMPT: dict[Any, str] = {
     core.inputs.wrap_forward_error: "builds an error object; touches no model",
     demo.digits_cnn: "builds a new model",
     demo.digits16: "builds data",
-    demo.cache_dir: "returns a path",
+    core.cache_dir: "returns a path",
     demo.main: "runs the CLI demo",
     hf.load_minilm: "builds a new model (tested in test_hf.py)",
     hf.minilm: "builds a new model",

@@ -6,19 +6,11 @@ upsampled to 16×16) to the cache folder and runs ``seethrough inspect`` on the 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["digits_cnn", "digits16", "cache_dir", "main"]
-
-
-def cache_dir() -> Path:
-    """Where generated data and models are cached: ``$SEETHROUGH_CACHE`` or ``~/.cache/seethrough``."""
-    return Path(os.environ.get("SEETHROUGH_CACHE", Path.home() / ".cache" / "seethrough"))
+__all__ = ["digits_cnn", "digits16", "main"]
 
 
 def digits_cnn(seed: int = 0) -> nn.Module:
@@ -49,6 +41,7 @@ def digits16() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def main() -> None:
     from .cli import app
+    from .core.io import cache_dir
 
     path = cache_dir() / "demo" / "digits16.npz"
     path.parent.mkdir(parents=True, exist_ok=True)

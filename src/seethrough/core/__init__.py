@@ -18,7 +18,16 @@ from .errors import (
 from .hooks import Callback, Hooks, capture, hooks, patch
 from .inputs import call_model, validate_inputs
 from .inspection import ModelSummary, ModuleRow, inspect_model
-from .io import ArrayData, load_data, load_factory, load_model, load_tensors, load_weights, save_tensors
+from .io import (
+    ArrayData,
+    cache_dir,
+    load_data,
+    load_factory,
+    load_model,
+    load_tensors,
+    load_weights,
+    save_tensors,
+)
 from .sites import Site, select_sites
 from .stats import RunningCovariance, RunningMean, TopK
 from .types import Inputs
@@ -28,7 +37,7 @@ __all__ = [
     "Inputs", "validate_inputs", "call_model", "batches", "stream",
     "RunningMean", "RunningCovariance", "TopK",
     "ModelSummary", "ModuleRow", "inspect_model",
-    "ArrayData", "load_factory", "load_model", "load_weights", "load_data", "save_tensors", "load_tensors",
+    "ArrayData", "cache_dir", "load_factory", "load_model", "load_weights", "load_data", "save_tensors", "load_tensors",
     "SeethroughError", "SiteNotFoundError", "SiteError", "HookNotFiredError", "InputError", "InputTypeError",
     "ForwardError", "LoadError", "NotFittedError",
 ]

@@ -30,7 +30,12 @@ from torch import Tensor, nn
 
 from .errors import LoadError
 
-__all__ = ["ArrayData", "load_factory", "load_model", "load_weights", "load_data", "save_tensors", "load_tensors"]
+__all__ = ["cache_dir", "ArrayData", "load_factory", "load_model", "load_weights", "load_data", "save_tensors", "load_tensors"]
+
+
+def cache_dir() -> Path:
+    """Where generated data and models are cached: ``$SEETHROUGH_CACHE`` or ``~/.cache/seethrough``."""
+    return Path(os.environ.get("SEETHROUGH_CACHE", Path.home() / ".cache" / "seethrough"))
 
 
 def load_factory(spec: str) -> Callable[[], Any]:
