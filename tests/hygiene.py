@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 import seethrough as st
 import seethrough.core as core
+import seethrough.evidence as evidence
 import seethrough.demo as demo
 import seethrough.hf as hf
 from seethrough import Site
@@ -155,6 +156,23 @@ TABLE: list[Case] = [
 ]
 
 
+def _planted_finding() -> evidence.Finding:
+    return evidence.Finding("units", "units 1 and 5 carry class 2", site=Site("act"), units=[1, 5], target=2)
+
+
+TABLE += [
+    Case("validate", evidence.validate, TinyMLP, vectors,
+         lambda m, x: evidence.validate(_planted_finding(), m, x, n_controls=5).to_dict(),
+         invalid=(lambda m, x: evidence.validate(
+             evidence.Finding("units", "c", site=Site("act"), units=[99], target=0), m, x),
+                  lambda m, x: evidence.validate(
+             evidence.Finding("units", "c", site=Site("nope"), units=[1], target=0), m, x))),
+    Case("validate (train mode, mean ablation)", evidence.validate, TinyMLP, vectors,
+         lambda m, x: evidence.validate(_planted_finding(), m, x, n_controls=5, ablation="mean").to_dict(),
+         train_mode=True),
+]
+
+
 def _run_hooks(model: nn.Module, inputs: Any, callbacks: dict) -> Tensor:
     with st.hooks(model, callbacks):
         return model(inputs)
@@ -182,6 +200,13 @@ EXEMPT: dict[Any, str] = {
     core.inputs.describe_inputs: "formats shapes for messages; takes no model",
     core.inputs.slice_inputs: "slices inputs; takes no model",
     core.inputs.wrap_forward_error: "builds an error object; touches no model",
+    evidence.Finding: "a value object (a claim); validated in tests/evidence",
+    evidence.Validation: "a result dataclass",
+    evidence.Summary: "a result dataclass",
+    evidence.summarize: "statistics over numbers; takes no model",
+    evidence.bootstrap_ci: "statistics over numbers; takes no model",
+    evidence.target_log_prob: "builds a metric function; takes no model",
+    evidence.target_hit: "builds a metric function; takes no model",
     demo.digits_cnn: "builds a new model",
     demo.digits16: "builds data",
     core.cache_dir: "returns a path",

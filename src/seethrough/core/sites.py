@@ -108,6 +108,15 @@ class Site:
 
     # -- value selection (used by core.hooks) ---------------------------------------------
 
+    def unit_axis(self, value: Tensor) -> int:
+        """The (non-negative) unit dimension of ``value`` under this site's ``unit_dim`` rule.
+
+        Example:
+            >>> Site("conv").unit_axis(torch.zeros(2, 8, 5, 5)), Site("blocks.0").unit_axis(torch.zeros(2, 7, 16))
+            (1, 2)
+        """
+        return self._dims(value)[0]
+
     def _dims(self, value: Tensor) -> tuple[int, int]:
         if value.ndim < 2:
             raise SiteError(

@@ -1,0 +1,252 @@
+"""Causal validation of a `Finding`: intervene, measure, and compare with a matched random control.
+
+Observational tools (exemplars, attribution, probes, lenses) propose; `validate` tests. The
+intervention depends on the finding's kind: ablate its units, project out its direction, or
+stamp its trigger. The same intervention applied to matched random controls (as many random
+units, a random direction, the trigger's pixels shuffled) gives the null distribution, so the
+p-value answers "is this finding better than an arbitrary one of the same size?".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..core.errors import InputError
+from ..core.hooks import capture, patch
+from ..core.inputs import validate_inputs
+from ..core.sites import Site, resolve_site
+from ..core.types import Inputs
+from .finding import Finding
+from .summary import bootstrap_ci
+
+__all__ = ["Validation", "validate", "target_log_prob", "target_hit"]
+
+Metric = Callable[[Any], Tensor]
+
+
+def target_log_prob(target: int) -> Metric:
+    """Per-example log-probability of class ``target`` from logits ``(batch, n_classes)``."""
+    def metric(output: Any) -> Tensor:
+        return torch.log_softmax(_logits(output), dim=-1)[:, target]
+    return metric
+
+
+def target_hit(target: int) -> Metric:
+    """Per-example 1.0 where the predicted class is ``target``, else 0.0."""
+    def metric(output: Any) -> Tensor:
+        return (_logits(output).argmax(-1) == target).to(torch.float64)
+    return metric
+
+
+def _logits(output: Any) -> Tensor:
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    raise InputError(f"cannot read logits from a {type(output).__name__}; pass metric=... explicitly.")
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The outcome of `validate`: effect of the intervention, its CI, and the random-control test.
+
+    ``effect`` is signed so that positive supports the claim (ablating the units lowers the
+    metric; stamping the trigger raises the target rate). ``p_value`` is the fraction of controls
+    (plus one) whose effect is at least as large.
+    """
+
+    kind: str
+    effect: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    control_effects: tuple[float, ...]
+    n_examples: int
+    alpha: float = 0.05
+
+    @property
+    def validated(self) -> bool:
+        """The effect is positive (CI above zero) and beats the random controls at level ``alpha``."""
+        return self.p_value < self.alpha and self.ci_low > 0.0
+
+    @property
+    def control_mean(self) -> float:
+        return float(np.mean(self.control_effects))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "effect": self.effect, "ci_low": self.ci_low, "ci_high": self.ci_high,
+                "p_value": self.p_value, "control_mean": self.control_mean, "n_controls": len(self.control_effects),
+                "n_examples": self.n_examples, "validated": self.validated}
+
+    def to_frame(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame([self.to_dict()])
+
+    def plot(self) -> Any:
+        """Histogram of control effects with the finding's effect and CI marked."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4.5, 2.6))
+        ax = fig.add_subplot()
+        ax.hist(self.control_effects, bins=20, color="0.7", label="random controls")
+        ax.axvline(self.effect, color="crimson", label=f"finding (p={self.p_value:.3f})")
+        ax.axvspan(self.ci_low, self.ci_high, color="crimson", alpha=0.15)
+        ax.set_xlabel("effect")
+        ax.legend(fontsize=7)
+        return fig
+
+    def _repr_html_(self) -> str:
+        return str(self.to_frame().to_html(index=False))
+
+
+def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metric | None = None,
+             n_controls: int = 100, ablation: Literal["zero", "mean"] = "zero", alpha: float = 0.05,
+             seed: int = 0) -> Validation:
+    """Test ``finding`` by intervention against matched random controls.
+
+    Args:
+        finding: what to test.
+        model: the model the finding is about (left unchanged).
+        inputs: the data to intervene on; for trigger findings a ``(N, C, H, W)`` tensor.
+        metric: maps the model output to one score per example. Defaults: the log-probability of
+            ``finding.target`` (units, direction), the target hit rate (trigger).
+        n_controls: number of random controls (the p-value's resolution is ``1 / (n_controls + 1)``).
+        ablation: ``"zero"`` or ``"mean"`` (the inputs' mean of each unit) for unit findings.
+        alpha: level at which `Validation.validated` is decided.
+        seed: seeds the controls and the bootstrap.
+
+    Raises:
+        InputError: a finding whose default metric needs a target it lacks, units out of range, a
+            direction of the wrong length, or trigger inputs that are not images of the trigger's size.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> with torch.no_grad():
+        ...     _ = model[0].weight.copy_(torch.tensor([[1.0, 0], [0, 1], [0, 0], [0, 0]]))
+        ...     _ = model[0].bias.zero_(); _ = model[2].weight.copy_(torch.tensor([[5.0, 0, 0, 0], [0, 5, 0, 0]]))
+        >>> f = Finding("units", "unit 0 carries class 0", site=Site("1"), units=[0], target=0)
+        >>> v = validate(f, model, torch.rand(64, 2) + 0.5, n_controls=20)
+        >>> v.validated, v.p_value < 0.1
+        (True, True)
+    """
+    if n_controls < 1:
+        raise InputError(f"n_controls must be at least 1, got {n_controls}.")
+    if metric is None:
+        if finding.target is None:
+            raise InputError(f"the {finding.kind!r} finding has no target; pass metric=... to say what to measure.")
+        metric = target_hit(finding.target) if finding.kind == "trigger" else target_log_prob(finding.target)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        if finding.kind == "trigger":
+            per_example, controls = _trigger(finding, model, inputs, metric, n_controls, gen)
+        else:
+            per_example, controls = _site_intervention(finding, model, inputs, metric, n_controls, ablation, gen)
+    values = per_example.double().cpu().numpy()
+    effect = float(values.mean())
+    lo, hi = bootstrap_ci(values, seed=seed)
+    p_value = (1 + sum(c >= effect for c in controls)) / (1 + len(controls))
+    return Validation(finding.kind, effect, lo, hi, float(p_value), tuple(controls), len(values), alpha)
+
+
+def _site_intervention(finding: Finding, model: nn.Module, inputs: Inputs, metric: Metric, n_controls: int,
+                       ablation: str, gen: torch.Generator) -> tuple[Tensor, list[float]]:
+    assert finding.site is not None  # guaranteed by Finding.__post_init__
+    site, _ = resolve_site(model, finding.site)
+    validate_inputs(model, inputs)
+    base = Site(site.path, point=site.point, positions=site.positions, call=site.call, unit_dim=site.unit_dim)
+    value = capture(model, inputs, [base])[base]
+    axis = base.unit_axis(value)
+    n_units = value.shape[axis]
+    clean = metric(patch(model, inputs, {base: lambda v, s: None}))
+
+    if finding.kind == "units":
+        units = list(finding.units or ())
+        bad = [u for u in units if not 0 <= u < n_units]
+        if bad:
+            raise InputError(f"units {bad} are out of range for {n_units} units at {site.path!r}.")
+        mean = value.mean(dim=tuple(d for d in range(value.ndim) if d != axis), keepdim=True)
+
+        def ablate(chosen: list[int]) -> Tensor:
+            index = torch.tensor(chosen, device=value.device)
+
+            def fn(v: Tensor, s: Site) -> Tensor:
+                fill = torch.zeros_like(v) if ablation == "zero" else mean.expand_as(v).to(v.dtype)
+                keep = torch.ones(v.shape[axis], dtype=torch.bool, device=v.device)
+                keep[index] = False
+                shape = [1] * v.ndim
+                shape[axis] = -1
+                return torch.where(keep.view(shape), v, fill)
+
+            return metric(patch(model, inputs, {base: fn}))
+
+        # controls are drawn from the other units when there are enough of them, else from all
+        pool = [u for u in range(n_units) if u not in set(units)]
+        if len(pool) < len(units):
+            pool = list(range(n_units))
+        per_example = clean - ablate(units)
+        controls = []
+        for _ in range(n_controls):
+            pick = torch.randperm(len(pool), generator=gen)[: len(units)].tolist()
+            controls.append(float((clean - ablate([pool[i] for i in pick])).double().mean()))
+        return per_example, controls
+
+    assert finding.direction is not None  # guaranteed by Finding.__post_init__
+    if finding.direction.shape[0] != n_units:
+        raise InputError(f"the direction has {finding.direction.shape[0]} entries but {site.path!r} has "
+                         f"{n_units} units along dim {axis}.")
+
+    def project_out(direction: Tensor) -> Tensor:
+        u = (direction / direction.norm()).to(value.dtype).to(value.device)
+        shape = [1] * value.ndim
+        shape[axis] = -1
+        u = u.view(shape)
+
+        def fn(v: Tensor, s: Site) -> Tensor:
+            return v - (v * u).sum(dim=axis, keepdim=True) * u
+
+        return metric(patch(model, inputs, {base: fn}))
+
+    per_example = clean - project_out(finding.direction)
+    controls = [float((clean - project_out(torch.randn(n_units, generator=gen))).double().mean())
+                for _ in range(n_controls)]
+    return per_example, controls
+
+
+def _trigger(finding: Finding, model: nn.Module, inputs: Inputs, metric: Metric, n_controls: int,
+             gen: torch.Generator) -> tuple[Tensor, list[float]]:
+    mask, pattern = finding.trigger_mask, finding.trigger_pattern
+    assert mask is not None and pattern is not None and finding.target is not None
+    if not isinstance(inputs, Tensor) or inputs.ndim != 4 or tuple(inputs.shape[1:]) != tuple(pattern.shape):
+        shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise InputError(f"trigger findings need image inputs (N, {', '.join(map(str, pattern.shape))}); got {shape}.")
+    validate_inputs(model, inputs)
+    # Only inputs not already classified as the target can be flipped.
+    keep = _logits(model(inputs)).argmax(-1) != finding.target
+    x = inputs[keep]
+    if x.shape[0] == 0:
+        raise InputError(f"every input is already classified as the target {finding.target}; pass other inputs.")
+    m = mask.to(x)
+    p = pattern.to(x)
+    clean = metric(model(x))
+
+    def stamped(mask_: Tensor, pattern_: Tensor) -> Tensor:
+        return metric(model((1 - mask_) * x + mask_ * pattern_))
+
+    per_example = stamped(m, p) - clean
+    h, w = m.shape
+    controls = []
+    for _ in range(n_controls):  # the same mask values and pattern, at shuffled pixel positions
+        perm = torch.randperm(h * w, generator=gen)
+        controls.append(float((stamped(m.flatten()[perm].view(h, w), p.flatten(1)[:, perm].view_as(p))
+                               - clean).double().mean()))
+    return per_example, controls

@@ -1,0 +1,135 @@
+"""validate: planted units, directions and triggers with known effects; random controls (issue #3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from seethrough import Site
+from seethrough.core import InputError
+from seethrough.evidence import Finding, target_log_prob, validate
+
+
+def planted_mlp() -> nn.Sequential:
+    """x (2) → h = relu(x0, x1, 0, 0) → logits (5 h0, 5 h1): unit 0 carries class 0; units 2, 3 carry nothing."""
+    model = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0], [0, 1], [0, 0], [0, 0]]))
+        model[0].bias.zero_()
+        model[2].weight.copy_(torch.tensor([[5.0, 0, 0, 0], [0, 5, 0, 0]]))
+        model[2].bias.zero_()
+    return model
+
+
+def inputs(n: int = 64) -> torch.Tensor:
+    return torch.rand(n, 2, generator=torch.Generator().manual_seed(0)) + 0.5
+
+
+def test_planted_unit_effect_matches_the_closed_form() -> None:
+    model, x = planted_mlp(), inputs()
+    v = validate(Finding("units", "unit 0 carries class 0", site=Site("1"), units=[0], target=0), model, x,
+                 n_controls=30)
+    logits = 5 * x
+    clean = torch.log_softmax(logits, -1)[:, 0]
+    ablated = torch.log_softmax(torch.stack([torch.zeros(64), logits[:, 1]], -1), -1)[:, 0]
+    assert v.effect == pytest.approx(float((clean - ablated).double().mean()), rel=1e-6)
+    assert v.validated and v.p_value == pytest.approx(1 / 31)
+    assert v.ci_low <= v.effect <= v.ci_high
+
+
+def test_units_with_no_effect_are_not_validated() -> None:
+    model, x = planted_mlp(), inputs()
+    v = validate(Finding("units", "units 2, 3 carry class 0", site=Site("1"), units=[2, 3], target=0), model, x,
+                 n_controls=30)
+    assert v.effect == 0.0 and not v.validated  # dead units: exactly zero effect, CI not above zero
+
+
+def test_random_controls_are_indistinguishable_from_zero_for_inert_units() -> None:
+    model = nn.Sequential(nn.Linear(2, 6), nn.ReLU(), nn.Linear(6, 2))
+    with torch.no_grad():
+        model[2].weight.zero_()  # no unit matters: every control effect is exactly zero
+    v = validate(Finding("units", "unit 1 matters", site=Site("1"), units=[1], target=0), model, inputs(),
+                 n_controls=20)
+    assert set(v.control_effects) == {0.0} and v.p_value == 1.0 and not v.validated
+
+
+def test_mean_ablation_of_a_constant_unit_has_no_effect() -> None:
+    model, x = planted_mlp(), inputs()
+    with torch.no_grad():
+        model[0].weight[0].zero_()
+        model[0].bias[0] = 1.0  # unit 0 is the constant 1: its mean is itself
+    v = validate(Finding("units", "u0", site=Site("1"), units=[0], target=0), model, x, n_controls=5,
+                 ablation="mean")
+    assert v.effect == pytest.approx(0.0, abs=1e-12)
+
+
+def test_planted_direction_beats_random_directions() -> None:
+    d = 8
+    u = torch.zeros(d)
+    u[:2] = torch.tensor([0.6, 0.8])
+    model = nn.Sequential(nn.Identity(), nn.Linear(d, 2, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([4 * u, -4 * u]))  # class evidence lies along u only
+    x = torch.randn(128, d, generator=torch.Generator().manual_seed(1)) + 2 * u
+    v = validate(Finding("direction", "u carries class 0", site=Site("0"), direction=u, target=0), model, x,
+                 n_controls=50)
+    assert v.validated and v.p_value < 0.05 and v.effect > max(v.control_effects)
+
+
+class PixelTrojan(nn.Module):
+    """Predicts class 1 exactly when pixel (2, 3) is bright: a planted trigger."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bright = (x[:, 0, 2, 3] > 0.9).float()
+        return torch.stack([1 - bright, bright], dim=-1) * 10
+
+
+def test_planted_trigger_is_validated_and_shuffled_triggers_are_not() -> None:
+    mask = torch.zeros(6, 6)
+    mask[2, 3] = 1.0
+    x = torch.rand(50, 1, 6, 6, generator=torch.Generator().manual_seed(2)) * 0.5
+    f = Finding("trigger", "a bright pixel at (2,3) flips to class 1", target=1, trigger_mask=mask,
+                trigger_pattern=torch.ones(1, 6, 6))
+    v = validate(f, PixelTrojan(), x, n_controls=40)
+    assert v.effect == 1.0 and v.validated
+    # a shuffled one-pixel trigger hits (2,3) with probability 1/36: most controls have zero effect
+    assert sum(c == 0.0 for c in v.control_effects) >= 30
+
+
+def test_validation_reports() -> None:
+    v = validate(Finding("units", "u0", site=Site("1"), units=[0], target=0), planted_mlp(), inputs(),
+                 n_controls=20, metric=target_log_prob(0))  # p can reach 1/21 < 0.05
+    assert v.to_dict()["validated"] is True and len(v.to_frame()) == 1 and v.plot().axes
+
+
+@pytest.mark.parametrize("finding, message", [
+    (Finding("units", "c", site=Site("1"), units=[9], target=0), "out of range"),
+    (Finding("units", "c", site=Site("1"), units=[0]), "no target"),
+    (Finding("direction", "c", site=Site("1"), direction=torch.ones(3), target=0), "3 entries"),
+])
+def test_bad_findings_are_refused(finding: Finding, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        validate(finding, planted_mlp(), inputs(), n_controls=3)
+
+
+def test_trigger_needs_images_of_the_trigger_size() -> None:
+    f = Finding("trigger", "c", target=1, trigger_mask=torch.ones(6, 6), trigger_pattern=torch.ones(1, 6, 6))
+    with pytest.raises(InputError, match="image inputs"):
+        validate(f, PixelTrojan(), torch.rand(4, 1, 5, 5), n_controls=3)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"kind": "units", "claim": "c"}, "needs a site"),
+    ({"kind": "units", "claim": "c", "site": Site("1")}, "non-empty"),
+    ({"kind": "direction", "claim": "c", "site": Site("1"), "direction": torch.zeros(3)}, "non-zero"),
+    ({"kind": "trigger", "claim": "c", "target": 0, "trigger_mask": torch.full((4, 4), 2.0),
+      "trigger_pattern": torch.zeros(1, 4, 4)}, r"\[0, 1\]"),
+    ({"kind": "trigger", "claim": "c", "target": 0, "trigger_mask": torch.zeros(4, 4),
+      "trigger_pattern": torch.zeros(1, 5, 4)}, "same H, W"),
+    ({"kind": "guess", "claim": "c"}, "kind"),
+    ({"kind": "units", "claim": "c", "site": Site("1"), "units": [1, 1]}, "repeated"),
+])
+def test_malformed_findings_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises((InputError, TypeError), match=message):
+        Finding(**kwargs)
