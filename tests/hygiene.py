@@ -20,9 +20,10 @@ from torch import Tensor, nn
 
 import seethrough as st
 import seethrough.core as core
-import seethrough.evidence as evidence
 import seethrough.demo as demo
+import seethrough.evidence as evidence
 import seethrough.hf as hf
+import seethrough.neurons as neurons
 from seethrough import Site
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
@@ -173,6 +174,21 @@ TABLE += [
 ]
 
 
+TABLE += [
+    Case("unit_importance", neurons.unit_importance, TinyMLP, vectors,
+         lambda m, x: neurons.unit_importance(m, x, "act", lambda out: out[:, 0]).values,
+         invalid=(lambda m, x: neurons.unit_importance(m, x, "act", lambda out: out),
+                  lambda m, x: neurons.unit_importance(m, x, "act", _raise_metric))),
+    Case("unit_importance (cnn, train mode)", neurons.unit_importance, TinyCNN, images,
+         lambda m, x: neurons.unit_importance(m, x, "conv", lambda out: out[:, 1], ablation="mean").values,
+         train_mode=True),
+]
+
+
+def _raise_metric(output: Tensor) -> Tensor:
+    raise RuntimeError("injected failure in a user metric")
+
+
 def _run_hooks(model: nn.Module, inputs: Any, callbacks: dict) -> Tensor:
     with st.hooks(model, callbacks):
         return model(inputs)
@@ -207,6 +223,8 @@ EXEMPT: dict[Any, str] = {
     evidence.bootstrap_ci: "statistics over numbers; takes no model",
     evidence.target_log_prob: "builds a metric function; takes no model",
     evidence.target_hit: "builds a metric function; takes no model",
+    neurons.UnitImportance: "a result dataclass",
+    core.inputs.repeat_inputs: "tiles inputs; takes no model",
     demo.digits_cnn: "builds a new model",
     demo.digits16: "builds data",
     core.cache_dir: "returns a path",

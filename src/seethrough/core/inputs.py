@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from .errors import ForwardError, InputError, InputTypeError
 from .types import Inputs
 
-__all__ = ["validate_inputs", "call_model", "wrap_forward_error", "batch_size_of", "slice_inputs", "describe_inputs"]
+__all__ = ["validate_inputs", "call_model", "wrap_forward_error", "batch_size_of", "slice_inputs", "repeat_inputs",
+           "describe_inputs"]
 
 
 def _tensors(inputs: Inputs) -> list[tuple[str, Tensor]]:
@@ -161,3 +162,26 @@ def slice_inputs(inputs: Inputs, start: int, stop: int) -> Inputs:
     if isinstance(inputs, tuple):
         return tuple(cut(v) for v in inputs)
     return {k: cut(v) for k, v in inputs.items()}
+
+
+def repeat_inputs(inputs: Inputs, times: int) -> Inputs:
+    """``times`` copies of the batch stacked along dim 0 (copy ``j`` is rows ``j*n:(j+1)*n``).
+
+    Tensors whose leading size is not the batch size, and non-tensors, pass through unchanged.
+
+    Example:
+        >>> repeat_inputs(torch.tensor([[1], [2]]), 2).flatten().tolist()
+        [1, 2, 1, 2]
+    """
+    n = batch_size_of(inputs)
+
+    def tile(v: Any) -> Any:
+        if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == n:
+            return v.repeat(times, *([1] * (v.ndim - 1)))
+        return v
+
+    if isinstance(inputs, Tensor):
+        return tile(inputs)
+    if isinstance(inputs, tuple):
+        return tuple(tile(v) for v in inputs)
+    return {k: tile(v) for k, v in inputs.items()}
