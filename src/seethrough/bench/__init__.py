@@ -1,0 +1,1 @@
+"""Ground-truth benchmark: the zoo of planted models, games, ledger, runner."""
