@@ -1,0 +1,80 @@
+"""Neural Cleanse baseline on a planted one-pixel trojan whose answer is known (issue #3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from seethrough.audit import anomaly_index, neural_cleanse, reverse_engineer_trigger
+from seethrough.core import InputError
+
+TARGET, PIXEL = 3, (2, 4)
+
+
+class PlantedPixelTrojan(nn.Module):
+    """A linear classifier on 6×6 images plus a planted trojan: a bright pixel at PIXEL adds to class TARGET."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(36, 5)
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.randn(5, 36, generator=gen) * 0.3)
+            self.linear.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.linear(x.flatten(1))
+        bump = torch.zeros_like(logits)
+        bump[:, TARGET] = 30.0 * x[:, 0, PIXEL[0], PIXEL[1]]
+        return logits + bump
+
+
+def clean_images(n: int = 64) -> torch.Tensor:
+    x = torch.rand(n, 1, 6, 6, generator=torch.Generator().manual_seed(1)) * 0.2
+    x[:, 0, PIXEL[0], PIXEL[1]] = 0.0  # clean data never shows the trigger
+    return x
+
+
+def test_reverse_engineering_recovers_the_planted_pixel() -> None:
+    trig = reverse_engineer_trigger(PlantedPixelTrojan().eval(), clean_images(), TARGET, steps=200)
+    assert trig.attack_success >= 0.95
+    assert divmod(int(trig.mask.flatten().argmax()), 6) == PIXEL
+    assert trig.mask_l1 < 2.0  # about one pixel's worth of mask
+    assert float(trig.pattern[0, PIXEL[0], PIXEL[1]]) > 0.5
+
+
+def test_neural_cleanse_names_and_flags_the_target() -> None:
+    result = neural_cleanse(PlantedPixelTrojan().eval(), clean_images(), n_classes=5, steps=150)
+    assert result.suspect == TARGET and result.flagged
+    assert result.norms[TARGET] == result.norms.min()
+    assert list(result.to_frame().columns) == ["class", "mask_l1", "attack_success", "anomaly_index"]
+
+
+def test_anomaly_index_closed_form() -> None:
+    # median 10, |deviations| (0, 1, 1, 0, 8) → MAD 1 → scale 1.4826
+    got = anomaly_index([10.0, 11.0, 9.0, 10.0, 2.0])
+    torch.testing.assert_close(got, torch.tensor([0.0, -1, 1, 0, 8], dtype=torch.float64) / 1.4826)
+
+
+def test_reverse_engineering_is_deterministic_and_leaves_no_grad() -> None:
+    model = PlantedPixelTrojan().eval()
+    a = reverse_engineer_trigger(model, clean_images(), 1, steps=30, seed=5)
+    b = reverse_engineer_trigger(model, clean_images(), 1, steps=30, seed=5)
+    assert torch.equal(a.mask, b.mask) and a.mask_l1 == b.mask_l1
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("inputs, message", [(torch.zeros(4, 36), "images"), (torch.full((2, 1, 6, 6), float("nan")),
+                                                                                "NaN")])
+def test_bad_inputs(inputs: torch.Tensor, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        reverse_engineer_trigger(PlantedPixelTrojan(), inputs, 0, steps=2)
+
+
+def test_a_class_every_input_already_has_needs_no_trigger() -> None:
+    model = PlantedPixelTrojan().eval()
+    with torch.no_grad():
+        model.linear.bias.copy_(torch.tensor([0.0, 0, 50, 0, 0]))  # everything is class 2
+    result = neural_cleanse(model, clean_images(16), n_classes=5, steps=5)
+    assert result.norms[2] == 0.0 and result.triggers[2].attack_success == 1.0 and result.suspect == 2
