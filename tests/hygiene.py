@@ -19,12 +19,15 @@ from models import TinyCNN, TinyMLP, TinyTransformer, images, tokens, vectors
 from torch import Tensor, nn
 
 import seethrough as st
+import seethrough.audit as audit
 import seethrough.core as core
 import seethrough.demo as demo
 import seethrough.evidence as evidence
 import seethrough.hf as hf
 import seethrough.neurons as neurons
+import seethrough.report as report
 from seethrough import Site
+from seethrough.bench import executors, games, ledger, runner
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
                "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
@@ -185,6 +188,17 @@ TABLE += [
 ]
 
 
+TABLE += [
+    Case("reverse_engineer_trigger", audit.reverse_engineer_trigger, TinyCNN, images,
+         lambda m, x: audit.reverse_engineer_trigger(m, x, 1, steps=3).mask,
+         invalid=(lambda m, x: audit.reverse_engineer_trigger(m, x.flatten(1), 1, steps=3),
+                  lambda m, x: audit.reverse_engineer_trigger(m, x * float("nan"), 1, steps=3))),
+    Case("neural_cleanse (train mode)", audit.neural_cleanse, TinyCNN, images,
+         lambda m, x: audit.neural_cleanse(m, x, n_classes=3, steps=3).anomaly, train_mode=True,
+         invalid=(lambda m, x: audit.neural_cleanse(m, x, n_classes=1),)),
+]
+
+
 def _raise_metric(output: Tensor) -> Tensor:
     raise RuntimeError("injected failure in a user metric")
 
@@ -225,6 +239,31 @@ EXEMPT: dict[Any, str] = {
     evidence.target_hit: "builds a metric function; takes no model",
     neurons.UnitImportance: "a result dataclass",
     core.inputs.repeat_inputs: "tiles inputs; takes no model",
+    ledger.UnitKey: "a value object (a unit's identity); takes no model",
+    ledger.Ledger: "stores results in SQLite; takes no model",
+    report.MetricRow: "a result dataclass",
+    report.GameSection: "a result dataclass",
+    report.write_report: "writes HTML; takes no model",
+    report.strip_plot: "plots numbers; takes no model",
+    report.figure_to_data_uri: "encodes a figure; takes no model",
+    audit.ReversedTrigger: "a result dataclass",
+    audit.NeuralCleanse: "a result dataclass",
+    audit.anomaly_index: "statistics over numbers; takes no model",
+    executors.Outcome: "a result dataclass",
+    executors.execute_unit: "runs one bench unit on a zoo model it builds itself",
+    executors.LocalExecutor: "runs bench units; takes no model",
+    executors.RayExecutor: "runs bench units; takes no model",
+    games.Game: "the game base class; games build their own models",
+    games.Metric: "a value object",
+    games.AblationGame: "a game; builds its own models (tested in tests/bench)",
+    games.TrojanTargetGame: "a game; builds its own models (tested in tests/bench)",
+    games.mask_iou: "compares masks; takes no model",
+    runner.PlannedUnit: "a value object",
+    runner.plan: "plans bench units; takes no model",
+    runner.run: "runs bench units; takes no model",
+    runner.table: "aggregates the ledger; takes no model",
+    runner.sections: "aggregates the ledger; takes no model",
+    runner.select_games: "looks up games by name",
     demo.digits_cnn: "builds a new model",
     demo.digits16: "builds data",
     core.cache_dir: "returns a path",

@@ -15,7 +15,6 @@ import math
 import numbers
 import os
 import sqlite3
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from ..core.errors import InputError, InputTypeError, LoadError
+from ..core.io import atomic_write
 
 __all__ = ["UnitKey", "Ledger"]
 
@@ -347,18 +347,8 @@ class Ledger:
 
     def export_parquet(self, path: str | os.PathLike[str]) -> None:
         """Write `to_frame` to a Parquet file, atomically (a temp file in the same folder, then rename)."""
-        target = Path(path)
         frame = self.to_frame()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            frame.to_parquet(tmp, engine="pyarrow", index=False)
-            os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; an export is for sharing
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda tmp: frame.to_parquet(tmp, engine="pyarrow", index=False))
 
 
 def _row_params(key: UnitKey, seconds: float, config: Mapping[str, Any]) -> dict[str, Any]:

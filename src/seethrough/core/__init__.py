@@ -37,7 +37,7 @@ __all__ = [
     "Inputs", "validate_inputs", "call_model", "batches", "stream",
     "RunningMean", "RunningCovariance", "TopK",
     "ModelSummary", "ModuleRow", "inspect_model",
-    "ArrayData", "cache_dir", "load_factory", "load_model", "load_weights", "load_data", "save_tensors", "load_tensors",
+    "ArrayData", "atomic_write", "cache_dir", "load_factory", "load_model", "load_weights", "load_data", "save_tensors", "load_tensors",
     "SeethroughError", "SiteNotFoundError", "SiteError", "HookNotFiredError", "InputError", "InputTypeError",
     "ForwardError", "LoadError", "NotFittedError",
 ]

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from .errors import LoadError
 
-__all__ = ["cache_dir", "ArrayData", "load_factory", "load_model", "load_weights", "load_data", "save_tensors", "load_tensors"]
+__all__ = ["cache_dir", "atomic_write", "ArrayData", "load_factory", "load_model", "load_weights", "load_data", "save_tensors", "load_tensors"]
 
 
 def cache_dir() -> Path:
@@ -221,13 +221,21 @@ def load_data(path: str | os.PathLike[str]) -> ArrayData:
     return ArrayData(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64)), names)
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
+    """Create ``path`` atomically: ``write(tmp)`` fills a temp file beside it, then it is renamed.
+
+    Readers see the old file or the complete new one, never a partial one; on any error the temp
+    file is removed and ``path`` is untouched. The file is made readable by all (0644), as a plain
+    ``open`` would under the usual umask (``mkstemp`` alone makes it owner-only).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
-        os.replace(tmp, path)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -239,8 +247,8 @@ def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, Tensor], me
 
     p = Path(path)
     text = json.dumps(dict(metadata or {}), indent=2, sort_keys=True)  # fail before writing anything
-    _atomic_write(p, lambda tmp: save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp))
-    _atomic_write(p.with_name(p.name + ".json"), lambda tmp: Path(tmp).write_text(text))
+    atomic_write(p, lambda tmp: save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp))
+    atomic_write(p.with_name(p.name + ".json"), lambda tmp: Path(tmp).write_text(text))
 
 
 def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:

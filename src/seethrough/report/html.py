@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -21,6 +20,7 @@ import jinja2
 from matplotlib.figure import Figure
 
 from ..core.errors import InputError, InputTypeError
+from ..core.io import atomic_write
 from .figures import figure_to_data_uri, strip_plot
 
 __all__ = ["MetricRow", "GameSection", "write_report"]
@@ -132,7 +132,7 @@ def write_report(directory: str | os.PathLike[str], sections: Sequence[GameSecti
                              lstrip_blocks=True)
     page = env.from_string(template).render(context)
     target = Path(directory) / "index.html"
-    _write_atomically(target, page)
+    atomic_write(target, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return target
 
 
@@ -190,16 +190,3 @@ def _format_row(row: MetricRow) -> dict[str, str]:
         "ci": f"[{_number(row.ci_low)}, {_number(row.ci_high)}]",
         "chance": _number(row.chance), "bar": _number(row.bar), "verdict": verdict[0], "verdict_class": verdict[1],
     }
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a report is for reading
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
