@@ -133,3 +133,14 @@ def test_trigger_needs_images_of_the_trigger_size() -> None:
 def test_malformed_findings_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises((InputError, TypeError), match=message):
         Finding(**kwargs)
+
+
+def test_mean_ablation_over_a_reference_set_matches_the_closed_form() -> None:
+    model, x = planted_mlp(), inputs(32)
+    ref = torch.full((10, 2), 0.25)  # unit 0's mean over the reference is exactly 0.25
+    v = validate(Finding("units", "u0", site=Site("1"), units=[0], target=0), model, x, n_controls=5,
+                 ablation="mean", reference=ref)
+    logits = 5 * x
+    clean = torch.log_softmax(logits, -1)[:, 0]
+    ablated = torch.log_softmax(torch.stack([torch.full((32,), 5 * 0.25), logits[:, 1]], -1), -1)[:, 0]
+    assert v.effect == pytest.approx(float((clean - ablated).double().mean()), rel=1e-6)

@@ -68,3 +68,13 @@ def test_bad_arguments(kwargs: dict, message: str) -> None:
     args = {"site": "act", "metric": lambda out: out[:, 0]} | kwargs
     with pytest.raises((InputError, TypeError), match=message):
         unit_importance(TinyMLP(), vectors(), **args)
+
+
+def test_mean_ablation_over_a_reference_set() -> None:
+    model, x, ref = TinyMLP(), vectors(5, seed=1), vectors(40, seed=2)
+    metric = lambda out: out[:, 1]  # noqa: E731
+    mean = model.act(model.fc1(ref)).detach().mean(0)
+    got = unit_importance(model, x, "act", metric, ablation="mean", reference=ref)
+    torch.testing.assert_close(got.values, reference(model, x, Site("act"), metric, 8, mean), rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="reference"):
+        unit_importance(model, x, "act", metric, ablation="mean", reference=torch.zeros(3, 4)[:, None])

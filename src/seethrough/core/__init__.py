@@ -20,6 +20,7 @@ from .inputs import call_model, validate_inputs
 from .inspection import ModelSummary, ModuleRow, inspect_model
 from .io import (
     ArrayData,
+    atomic_write,
     cache_dir,
     load_data,
     load_factory,

@@ -110,8 +110,8 @@ class Validation:
 
 
 def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metric | None = None,
-             n_controls: int = 100, ablation: Literal["zero", "mean"] = "zero", alpha: float = 0.05,
-             seed: int = 0) -> Validation:
+             n_controls: int = 100, ablation: Literal["zero", "mean"] = "zero", reference: Inputs | None = None,
+             alpha: float = 0.05, seed: int = 0) -> Validation:
     """Test ``finding`` by intervention against matched random controls.
 
     Args:
@@ -121,7 +121,8 @@ def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metr
         metric: maps the model output to one score per example. Defaults: the log-probability of
             ``finding.target`` (units, direction), the target hit rate (trigger).
         n_controls: number of random controls (the p-value's resolution is ``1 / (n_controls + 1)``).
-        ablation: ``"zero"`` or ``"mean"`` (the inputs' mean of each unit) for unit findings.
+        ablation: ``"zero"`` or ``"mean"`` (each unit's mean over ``reference``) for unit findings.
+        reference: the data whose mean defines mean ablation (default: ``inputs``).
         alpha: level at which `Validation.validated` is decided.
         seed: seeds the controls and the bootstrap.
 
@@ -150,7 +151,8 @@ def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metr
         if finding.kind == "trigger":
             per_example, controls = _trigger(finding, model, inputs, metric, n_controls, gen)
         else:
-            per_example, controls = _site_intervention(finding, model, inputs, metric, n_controls, ablation, gen)
+            per_example, controls = _site_intervention(finding, model, inputs, metric, n_controls, ablation,
+                                                       reference, gen)
     values = per_example.double().cpu().numpy()
     effect = float(values.mean())
     lo, hi = bootstrap_ci(values, seed=seed)
@@ -159,7 +161,8 @@ def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metr
 
 
 def _site_intervention(finding: Finding, model: nn.Module, inputs: Inputs, metric: Metric, n_controls: int,
-                       ablation: str, gen: torch.Generator) -> tuple[Tensor, list[float]]:
+                       ablation: str, reference: Inputs | None,
+                       gen: torch.Generator) -> tuple[Tensor, list[float]]:
     assert finding.site is not None  # guaranteed by Finding.__post_init__
     site, _ = resolve_site(model, finding.site)
     validate_inputs(model, inputs)
@@ -174,7 +177,11 @@ def _site_intervention(finding: Finding, model: nn.Module, inputs: Inputs, metri
         bad = [u for u in units if not 0 <= u < n_units]
         if bad:
             raise InputError(f"units {bad} are out of range for {n_units} units at {site.path!r}.")
-        mean = value.mean(dim=tuple(d for d in range(value.ndim) if d != axis), keepdim=True)
+        ref = value
+        if ablation == "mean" and reference is not None:
+            validate_inputs(model, reference)
+            ref = capture(model, reference, [base])[base]
+        mean = ref.mean(dim=tuple(d for d in range(ref.ndim) if d != axis), keepdim=True)
 
         def ablate(chosen: list[int]) -> Tensor:
             index = torch.tensor(chosen, device=value.device)

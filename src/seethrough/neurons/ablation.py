@@ -61,7 +61,8 @@ class UnitImportance:
 
 
 def unit_importance(model: nn.Module, inputs: Inputs, site: Site | str, metric: Callable[[Any], Tensor], *,
-                    ablation: Literal["zero", "mean"] = "zero", max_rows: int = 4096) -> UnitImportance:
+                    ablation: Literal["zero", "mean"] = "zero", reference: Inputs | None = None,
+                    max_rows: int = 4096) -> UnitImportance:
     """Ablate each unit of ``site`` alone and return the mean drop of ``metric`` per unit.
 
     Args:
@@ -69,7 +70,10 @@ def unit_importance(model: nn.Module, inputs: Inputs, site: Site | str, metric: 
         inputs: the data (a batch).
         site: where the units live (no unit selection: every unit is scored).
         metric: maps the model output to one score per example, e.g. `target_log_prob`.
-        ablation: ``"zero"``, or ``"mean"`` (each unit's mean over ``inputs``).
+        ablation: ``"zero"``, or ``"mean"`` (each unit's mean over ``reference``).
+        reference: the data whose mean defines mean ablation (default: ``inputs``). When
+            ``inputs`` are one class, pass data of every class: a unit that detects that class is
+            near its own mean on it, so a one-class mean would hide it.
         max_rows: rows per forward pass; units are ablated ``max_rows // batch`` at a time.
 
     Example:
@@ -94,14 +98,27 @@ def unit_importance(model: nn.Module, inputs: Inputs, site: Site | str, metric: 
         clean = metric(patch(model, inputs, {resolved: lambda v, s: None})).double()
         if clean.shape != (n,):
             raise InputError(f"metric must return one score per example, shape ({n},); got {tuple(clean.shape)}.")
-        other = tuple(d for d in range(value.ndim) if d != axis)
-        fill = torch.zeros_like(value) if ablation == "zero" else value.mean(dim=other, keepdim=True).expand_as(value)
+        fill = torch.zeros_like(value) if ablation == "zero" else _unit_mean(model, reference, resolved, value, axis)
         per_pass = max(1, max_rows // n)
         drops = torch.empty(n_units, dtype=torch.float64)
         for start in range(0, n_units, per_pass):
             units = list(range(start, min(start + per_pass, n_units)))
             drops[start:start + len(units)] = _ablate_each(model, inputs, resolved, metric, units, axis, fill, clean)
     return UnitImportance(resolved, drops.to(torch.float32), ablation)
+
+
+def _unit_mean(model: nn.Module, reference: Inputs | None, site: Site, value: Tensor, axis: int) -> Tensor:
+    """Each unit's mean over ``reference`` (or over ``value``'s own batch), broadcast to ``value``'s shape."""
+    if reference is not None:
+        validate_inputs(model, reference)
+        ref = capture(model, reference, [site])[site]
+        if ref.shape[1:] != value.shape[1:]:
+            raise InputError(f"reference values at {site.path!r} have shape {tuple(ref.shape[1:])} per example but "
+                             f"inputs give {tuple(value.shape[1:])}; pass reference data of the same kind.")
+    else:
+        ref = value
+    other = tuple(d for d in range(ref.ndim) if d != axis)
+    return ref.mean(dim=other, keepdim=True).expand_as(value)
 
 
 def _ablate_each(model: nn.Module, inputs: Inputs, site: Site, metric: Callable[[Any], Tensor], units: list[int],
