@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.seethrough-installed
 
-.PHONY: demo test lint bench-capture clean
+.PHONY: demo test lint bench-capture clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,15 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,hf]"
+	$(PY) -m pip install -q -e ".[dev,hf,ray]"
 	touch $(STAMP)
+
+# The report test opens the HTML in headless Chromium (Debian's package; installed if missing).
+CHROMIUM := $(shell command -v chromium || command -v chromium-browser)
+chromium:
+ifeq ($(CHROMIUM),)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+endif
 
 demo: $(STAMP)
 	$(PY) -m seethrough.demo
@@ -25,7 +32,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 
-test: lint
+test: lint chromium
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 bench-capture: $(STAMP)

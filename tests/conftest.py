@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,3 +18,14 @@ torch.set_num_threads(1)  # small models; keeps timings out of the way and resul
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Zoo models are trained once per test session into a temporary cache (unless one is set)."""
+    if "SEETHROUGH_CACHE" in os.environ:
+        yield
+        return
+    os.environ["SEETHROUGH_CACHE"] = str(tmp_path_factory.mktemp("seethrough-cache"))
+    yield
+    del os.environ["SEETHROUGH_CACHE"]

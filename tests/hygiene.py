@@ -27,7 +27,7 @@ import seethrough.hf as hf
 import seethrough.neurons as neurons
 import seethrough.report as report
 from seethrough import Site
-from seethrough.bench import executors, games, ledger, runner
+from seethrough.bench import executors, games, ledger, runner, zoo
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
                "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
@@ -199,6 +199,15 @@ TABLE += [
 ]
 
 
+TABLE += [
+    Case("zoo.evaluate (train mode)", zoo.evaluate, TinyCNN, images,
+         lambda m, x: zoo.evaluate(m, x, torch.arange(len(x)) % 3), train_mode=True),
+    Case("zoo.attack_success_rate", zoo.attack_success_rate, TinyCNN, images,
+         lambda m, x: zoo.attack_success_rate(m, x, torch.arange(len(x)) % 3,
+                                              zoo.random_patch_trigger(0, image_size=6, n_classes=3))),
+]
+
+
 def _raise_metric(output: Tensor) -> Tensor:
     raise RuntimeError("injected failure in a user metric")
 
@@ -264,9 +273,31 @@ EXEMPT: dict[Any, str] = {
     runner.table: "aggregates the ledger; takes no model",
     runner.sections: "aggregates the ledger; takes no model",
     runner.select_games: "looks up games by name",
+    zoo.config_hash: "hashes a config; takes no model",
+    zoo.cached: "builds or loads a new model",
+    zoo.digits16: "builds data",
+    zoo.Trigger: "a value object",
+    zoo.stamp: "edits images; takes no model",
+    zoo.random_patch_trigger: "builds a trigger",
+    zoo.random_blend_trigger: "builds a trigger",
+    zoo.MaskedLinear: "a layer class",
+    zoo.DigitsMLP: "a model class",
+    zoo.DigitsCNN: "a model class",
+    zoo.ToyModel: "a model class",
+    zoo.Attention: "a layer class",
+    zoo.TransformerBlock: "a layer class",
+    zoo.TinyTransformer: "a model class",
+    zoo.train_classifier: "trains the model it is given: editing it is its purpose",
+    zoo.trojaned_classifier: "builds a new model",
+    zoo.planted_critical_units: "builds a new model",
+    zoo.train_toy_model: "builds a new model",
+    zoo.trained_first_token_transformer: "builds a new model",
+    zoo.sample_features: "builds data",
+    zoo.first_token_task: "builds data",
     demo.digits_cnn: "builds a new model",
     demo.digits16: "builds data",
     core.cache_dir: "returns a path",
+    core.atomic_write: "writes a file; takes no model",
     demo.main: "runs the CLI demo",
     hf.load_minilm: "builds a new model (tested in test_hf.py)",
     hf.minilm: "builds a new model",

@@ -33,10 +33,22 @@ def _tour(ns: dict) -> None:
     torch.testing.assert_close(ns["out"], expected, rtol=0, atol=0)
 
 
+def _evidence(ns: dict) -> None:
+    torch, st = ns["torch"], ns["st"]
+    imp, check, model, x = ns["imp"], ns["check"], ns["model"], ns["x"]
+    assert imp.values.shape == (8,) and len(check.control_effects) == 99
+    # oracle: the effect is the mean drop of log p(class 0) when the two top units are zeroed
+    top = imp.top(2)
+    clean = torch.log_softmax(model(x), -1)[:, 0]
+    ablated = torch.log_softmax(st.patch(model, x, {st.Site("1", units=top): torch.zeros(2)}), -1)[:, 0]
+    assert abs(check.effect - float((clean - ablated).detach().double().mean())) < 1e-5
+    assert ns["summarize"]([0.9, 0.7, 1.0, 0.4]).worst == 0.4
+
+
 def _hf(ns: dict) -> None:
     assert ns["hidden"].shape[-1] == 384 and ns["hidden"].shape[0] == 2
     (cls,) = ns["cls"].values()
     ns["torch"].testing.assert_close(cls, ns["hidden"][:, :1], rtol=0, atol=0)
 
 
-CHECKS = [_tour, _hf]
+CHECKS = [_tour, _hf, _evidence]  # in README order

@@ -1,12 +1,16 @@
 """The ``seethrough`` command line (typer + rich).
 
-Commands: ``inspect`` (the module tree, site names, parameter counts, output shapes). Errors end
-with a one-line reason on stderr and a non-zero exit, never a traceback.
+Commands: ``inspect`` (the module tree, site names, parameter counts, output shapes) and
+``bench`` (the ground-truth games, DESIGN §6). Errors end with a one-line reason on stderr and a
+non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -73,6 +77,80 @@ def inspect(model: ModelOpt, weights: WeightsOpt = None, data: DataOpt = None,
     console.print(table, markup=False, highlight=False)
     if summary.input_description:
         console.print(f"shapes from one batch of {summary.input_description}", markup=False, highlight=False)
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="few seeds, small sizes: minutes on 2 cores")] = False,
+    games: Annotated[str | None, typer.Option("--games", help="comma-separated game names (default: all)")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="seeds 0..N-1 (default 3 with --quick, else 10)")] = None,
+    executor: Annotated[str, typer.Option("--executor", help="local or ray")] = "local",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="connect to a running Ray cluster")] = None,
+    db: Annotated[Path, typer.Option("--db", help="the results ledger (SQLite)")] = Path("seethrough-bench/ledger.sqlite"),
+    report: Annotated[Path | None, typer.Option("--report", help="write DIR/index.html")] = Path("seethrough-bench/report"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the final table as JSON rows")] = None,
+    list_games: Annotated[bool, typer.Option("--list", help="list the games and exit")] = False,
+) -> None:
+    """Run the ground-truth games: every case, every method, scored against chance; resumes from the ledger."""
+    from rich.progress import Progress
+
+    from .bench.executors import LocalExecutor, RayExecutor
+    from .bench.ledger import Ledger
+    from .bench.runner import plan, run, sections, select_games, table
+    from .report.html import write_report
+
+    console = Console()
+    try:
+        chosen = select_games([g.strip() for g in games.split(",") if g.strip()] if games else None)
+        if list_games:
+            for game in chosen:
+                metrics = ", ".join(f"{m.name} (chance {m.chance:g}, bar {m.bar:g})" for m in game.metrics)
+                console.print(f"{game.name}: {game.item}\n  methods: {', '.join(game.methods)}\n  metrics: {metrics}",
+                              markup=False, highlight=False)
+            return
+        if executor not in ("local", "ray"):
+            raise SeethroughError(f"--executor must be 'local' or 'ray', got {executor!r}.")
+        n_seeds = seeds if seeds is not None else (3 if quick else 10)
+        units = plan(chosen, list(range(n_seeds)), quick=quick)
+        runner = LocalExecutor() if executor == "local" else RayExecutor(ray_address)
+        with Ledger(db) as ledger:
+            todo = len(units) - len(ledger.finished() & {u.key.id for u in units})
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task(f"bench ({len(units) - todo} of {len(units)} units already done)", total=todo)
+                run(units, ledger, runner, progress=lambda unit, outcome: bar.advance(task))
+            rows = table(ledger, units)
+            parts = sections(ledger, units)
+            n_errors = sum(len(p.errors) for p in parts)
+            if report is not None:
+                meta = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                        "seeds": str(n_seeds), "mode": "quick" if quick else "full", "executor": executor}
+                page = write_report(report, parts, meta=meta)
+    except (SeethroughError, OSError) as err:
+        raise _fail(err) from None
+    _print_table(console, rows)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    console.print(f"ledger: {db}" + (f"   report: {page}" if report is not None else ""), markup=False, highlight=False)
+    if n_errors:
+        for part in parts:
+            for error in part.errors:
+                Console(stderr=True).print(f"error: {error}", markup=False, highlight=False)
+        raise typer.Exit(code=1)
+
+
+def _print_table(console: Console, rows: list) -> None:
+    table = Table(title="seethrough bench", title_justify="left")
+    for name, justify in [("game", "left"), ("method", "left"), ("metric", "left"), ("chance", "right"),
+                          ("bar", "right"), ("mean", "right"), ("median", "right"), ("worst", "right"),
+                          ("95% CI", "right"), ("n", "right"), ("pass", "center")]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]  # rich's literal type
+    for r in rows:
+        verdict = "—" if r.passed is None else ("yes" if r.passed else "NO")
+        table.add_row(r.game, r.method, r.metric, f"{r.chance:.3f}", "—" if r.bar is None else f"{r.bar:.3f}",
+                      f"{r.mean:.3f}", f"{r.median:.3f}", f"{r.worst:.3f}", f"[{r.ci_low:.3f}, {r.ci_high:.3f}]",
+                      str(r.n), verdict)
+    console.print(table, markup=False, highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

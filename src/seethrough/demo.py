@@ -1,7 +1,8 @@
 """The bundled demo: a small CNN for 16×16 digits and its data, used by ``make demo``.
 
 ``python -m seethrough.demo`` writes the digits data (scikit-learn's bundled 8×8 digits,
-upsampled to 16×16) to the cache folder and runs ``seethrough inspect`` on the demo CNN.
+upsampled to 16×16) to the cache folder, runs ``seethrough inspect`` on the demo CNN, then the
+quick ground-truth benchmark (``seethrough bench --quick``) and prints where its report is.
 """
 
 from __future__ import annotations
@@ -47,7 +48,11 @@ def main() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     x, y, names = digits16()
     np.savez(path, x=x, y=y, class_names=names)
-    app(["inspect", "--model", "seethrough.demo:digits_cnn", "--data", str(path)], prog_name="seethrough")
+    print("$ seethrough inspect --model seethrough.demo:digits_cnn --data", path)  # noqa: T201 - a demo script
+    app(["inspect", "--model", "seethrough.demo:digits_cnn", "--data", str(path)], prog_name="seethrough",
+        standalone_mode=False)
+    print("\n$ seethrough bench --quick   (trains the zoo on first run; resumes afterwards)")  # noqa: T201
+    app(["bench", "--quick"], prog_name="seethrough")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+"""Executors: where benchmark units run. Local (in-process, the default) or Ray.
+
+Only the driver writes the ledger: executors return each unit's outcome to the driver as it
+finishes. Every unit runs with one torch thread, so a unit computes the same numbers wherever it
+runs (thread count changes floating-point reduction order, and training amplifies that).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["Outcome", "execute_unit", "LocalExecutor", "RayExecutor"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What running one unit gave: metrics (``None`` on error), the error text, the seconds it took."""
+
+    index: int
+    metrics: dict[str, float] | None
+    error: str | None
+    seconds: float
+
+
+def execute_unit(index: int, game_name: str, method: str, case: Mapping[str, Any]) -> Outcome:
+    """Run one (game, method, case) unit; never raises for the unit's own failure."""
+    from .games import GAMES
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        metrics = GAMES[game_name].play(method, case)
+        return Outcome(index, {k: float(v) for k, v in metrics.items()}, None, time.perf_counter() - start)
+    except Exception as err:  # a unit that raises is recorded as an error and retried next run
+        tb = traceback.format_exception(type(err), err, err.__traceback__, limit=-3)
+        return Outcome(index, None, f"{type(err).__name__}: {err}\n{''.join(tb)}", time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+Task = tuple[int, str, str, Mapping[str, Any]]
+
+
+class LocalExecutor:
+    """Runs units one after another in this process."""
+
+    def run(self, tasks: Sequence[Task]) -> Iterator[Outcome]:
+        for task in tasks:
+            yield execute_unit(*task)
+
+
+class RayExecutor:
+    """Runs units as Ray tasks (``ray.init()`` locally, or at ``address``); outcomes stream back as they finish."""
+
+    def __init__(self, address: str | None = None, *, num_cpus: int | None = None) -> None:
+        self.address = address
+        self.num_cpus = num_cpus
+
+    def run(self, tasks: Sequence[Task]) -> Iterator[Outcome]:
+        try:
+            import ray
+        except ImportError as err:
+            from ..core.errors import LoadError
+
+            raise LoadError("the ray executor needs the 'ray' extra: pip install 'seethrough[ray]'.") from err
+        started_here = not ray.is_initialized()
+        if started_here:
+            env = {k: v for k, v in os.environ.items() if k.startswith(("SEETHROUGH_", "HF_", "OMP_"))}
+            ray.init(address=self.address, num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": env}, configure_logging=False)
+        try:
+            remote = ray.remote(num_cpus=1)(execute_unit)
+            pending = [remote.remote(*task) for task in tasks]
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                yield ray.get(done[0])
+        finally:
+            if started_here:
+                ray.shutdown()

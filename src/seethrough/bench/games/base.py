@@ -1,0 +1,62 @@
+"""The game harness: a ground-truth game names its taxonomy item, its cases, methods and metrics.
+
+A `Game` builds cases from the zoo (one or more configs per seed), runs a method on a case and
+scores it against the planted answer. Every metric states its chance level and the pass bar;
+baseline methods (random units, random class) run beside the methods under test so every table
+shows the gap to chance.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = ["Metric", "Game"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A score of one case: its chance level, the bar a method must reach, and its direction."""
+
+    name: str
+    chance: float
+    bar: float
+    higher_is_better: bool = True
+    description: str = ""
+
+
+class Game(ABC):
+    """One ground-truth game. Subclasses set the class attributes and implement two methods.
+
+    ``cases(seed, quick)`` returns the JSON-able configs of the cases for one seed (a case is
+    identified by its config hash); ``play(method, case)`` builds the case (cached), runs the
+    method and returns ``{metric name: value}`` for the metrics that apply to that case.
+    """
+
+    name: ClassVar[str]
+    item: ClassVar[str]  # the survey's taxonomy item, e.g. "Neurons / perturbation & ablation"
+    description: ClassVar[str]
+    metrics: ClassVar[tuple[Metric, ...]]
+    methods: ClassVar[tuple[str, ...]]
+    baselines: ClassVar[frozenset[str]]
+
+    @abstractmethod
+    def cases(self, seed: int, quick: bool) -> list[dict[str, Any]]:
+        """The case configs for one seed (each JSON-able, each with its own seed)."""
+
+    @abstractmethod
+    def play(self, method: str, case: Mapping[str, Any]) -> dict[str, float]:
+        """Run ``method`` on ``case`` and score it: ``{metric name: value}``."""
+
+    def check_method(self, method: str) -> None:
+        """Raise ``KeyError`` for a method this game does not run (before any model is built)."""
+        if method not in self.methods:
+            raise KeyError(f"unknown method {method!r} for game {self.name!r}; it runs {list(self.methods)}.")
+
+    def metric(self, name: str) -> Metric:
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(f"game {self.name!r} has no metric {name!r}; it has {[m.name for m in self.metrics]}.")

@@ -1,0 +1,165 @@
+"""`seethrough bench` end to end (issue #3): the quick suite beats chance, resumes, survives SIGKILL,
+records failing units as errors and retries them, and gives the same table on the Ray executor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from seethrough.bench import runner
+from seethrough.bench.games import GAMES
+from seethrough.cli import app
+
+KEYS = ["game", "method", "metric", "n", "mean", "median", "worst", "ci_low", "ci_high", "chance", "bar", "passed"]
+
+
+def bench(tmp: Path, *args: str, name: str = "run") -> tuple[int, list[dict], str]:
+    out = tmp / f"{name}.json"
+    result = CliRunner().invoke(app, ["bench", "--db", str(tmp / f"{name}.sqlite"), "--report", str(tmp / name),
+                                      "--json", str(out), *args])
+    rows = json.loads(out.read_text()) if out.exists() else []
+    return result.exit_code, rows, result.output
+
+
+def subprocess_bench(tmp: Path, db: Path, json_out: Path, *args: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "seethrough", "bench", "--db", str(db), "--report", str(tmp / "r"),
+               "--json", str(json_out), *args]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict], str]:
+    tmp = tmp_path_factory.mktemp("quick")
+    code, rows, output = bench(tmp, "--quick")
+    assert code == 0, output
+    return tmp, rows, output
+
+
+def test_quick_suite_table_has_the_design_contract(quick: tuple[Path, list[dict], str]) -> None:
+    _, rows, output = quick
+    assert rows and all(list(r) == KEYS for r in rows)
+    assert {r["game"] for r in rows} == set(GAMES)
+    for game in GAMES.values():
+        for method in game.methods:
+            assert any(r["game"] == game.name and r["method"] == method for r in rows), (game.name, method)
+    assert all(r["n"] >= 3 for r in rows)  # --quick runs 3 seeds: every metric has at least 3 cases
+    assert "seethrough bench" in output and "report:" in output
+
+
+#: Rows a method under test is known to fail, reported as they are (never tuned away), each with the
+#: issue that must fix it. Remove an entry when the method improves: the test then requires a pass.
+KNOWN_FAILURES = {
+    ("trojan-target", "neural-cleanse", "false_alarm"):
+        "plain Neural Cleanse's MAD index > 2 flags many clean 16x16 models (5 of 8 seeds measured); "
+        "issue #4's calibrated audit scan must bring false alarms under the bar",
+}
+
+
+def test_methods_under_test_beat_chance_on_mean_and_pass_their_bar(quick: tuple[Path, list[dict], str]) -> None:
+    _, rows, _ = quick
+    for r in rows:
+        baseline = r["method"] in GAMES[r["game"]].baselines
+        assert (r["bar"] is None) == baseline and (r["passed"] is None) == baseline
+        if not baseline and (r["game"], r["method"], r["metric"]) not in KNOWN_FAILURES:
+            assert r["passed"], f"{r['game']}/{r['method']}/{r['metric']} failed its bar: {r}"
+            higher = GAMES[r["game"]].metric(r["metric"]).higher_is_better
+            assert r["ci_low"] > r["chance"] if higher else r["ci_high"] < r["chance"], r
+    reported = {(r["game"], r["method"], r["metric"]) for r in rows}
+    assert set(KNOWN_FAILURES) <= reported, "known failures must still be reported in the table"
+
+
+def test_report_has_one_image_per_game_and_no_external_urls(quick: tuple[Path, list[dict], str]) -> None:
+    tmp, _, _ = quick
+    page = (tmp / "run" / "index.html").read_text()
+    assert page.count("<img") == len(GAMES)
+    assert "http://" not in page and "https://" not in page
+
+
+def test_rerun_resumes_without_recomputing(quick: tuple[Path, list[dict], str], monkeypatch) -> None:
+    tmp, rows, _ = quick
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("a finished unit was recomputed")
+
+    monkeypatch.setattr("seethrough.bench.executors.execute_unit", refuse)
+    code, again, output = bench(tmp, "--quick")
+    assert code == 0, output
+    assert again == rows  # re-aggregated from the ledger, identical
+
+
+def test_failing_unit_is_recorded_as_error_and_retried(tmp_path: Path, monkeypatch) -> None:
+    game = GAMES["ablation"]
+    real_play = type(game).play
+
+    def flaky(self, method: str, case: dict) -> dict:
+        if method == "random" and case["seed"] == 1:
+            raise RuntimeError("injected unit failure")
+        return real_play(self, method, case)
+
+    monkeypatch.setattr(type(game), "play", flaky)
+    code, rows, output = bench(tmp_path, "--quick", "--games", "ablation", "--seeds", "2")
+    assert code == 1 and "injected unit failure" in output
+    with sqlite3.connect(tmp_path / "run.sqlite") as db:
+        status = dict(db.execute("SELECT id, status FROM units").fetchall())
+    errored = [k for k, v in status.items() if v == "error"]
+    assert len(errored) == 1 and errored[0].startswith("ablation/random/1/")
+    assert next(r for r in rows if r["method"] == "random")["n"] == 1  # errors are never results
+    monkeypatch.setattr(type(game), "play", real_play)
+    code, rows, output = bench(tmp_path, "--quick", "--games", "ablation", "--seeds", "2")
+    assert code == 0, output
+    assert next(r for r in rows if r["method"] == "random")["n"] == 2
+    with sqlite3.connect(tmp_path / "run.sqlite") as db:
+        assert db.execute("SELECT attempts FROM units WHERE id = ?", (errored[0],)).fetchone() == (2,)
+
+
+def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    args = ("--quick", "--games", "ablation", "--seeds", "3")
+    reference = tmp_path / "reference.json"
+    done = subprocess_bench(tmp_path, tmp_path / "reference.sqlite", reference, *args)
+    assert done.wait(timeout=600) == 0, done.stderr.read() if done.stderr else ""
+    expected = json.loads(reference.read_text())
+    planned = {u.key.id for u in runner.plan([GAMES["ablation"]], [0, 1, 2], quick=True)}
+    delays = random.Random(0)
+    for trial in range(5):
+        db, out = tmp_path / f"trial{trial}.sqlite", tmp_path / f"trial{trial}.json"
+        proc = subprocess_bench(tmp_path, db, out, *args)
+        time.sleep(delays.uniform(1.0, 6.0))  # somewhere between start-up and the last unit
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        resumed = subprocess_bench(tmp_path, db, out, *args)
+        assert resumed.wait(timeout=600) == 0, resumed.stderr.read() if resumed.stderr else ""
+        assert json.loads(out.read_text()) == expected, f"trial {trial}: resumed table differs"
+        with sqlite3.connect(db) as conn:
+            ids = [row[0] for row in conn.execute("SELECT id FROM units")]
+        assert len(ids) == len(set(ids)) and set(ids) == planned, f"trial {trial}: duplicate or missing rows"
+
+
+def test_ray_executor_gives_the_same_table(tmp_path: Path) -> None:
+    import ray  # noqa: F401 - the [ray] extra is installed by `make test`; fail loudly if it is not
+    args = ("--quick", "--games", "ablation", "--seeds", "2")
+    code, local, output = bench(tmp_path, *args, name="local")
+    assert code == 0, output
+    code, distributed, output = bench(tmp_path, *args, "--executor", "ray", name="ray")
+    assert code == 0, output
+    assert distributed == local
+
+
+def test_list_and_bad_arguments() -> None:
+    result = CliRunner().invoke(app, ["bench", "--list"])
+    assert result.exit_code == 0 and all(name in result.output for name in GAMES)
+    result = CliRunner().invoke(app, ["bench", "--games", "nope", "--list"])
+    assert result.exit_code == 2 and "unknown game" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["bench", "--executor", "spark", "--games", "ablation"])
+    assert result.exit_code == 2 and "--executor" in result.output
