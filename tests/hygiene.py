@@ -208,6 +208,14 @@ TABLE += [
 ]
 
 
+TABLE += [
+    Case("audit_classifier", audit.audit_classifier, TinyCNN, lambda: images(8),
+         lambda m, x: audit.audit_classifier(m, x, steps=10, n_controls=3).to_json()["scan"],
+         invalid=(lambda m, x: audit.audit_classifier(m, x[:3]),
+                  lambda m, x: audit.audit_classifier(m, x, class_names=["a", "b"]))),
+]
+
+
 def _raise_metric(output: Tensor) -> Tensor:
     raise RuntimeError("injected failure in a user metric")
 
@@ -258,6 +266,8 @@ EXEMPT: dict[Any, str] = {
     audit.ReversedTrigger: "a result dataclass",
     audit.NeuralCleanse: "a result dataclass",
     audit.anomaly_index: "statistics over numbers; takes no model",
+    audit.AuditResult: "a result dataclass",
+    report.write_audit_report: "writes HTML from an audit result; takes no model",
     executors.Outcome: "a result dataclass",
     executors.execute_unit: "runs one bench unit on a zoo model it builds itself",
     executors.LocalExecutor: "runs bench units; takes no model",

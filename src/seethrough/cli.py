@@ -1,7 +1,7 @@
 """The ``seethrough`` command line (typer + rich).
 
-Commands: ``inspect`` (the module tree, site names, parameter counts, output shapes) and
-``bench`` (the ground-truth games, DESIGN §6). Errors end with a one-line reason on stderr and a
+Commands: ``inspect`` (the module tree, site names, parameter counts, output shapes), ``audit``
+(a trojan audit from clean data, DESIGN §6) and ``bench`` (the ground-truth games, DESIGN §6). Errors end with a one-line reason on stderr and a
 non-zero exit, never a traceback.
 """
 
@@ -20,7 +20,7 @@ from rich.table import Table
 
 from .core.errors import SeethroughError
 from .core.inspection import inspect_model
-from .core.io import load_data, load_model
+from .core.io import atomic_write, load_data, load_model
 
 __all__ = ["app"]
 
@@ -77,6 +77,40 @@ def inspect(model: ModelOpt, weights: WeightsOpt = None, data: DataOpt = None,
     console.print(table, markup=False, highlight=False)
     if summary.input_description:
         console.print(f"shapes from one batch of {summary.input_description}", markup=False, highlight=False)
+
+
+@app.command()
+def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="clean .npz: x, y, class_names")],
+          out: Annotated[Path, typer.Option("--out", help="writes DIR/findings.json and DIR/report.html")],
+          weights: WeightsOpt = None,
+          steps: Annotated[int, typer.Option(min=10, help="optimisation steps per class")] = 300,
+          seed: Annotated[int, typer.Option(help="seeds the split, the optimisation and the controls")] = 0) -> None:
+    """Audit a classifier for a planted trojan from clean data: scan, calibrate, validate, report."""
+    from rich.progress import Progress
+
+    from .audit import audit_classifier
+    from .report.audit import write_audit_report
+
+    console = Console()
+    try:
+        net = load_model(model, weights)
+        dataset = load_data(data)
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("reverse-engineering a trigger per class", total=None)
+            result = audit_classifier(net, dataset.x, class_names=dataset.class_names, steps=steps, seed=seed,
+                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
+        out.mkdir(parents=True, exist_ok=True)
+        findings = out / "findings.json"
+        text = json.dumps(result.to_json(), indent=1)
+        atomic_write(findings, lambda tmp: Path(tmp).write_text(text))
+        page = write_audit_report(out, result, dataset.x, meta={"model": model, "weights": str(weights or "—"),
+                                                                "data": str(data)})
+    except (SeethroughError, OSError) as err:
+        raise _fail(err) from None
+    console.print(f"verdict: {result.verdict}   anomaly score: {result.anomaly_score:.2f}   "
+                  f"findings: {len(result.findings)} ({sum(v.validated for v in result.validations)} validated)",
+                  markup=False, highlight=False)
+    console.print(f"findings: {findings}   report: {page}", markup=False, highlight=False)
 
 
 @app.command()

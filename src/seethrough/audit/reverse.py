@@ -12,7 +12,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,12 +137,14 @@ class NeuralCleanse:
 
 
 def neural_cleanse(model: nn.Module, inputs: Tensor, *, n_classes: int, threshold: float = 2.0, steps: int = 300,
-                   seed: int = 0, **kwargs: Any) -> NeuralCleanse:
+                   seed: int = 0, progress: Callable[[int, int], None] | None = None,
+                   **kwargs: Any) -> NeuralCleanse:
     """Reverse-engineer a trigger for every class and flag the anomalously small one.
 
     Extra keyword arguments go to `reverse_engineer_trigger`. For each class, inputs already
     predicted as that class are left out of its optimisation; a class every input is already
-    predicted as needs no trigger at all (mask L1 0, success 1).
+    predicted as needs no trigger at all (mask L1 0, success 1). ``progress(done, total)`` is
+    called after each class.
     """
     if n_classes < 2:
         raise InputError(f"n_classes must be at least 2, got {n_classes}.")
@@ -157,7 +159,9 @@ def neural_cleanse(model: nn.Module, inputs: Tensor, *, n_classes: int, threshol
         if others.shape[0] == 0:
             empty = torch.zeros(inputs.shape[2:])
             triggers.append(ReversedTrigger(k, empty, torch.zeros(inputs.shape[1:]), 0.0, 1.0))
-            continue
-        triggers.append(reverse_engineer_trigger(model, others, k, steps=steps, seed=seed + k, **kwargs))
+        else:
+            triggers.append(reverse_engineer_trigger(model, others, k, steps=steps, seed=seed + k, **kwargs))
+        if progress is not None:
+            progress(k + 1, n_classes)
     anomaly = anomaly_index([t.mask_l1 for t in triggers])
     return NeuralCleanse(tuple(triggers), anomaly, threshold)
