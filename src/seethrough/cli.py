@@ -107,9 +107,10 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
                                                                 "data": str(data)})
     except (SeethroughError, OSError) as err:
         raise _fail(err) from None
+    flagged = ", ".join(f"class {f.target} ({'validated' if v.validated else 'not validated'})"
+                        for f, v in zip(result.findings, result.validations, strict=True))
     console.print(f"verdict: {result.verdict}   anomaly score: {result.anomaly_score:.2f}   "
-                  f"findings: {len(result.findings)} ({sum(v.validated for v in result.validations)} validated)",
-                  markup=False, highlight=False)
+                  f"flagged: {flagged or 'none'}", markup=False, highlight=False)
     console.print(f"findings: {findings}   report: {page}", markup=False, highlight=False)
 
 

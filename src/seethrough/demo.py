@@ -1,11 +1,15 @@
 """The bundled demo: a small CNN for 16×16 digits and its data, used by ``make demo``.
 
 ``python -m seethrough.demo`` writes the digits data (scikit-learn's bundled 8×8 digits,
-upsampled to 16×16) to the cache folder, runs ``seethrough inspect`` on the demo CNN, then the
-quick ground-truth benchmark (``seethrough bench --quick``) and prints where its report is.
+upsampled to 16×16) to the cache folder, runs ``seethrough inspect`` on the demo CNN, audits a
+demo trojaned digits MLP (built deterministically by the zoo on first run, then cached) with
+``seethrough audit``, then runs the quick ground-truth benchmark (``seethrough bench --quick``),
+and prints where the two reports are.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,8 +55,30 @@ def main() -> None:
     print("$ seethrough inspect --model seethrough.demo:digits_cnn --data", path)  # noqa: T201 - a demo script
     app(["inspect", "--model", "seethrough.demo:digits_cnn", "--data", str(path)], prog_name="seethrough",
         standalone_mode=False)
+    weights, clean = _demo_trojaned_model(path.parent)
+    audit_args = ["audit", "--model", "seethrough.bench.zoo:DigitsMLP", "--weights", str(weights), "--data",
+                  str(clean), "--out", "seethrough-demo/audit"]
+    print("\n$ seethrough " + " ".join(audit_args))  # noqa: T201 - a demo script
+    app(audit_args, prog_name="seethrough", standalone_mode=False)
     print("\n$ seethrough bench --quick   (trains the zoo on first run; resumes afterwards)")  # noqa: T201
     app(["bench", "--quick"], prog_name="seethrough")
+
+
+def _demo_trojaned_model(folder: Path) -> tuple[Path, Path]:
+    """A patch-trojaned digits MLP's weights and the clean test split, written once into ``folder``."""
+    from safetensors.torch import save_file
+
+    from .bench.zoo import digits16, trojaned_classifier
+
+    model, meta = trojaned_classifier("mlp", "patch", 0)
+    weights = folder / "trojaned_mlp.safetensors"
+    save_file(model.state_dict(), str(weights))
+    x, y = digits16("test")
+    clean = folder / "digits16_test.npz"
+    np.savez(clean, x=x.numpy(), y=y.numpy(), class_names=np.array([str(i) for i in range(10)]))
+    print(f"(demo model: trojan planted with target class {meta['trigger']['target_class']}; "  # noqa: T201
+          "the audit is not told)")
+    return weights, clean
 
 
 if __name__ == "__main__":
