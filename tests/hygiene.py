@@ -26,6 +26,7 @@ import seethrough.evidence as evidence
 import seethrough.hf as hf
 import seethrough.neurons as neurons
 import seethrough.report as report
+import seethrough.representations as representations
 from seethrough import Site
 from seethrough.bench import executors, games, ledger, runner, zoo
 
@@ -216,6 +217,18 @@ TABLE += [
 ]
 
 
+TABLE += [
+    Case("cka_between", representations.cka_between, TinyMLP, vectors,
+         lambda m, x: representations.cka_between(m, m, x, ["fc1", "act"], ["fc1", "fc2"], batch_size=2).values,
+         invalid=(lambda m, x: representations.cka_between(m, m, x, ["fc1"], ["fc9"]),
+                  lambda m, x: representations.cka_between(m, m, x, ["fc1"], ["fc2"], batch_size=0),
+                  lambda m, x: representations.cka_between(m, m, x[:1], ["fc1"], ["fc2"]))),
+    Case("cka_between (transformer, train mode)", representations.cka_between, TinyTransformer, tokens,
+         lambda m, x: representations.cka_between(m, m, x, ["embed", "blocks.0"], ["blocks.1"], batch_size=2).values,
+         train_mode=True),
+]
+
+
 def _raise_metric(output: Tensor) -> Tensor:
     raise RuntimeError("injected failure in a user metric")
 
@@ -304,6 +317,13 @@ EXEMPT: dict[Any, str] = {
     zoo.trained_first_token_transformer: "builds a new model",
     zoo.sample_features: "builds data",
     zoo.first_token_task: "builds data",
+    representations.cka: "compares two arrays; takes no model",
+    representations.StreamingCKA: "a streaming statistic over tensors; takes no model",
+    representations.SimilarityMatrix: "a result dataclass",
+    representations.cca_correlations: "compares two arrays; takes no model",
+    representations.svcca: "compares two arrays; takes no model",
+    representations.pwcca: "compares two arrays; takes no model",
+    representations.procrustes: "compares two arrays; takes no model",
     demo.digits_cnn: "builds a new model",
     demo.digits16: "builds data",
     core.cache_dir: "returns a path",

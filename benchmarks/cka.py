@@ -1,0 +1,208 @@
+"""Speed of `seethrough.representations.cka` against n × n HSIC, and memory of `StreamingCKA` as n grows.
+
+Speed: for n in (1000, 5000) examples of two d = 256 float32 representations, this times
+
+- ``ours``: `seethrough.representations.cka` (float64, feature space: O(n d²) time, O(d²) memory);
+- ``torch-cka``: the approach of the ``torch_cka`` package (AntixK/PyTorch-Model-Compare): Gram
+  matrices K = X Xᵀ and L = Y Yᵀ with zeroed diagonals, the unbiased HSIC of Nguyen et al. (trace of
+  K @ L, an n³ matmul) for (K, L), (K, K) and (L, L), in the input dtype (float32);
+- ``naive HSIC``: Kornblith et al.'s biased HSIC with an explicit centering matrix H = I − 11ᵀ/n
+  (HKH and HLH, 4 n³ matmuls), as in the many ports of the reference notebook; same value as ours.
+  Timed at n = 1000 only: at n = 5000 one call takes about half a minute on two cores.
+
+Candidates are timed interleaved: each repetition calls every candidate in a rotating order, and each
+timing covers enough calls to last about 0.2 s. The table quotes the median time per call and the
+median over repetitions of the per-repetition ratio to ``ours`` (DESIGN.md §8: ratios from one run,
+never absolute times). Goal (DESIGN.md §8): ≥ 50× faster than torch-cka.
+
+Memory: `StreamingCKA` fed n = 10k and 100k rows of (256, 256) features in batches of 1000, each in a
+fresh subprocess, reporting the bytes of the tensors it holds and the growth of the process's peak
+resident set (``VmHWM``, reset just before) while streaming; for contrast, ``cka`` on the materialised
+rows. (tracemalloc does not see torch's CPU allocator, hence RSS.) Goal: streaming memory independent
+of n. The whole run takes about 1.5 minutes on two cores.
+
+Run: ``python benchmarks/cka.py [--repeats N] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from seethrough.representations import StreamingCKA, cka
+
+D = 256
+BATCH = 1000
+
+
+def _related(n: int, d: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen)
+    y = torch.tanh(x @ torch.randn(d, d, generator=gen) / d**0.5) + 0.5 * torch.randn(n, d, generator=gen)
+    return x, y
+
+
+def torch_cka_style(x: Tensor, y: Tensor) -> float:
+    """Unbiased-HSIC CKA on one batch, computed the way the torch_cka package does (trace(K @ L))."""
+
+    def hsic(k: Tensor, l_: Tensor) -> float:
+        n = k.shape[0]
+        ones = torch.ones(n, 1, dtype=k.dtype)
+        total = torch.trace(k @ l_)
+        total = total + float(ones.T @ k @ ones @ ones.T @ l_ @ ones) / ((n - 1) * (n - 2))
+        total = total - float(ones.T @ k @ l_ @ ones) * 2 / (n - 2)
+        return float(total) / (n * (n - 3))
+
+    k, l_ = x @ x.T, y @ y.T
+    k.fill_diagonal_(0.0)
+    l_.fill_diagonal_(0.0)
+    return hsic(k, l_) / (hsic(k, k) ** 0.5 * hsic(l_, l_) ** 0.5)
+
+
+def naive_hsic(x: Tensor, y: Tensor) -> float:
+    """Kornblith et al.'s biased HSIC with an explicit centering matrix (the textbook n × n form)."""
+    n = x.shape[0]
+    h = torch.eye(n, dtype=x.dtype) - 1.0 / n
+    kc, lc = h @ (x @ x.T) @ h, h @ (y @ y.T) @ h
+    return float((kc * lc).sum() / ((kc * kc).sum().sqrt() * (lc * lc).sum().sqrt()))
+
+
+def _time(fn: Callable[[], Any], number: int) -> float:
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - start) / number
+
+
+def bench(cands: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call for each candidate and repetition, timed round-robin in rotating order."""
+    numbers = {name: max(1, round(0.2 / _time(fn, 1))) for name, fn in cands.items()}  # also a warm-up
+    names = list(cands)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for rep in range(repeats):
+        k = rep % len(names)
+        for name in names[k:] + names[:k]:
+            times[name].append(_time(cands[name], numbers[name]))
+    return times
+
+
+def speed(repeats: dict[int, int]) -> None:
+    print(f"{'n':>6} {'candidate':<11} {'median ms':>11} {'× ours':>8}  value")
+    for n, reps in repeats.items():
+        x, y = _related(n, D)
+        cands: dict[str, Callable[[], Any]] = {
+            "ours": lambda x=x, y=y: cka(x, y),
+            "torch-cka": lambda x=x, y=y: torch_cka_style(x, y),
+        }
+        if n <= 2000:
+            cands["naive HSIC"] = lambda x=x, y=y: naive_hsic(x, y)
+            ref = naive_hsic(x.double(), y.double())
+            assert abs(cka(x, y) - ref) < 1e-10, "cka disagrees with the float64 n × n reference"
+        values = {name: fn() for name, fn in cands.items()}
+        times = bench(cands, reps)
+        for name, ts in times.items():
+            ratio = statistics.median(t / o for t, o in zip(ts, times["ours"], strict=True))
+            print(f"{n:>6} {name:<11} {statistics.median(ts) * 1e3:>11.2f} {ratio:>8.1f}  {values[name]:.6f}")
+        print()
+
+
+def _reset_peak() -> None:
+    """Reset the kernel's peak-RSS mark (Linux ≥ 4.0: writing 5 to /proc/self/clear_refs); else keep it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_kib() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+def _state_bytes(obj: Any, seen: set[int] | None = None) -> int:
+    """Bytes of every tensor reachable from ``obj``'s attributes."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_state_bytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_state_bytes(v, seen) for v in obj)
+    return _state_bytes(vars(obj), seen) if hasattr(obj, "__dict__") else 0
+
+
+def memory_child(mode: str, n: int) -> None:
+    """Run in a subprocess: stream (or materialise) n rows and print the peak-RSS growth."""
+    gen = torch.Generator().manual_seed(0)
+    mix = torch.randn(D, D, generator=gen) / D**0.5
+
+    def batch() -> tuple[Tensor, Tensor]:
+        x = torch.randn(BATCH, D, generator=gen)
+        return x, torch.tanh(x @ mix)
+
+    acc = StreamingCKA()
+    acc.update(*batch())  # warm-up: allocator pools, BLAS buffers
+    _ = acc.value
+    _reset_peak()
+    base = _peak_kib()
+    if mode == "stream":
+        acc = StreamingCKA()
+        for _ in range(n // BATCH):
+            acc.update(*batch())
+        value, state = acc.value, _state_bytes(acc)
+    else:
+        parts = [batch() for _ in range(n // BATCH)]
+        value, state = cka(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])), 0
+    print(f"{(_peak_kib() - base) / 1024:.1f} {state} {value:.6f}")
+
+
+def memory(sizes: tuple[int, ...]) -> None:
+    print(f"{'mode':<22} {'n':>7} {'state MiB':>10} {'peak RSS growth MiB':>20}  value")
+    for mode in ("stream", "concat"):
+        for n in sizes:
+            out = subprocess.run([sys.executable, __file__, "--memory-child", mode, str(n)], check=True,
+                                 capture_output=True, text=True, env=os.environ.copy()).stdout.split()
+            growth, state, value = float(out[0]), int(out[1]), out[2]
+            label = "StreamingCKA" if mode == "stream" else "cka on all rows"
+            state_mib = f"{state / 2**20:.3f}" if mode == "stream" else "-"
+            print(f"{label:<22} {n:>7} {state_mib:>10} {growth:>20.1f}  {value}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15, help="timed repetitions at n = 1000 (default 15)")
+    parser.add_argument("--quick", action="store_true", help="few repetitions and sizes: a smoke test")
+    parser.add_argument("--memory-child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child[0], int(args.memory_child[1]))
+        return
+
+    torch.manual_seed(0)
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (torch default)')}  "
+          f"torch.get_num_threads()={torch.get_num_threads()}  torch {torch.__version__}  d={D}")
+    print("× ours = median over repetitions of (candidate time / ours time in the same repetition)\n")
+    # torch-cka and the naive form are O(n³): at n = 5000 one call takes seconds, so fewer repetitions.
+    speed({1000: 3, 2000: 2} if args.quick else {1000: args.repeats, 5000: 3})
+    memory((2_000, 20_000) if args.quick else (10_000, 100_000))
+
+
+if __name__ == "__main__":
+    main()
