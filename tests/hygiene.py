@@ -233,6 +233,34 @@ def _raise_metric(output: Tensor) -> Tensor:
     raise RuntimeError("injected failure in a user metric")
 
 
+TABLE += [
+    Case("integrated_gradients", neurons.integrated_gradients, TinyMLP, vectors,
+         lambda m, x: neurons.integrated_gradients(m, x, 2, n_steps=8),
+         per_example=lambda r: torch.cat([r.values, r.delta[:, None]], 1),
+         invalid=(lambda m, x: neurons.integrated_gradients(m, x, 3),  # class out of range
+                  lambda m, x: neurons.integrated_gradients(m, x, 0, n_steps=0),
+                  lambda m, x: neurons.integrated_gradients(m, x, 0, site="fc9"),
+                  lambda m, x: neurons.integrated_gradients(m, x, 0, baseline=torch.zeros(3)),
+                  lambda m, x: neurons.integrated_gradients(m, x, None, site="fc1", metric=_raise_metric))),
+    Case("integrated_gradients (cnn site, train mode, chunked)", neurons.integrated_gradients, TinyCNN, images,
+         lambda m, x: neurons.integrated_gradients(m, x, 1, site="conv", n_steps=6, internal_batch_size=7),
+         per_example=lambda r: torch.cat([r.values.flatten(1), r.delta[:, None]], 1), train_mode=True),
+    Case("integrated_gradients (transformer, keyword inputs)", neurons.integrated_gradients, TinyTransformer,
+         tokens,
+         lambda m, x: neurons.integrated_gradients(m, x, None, site="blocks.0", metric=lambda out: out[:, -1, 3],
+                                                   n_steps=4),
+         per_example=lambda r: torch.cat([r.values.flatten(1), r.delta[:, None]], 1),
+         invalid=(lambda m, x: neurons.integrated_gradients(m, x, 0),  # keyword inputs need a site
+                  lambda m, x: neurons.integrated_gradients(m, x, 0, site="blocks.0"))),  # 3-d output needs metric
+    Case("saliency", neurons.saliency, TinyCNN, images, lambda m, x: neurons.saliency(m, x, 1).values,
+         per_example=lambda v: v,
+         invalid=(lambda m, x: neurons.saliency(m, x, -1), lambda m, x: neurons.saliency(m, x, 5))),
+    Case("gradient_x_input", neurons.gradient_x_input, TinyMLP, vectors,
+         lambda m, x: neurons.gradient_x_input(m, x, 0, site="fc1").values, per_example=lambda v: v,
+         invalid=(lambda m, x: neurons.gradient_x_input(m, x, None, site="fc1", metric=_raise_metric),)),
+]
+
+
 def _run_hooks(model: nn.Module, inputs: Any, callbacks: dict) -> Tensor:
     with st.hooks(model, callbacks):
         return model(inputs)
@@ -268,6 +296,7 @@ EXEMPT: dict[Any, str] = {
     evidence.target_log_prob: "builds a metric function; takes no model",
     evidence.target_hit: "builds a metric function; takes no model",
     neurons.UnitImportance: "a result dataclass",
+    neurons.AttributionResult: "a result dataclass",
     core.inputs.repeat_inputs: "tiles inputs; takes no model",
     ledger.UnitKey: "a value object (a unit's identity); takes no model",
     ledger.Ledger: "stores results in SQLite; takes no model",

@@ -1,0 +1,134 @@
+"""Cost of `seethrough.neurons.integrated_gradients` against one fused forward+backward and against Captum.
+
+For two digits-sized models from the zoo (an MLP 256→128→64→10 and the small CNN on 1×16×16 images),
+batch 32, 50 Gauss–Legendre steps, this times:
+
+- ``fwd+bwd``: one forward and one backward (``torch.autograd.grad`` with respect to the input) over the
+  fused ``(50 × 32)`` inputs, built once outside the timing: the floor any batched IG pays;
+- ``ours``: ``integrated_gradients(model, x, target)`` (which also runs one no-grad forward of the 2 × 32
+  endpoints for the completeness ``delta``);
+- ``captum``: Captum's ``IntegratedGradients(model).attribute(x, target=target)`` with its defaults
+  (``internal_batch_size=None``: all steps in one pass; no convergence delta).
+
+Candidates are timed interleaved in one run: each repetition calls every candidate once, in a rotating
+order, and each timing covers ``number`` calls (chosen so the reference takes about 20 ms). The table quotes
+the median time per call and the median over repetitions of the per-repetition ratios to the reference and
+to Captum, which cancels slow drifts in machine load (DESIGN.md §8: ratios from one run, never absolute
+times). Goal: ``ours`` ≤ 1.1× ``fwd+bwd`` and ≤ 1.0× ``captum``.
+
+Run: ``python benchmarks/attribution.py [--repeats N] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from seethrough.bench.zoo import DigitsCNN, DigitsMLP
+from seethrough.neurons import integrated_gradients
+
+N_STEPS = 50
+BATCH = 32
+
+
+def _fused_forward_backward(model: nn.Module, x: Tensor, target: Tensor) -> Callable[[], Any]:
+    """The reference: one forward+backward over ``N_STEPS`` stacked copies of the batch."""
+    fused = x.repeat(N_STEPS, *[1] * (x.ndim - 1))
+    index = target.repeat(N_STEPS)[:, None]
+
+    def run() -> Tensor:
+        leaf = fused.detach().requires_grad_()
+        return torch.autograd.grad(model(leaf).gather(1, index).sum(), leaf)[0]
+
+    return run
+
+
+def _candidates(model: nn.Module, x: Tensor, target: Tensor) -> dict[str, Callable[[], Any]]:
+    cands: dict[str, Callable[[], Any]] = {
+        "fwd+bwd": _fused_forward_backward(model, x, target),
+        "ours": lambda: integrated_gradients(model, x, target, n_steps=N_STEPS),
+    }
+    try:
+        from captum.attr import IntegratedGradients
+    except ImportError:
+        print("note: captum is not installed; skipping its column")
+        return cands
+    ig = IntegratedGradients(model)
+    cands["captum"] = lambda: ig.attribute(x, target=target, n_steps=N_STEPS)
+    return cands
+
+
+def _check_agree(model: nn.Module, x: Tensor, target: Tensor) -> str:
+    ours = integrated_gradients(model, x, target, n_steps=N_STEPS).values
+    try:
+        from captum.attr import IntegratedGradients
+    except ImportError:
+        return "n/a"
+    theirs = IntegratedGradients(model).attribute(x, target=target, n_steps=N_STEPS)
+    err = float((ours - theirs).abs().max() / theirs.abs().max())
+    assert err < 1e-4, f"ours and captum disagree: max relative error {err:.2e}"
+    return f"{err:.1e}"
+
+
+def _time(fn: Callable[[], Any], number: int) -> float:
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - start) / number
+
+
+def bench(cands: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per call for each candidate and repetition, timed round-robin in rotating order."""
+    for _ in range(warmup):
+        for fn in cands.values():
+            fn()
+    number = max(1, round(0.02 / _time(cands["fwd+bwd"], 3)))
+    names = list(cands)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for rep in range(repeats):
+        k = rep % len(names)
+        for name in names[k:] + names[:k]:
+            times[name].append(_time(cands[name], number))
+    return times
+
+
+def _ratio(times: dict[str, list[float]], name: str, reference: str) -> str:
+    if reference not in times:
+        return "-"
+    return f"{statistics.median(t / r for t, r in zip(times[name], times[reference], strict=True)):.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=40, help="timed repetitions per candidate (default 40)")
+    parser.add_argument("--quick", action="store_true", help="5 repetitions, 1 warm-up: a smoke test")
+    args = parser.parse_args()
+    repeats, warmup = (5, 1) if args.quick else (args.repeats, 3)
+
+    torch.manual_seed(0)
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (torch default)')}  "
+          f"torch.get_num_threads()={torch.get_num_threads()}  torch {torch.__version__}  repeats={repeats}  "
+          f"n_steps={N_STEPS}  batch={BATCH}")
+    print("ratios = median over repetitions of (candidate time / other's time in the same repetition)\n")
+    print(f"{'model':<6} {'candidate':<9} {'median ms':>10} {'vs fwd+bwd':>11} {'vs captum':>10}  agreement")
+    for name, model in (("mlp", DigitsMLP(128, 64, seed=0)), ("cnn", DigitsCNN(seed=0))):
+        model.eval()
+        x = torch.rand(BATCH, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+        target = torch.arange(BATCH) % 10
+        agreement = _check_agree(model, x, target)
+        times = bench(_candidates(model, x, target), repeats, warmup)
+        for cand, ts in times.items():
+            print(f"{name:<6} {cand:<9} {statistics.median(ts) * 1e3:>10.3f} {_ratio(times, cand, 'fwd+bwd'):>11} "
+                  f"{_ratio(times, cand, 'captum'):>10}  {agreement if cand == 'ours' else ''}")
+        print()
+
+
+if __name__ == "__main__":
+    main()
