@@ -22,13 +22,12 @@ Run: ``python benchmarks/attribution.py [--repeats N] [--quick]``.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from _timing import environment, interleaved, ratio
 from torch import Tensor, nn
 
 from seethrough.bench.zoo import DigitsCNN, DigitsMLP
@@ -77,32 +76,8 @@ def _check_agree(model: nn.Module, x: Tensor, target: Tensor) -> str:
     return f"{err:.1e}"
 
 
-def _time(fn: Callable[[], Any], number: int) -> float:
-    start = time.perf_counter()
-    for _ in range(number):
-        fn()
-    return (time.perf_counter() - start) / number
-
-
-def bench(cands: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per call for each candidate and repetition, timed round-robin in rotating order."""
-    for _ in range(warmup):
-        for fn in cands.values():
-            fn()
-    number = max(1, round(0.02 / _time(cands["fwd+bwd"], 3)))
-    names = list(cands)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for rep in range(repeats):
-        k = rep % len(names)
-        for name in names[k:] + names[:k]:
-            times[name].append(_time(cands[name], number))
-    return times
-
-
 def _ratio(times: dict[str, list[float]], name: str, reference: str) -> str:
-    if reference not in times:
-        return "-"
-    return f"{statistics.median(t / r for t, r in zip(times[name], times[reference], strict=True)):.3f}"
+    return f"{ratio(times, name, reference):.3f}" if reference in times else "-"
 
 
 def main() -> None:
@@ -113,9 +88,7 @@ def main() -> None:
     repeats, warmup = (5, 1) if args.quick else (args.repeats, 3)
 
     torch.manual_seed(0)
-    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (torch default)')}  "
-          f"torch.get_num_threads()={torch.get_num_threads()}  torch {torch.__version__}  repeats={repeats}  "
-          f"n_steps={N_STEPS}  batch={BATCH}")
+    print(f"{environment()}  repeats={repeats}  n_steps={N_STEPS}  batch={BATCH}")
     print("ratios = median over repetitions of (candidate time / other's time in the same repetition)\n")
     print(f"{'model':<6} {'candidate':<9} {'median ms':>10} {'vs fwd+bwd':>11} {'vs captum':>10}  agreement")
     for name, model in (("mlp", DigitsMLP(128, 64, seed=0)), ("cnn", DigitsCNN(seed=0))):
@@ -123,7 +96,7 @@ def main() -> None:
         x = torch.rand(BATCH, 1, 16, 16, generator=torch.Generator().manual_seed(1))
         target = torch.arange(BATCH) % 10
         agreement = _check_agree(model, x, target)
-        times = bench(_candidates(model, x, target), repeats, warmup)
+        times = interleaved(_candidates(model, x, target), repeats, warmup=warmup)
         for cand, ts in times.items():
             print(f"{name:<6} {cand:<9} {statistics.median(ts) * 1e3:>10.3f} {_ratio(times, cand, 'fwd+bwd'):>11} "
                   f"{_ratio(times, cand, 'captum'):>10}  {agreement if cand == 'ours' else ''}")

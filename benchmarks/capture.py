@@ -28,14 +28,13 @@ Run: ``python benchmarks/capture.py [--repeats N] [--quick]``.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from _timing import environment, interleaved, ratio
 from torch import Tensor, nn
 
 import seethrough
@@ -142,28 +141,6 @@ def _check_agree(model: nn.Module, inputs: Any, paths: list[str]) -> None:
     assert all(torch.equal(ours[p], raw[p]) for p in paths), "capture and raw hooks disagree"
 
 
-def _time(fn: Callable[[], Any], number: int) -> float:
-    start = time.perf_counter()
-    for _ in range(number):
-        fn()
-    return (time.perf_counter() - start) / number
-
-
-def bench(cands: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per call for each candidate and repetition, timed round-robin in rotating order."""
-    for _ in range(warmup):
-        for fn in cands.values():
-            fn()
-    number = max(1, round(0.02 / _time(cands["plain"], 3)))
-    names = list(cands)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for rep in range(repeats):
-        k = rep % len(names)
-        for name in names[k:] + names[:k]:
-            times[name].append(_time(cands[name], number))
-    return times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50, help="timed repetitions per candidate (default 50)")
@@ -172,10 +149,7 @@ def main() -> None:
     repeats, warmup = (5, 1) if args.quick else (args.repeats, 3)
 
     torch.manual_seed(0)
-    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (torch default)')}  "
-          f"torch.get_num_threads()={torch.get_num_threads()}  torch {torch.__version__}  repeats={repeats}")
-    malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
-    print(f"malloc settings: {malloc or 'glibc defaults'}")
+    print(f"{environment()}  repeats={repeats}")
     print("ratio = median over repetitions of (candidate time / plain time in the same repetition)\n")
     print(f"{'model':<12} {'candidate':<11} {'median ms':>10} {'ratio':>7}  sites")
     for make in (_mlp, _cnn, _transformer, _minilm):
@@ -186,10 +160,10 @@ def main() -> None:
         model.eval()
         with torch.no_grad():
             _check_agree(model, inputs, paths)
-            times = bench(_candidates(model, inputs, paths), repeats, warmup)
+            times = interleaved(_candidates(model, inputs, paths), repeats, warmup=warmup)
         for cand, ts in times.items():
-            ratio = statistics.median(t / p for t, p in zip(ts, times["plain"], strict=True))
-            print(f"{name:<12} {cand:<11} {statistics.median(ts) * 1e3:>10.3f} {ratio:>7.3f}  {len(paths)}")
+            print(f"{name:<12} {cand:<11} {statistics.median(ts) * 1e3:>10.3f} {ratio(times, cand, 'plain'):>7.3f}"
+                  f"  {len(paths)}")
         print()
 
 

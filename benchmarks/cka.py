@@ -32,11 +32,11 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from _timing import environment, interleaved, ratio
 from torch import Tensor
 
 from seethrough.representations import StreamingCKA, cka
@@ -77,25 +77,6 @@ def naive_hsic(x: Tensor, y: Tensor) -> float:
     return float((kc * lc).sum() / ((kc * kc).sum().sqrt() * (lc * lc).sum().sqrt()))
 
 
-def _time(fn: Callable[[], Any], number: int) -> float:
-    start = time.perf_counter()
-    for _ in range(number):
-        fn()
-    return (time.perf_counter() - start) / number
-
-
-def bench(cands: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """Seconds per call for each candidate and repetition, timed round-robin in rotating order."""
-    numbers = {name: max(1, round(0.2 / _time(fn, 1))) for name, fn in cands.items()}  # also a warm-up
-    names = list(cands)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for rep in range(repeats):
-        k = rep % len(names)
-        for name in names[k:] + names[:k]:
-            times[name].append(_time(cands[name], numbers[name]))
-    return times
-
-
 def speed(repeats: dict[int, int]) -> None:
     print(f"{'n':>6} {'candidate':<11} {'median ms':>11} {'× ours':>8}  value")
     for n, reps in repeats.items():
@@ -109,10 +90,10 @@ def speed(repeats: dict[int, int]) -> None:
             ref = naive_hsic(x.double(), y.double())
             assert abs(cka(x, y) - ref) < 1e-10, "cka disagrees with the float64 n × n reference"
         values = {name: fn() for name, fn in cands.items()}
-        times = bench(cands, reps)
+        times = interleaved(cands, reps, warmup=0, seconds=0.2)
         for name, ts in times.items():
-            ratio = statistics.median(t / o for t, o in zip(ts, times["ours"], strict=True))
-            print(f"{n:>6} {name:<11} {statistics.median(ts) * 1e3:>11.2f} {ratio:>8.1f}  {values[name]:.6f}")
+            print(f"{n:>6} {name:<11} {statistics.median(ts) * 1e3:>11.2f} {ratio(times, name, 'ours'):>8.1f}  "
+                  f"{values[name]:.6f}")
         print()
 
 
@@ -196,8 +177,7 @@ def main() -> None:
         return
 
     torch.manual_seed(0)
-    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (torch default)')}  "
-          f"torch.get_num_threads()={torch.get_num_threads()}  torch {torch.__version__}  d={D}")
+    print(f"{environment()}  d={D}")
     print("× ours = median over repetitions of (candidate time / ours time in the same repetition)\n")
     # torch-cka and the naive form are O(n³): at n = 5000 one call takes seconds, so fewer repetitions.
     speed({1000: 3, 2000: 2} if args.quick else {1000: args.repeats, 5000: 3})
