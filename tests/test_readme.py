@@ -51,4 +51,14 @@ def _hf(ns: dict) -> None:
     ns["torch"].testing.assert_close(cls, ns["hidden"][:, :1], rtol=0, atol=0)
 
 
-CHECKS = [_tour, _hf, _evidence]  # in README order
+def _contract(ns: dict) -> None:
+    torch = ns["torch"]
+    ig, model, x = ns["ig"], ns["model"], ns["x"]
+    assert ig.values.shape == x.shape and ns["layer"].values.shape == (16, 8)
+    # completeness: attributions sum to F(x) - F(0) up to the reported delta
+    gap = model(x)[:, 0] - model(torch.zeros_like(x))[:, 0]
+    torch.testing.assert_close(ig.values.sum(1) - gap.detach(), ig.delta, rtol=0, atol=1e-5)
+    assert isinstance(ns["cka"](ns["acts"]["0"], ns["acts"]["0"]), float)
+
+
+CHECKS = [_tour, _hf, _evidence, _contract]  # in README order
