@@ -18,6 +18,7 @@ import pickle
 import re
 import sys
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -99,7 +100,10 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
             raise LoadError(f"{str(p)!r} is not a valid safetensors file: {err}") from err
     elif suffix in (".pt", ".pth", ".bin"):
         try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                # torch warns about the pickle protocol of files it is about to refuse; our error says more
+                warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+                state = torch.load(p, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
                 AttributeError, TypeError) as err:
             # torch's own text carries colour codes and advises weights_only=False, which we never
