@@ -319,6 +319,7 @@ EXEMPT: dict[Any, str] = {
     games.AblationGame: "a game; builds its own models (tested in tests/bench)",
     games.TrojanTargetGame: "a game; builds its own models (tested in tests/bench)",
     games.mask_iou: "compares masks; takes no model",
+    games.case_generator: "seeds a generator; takes no model",
     runner.PlannedUnit: "a value object",
     runner.plan: "plans bench units; takes no model",
     runner.run: "runs bench units; takes no model",

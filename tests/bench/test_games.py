@@ -35,3 +35,13 @@ def test_every_game_declares_what_the_table_needs(game: Game) -> None:
 def test_unknown_method_is_refused() -> None:
     with pytest.raises(KeyError, match="unknown method"):
         GAMES["ablation"].play("telepathy", GAMES["ablation"].cases(0, True)[0])
+
+
+def test_baseline_coin_flips_are_not_correlated_across_consecutive_seeds() -> None:
+    from seethrough.bench.games import case_generator
+
+    flips = [float(torch.rand(1, generator=case_generator("g", "random", {"seed": s, "trojan": t})))
+             for s in range(40) for t in ("patch", "none")]
+    heads = sum(f < 0.5 for f in flips)
+    assert 25 <= heads <= 55  # Binomial(80, 0.5): outside this range has probability < 0.2%
+    assert case_generator("g", "m", {"seed": 1}).initial_seed() == case_generator("g", "m", {"seed": 1}).initial_seed()

@@ -17,7 +17,7 @@ from ...evidence import Finding, target_log_prob, validate
 from ...neurons import unit_importance
 from ..zoo.classifiers import planted_critical_units
 from ..zoo.data import digits16
-from .base import Game, Metric
+from .base import Game, Metric, case_generator
 
 __all__ = ["AblationGame"]
 
@@ -56,7 +56,7 @@ class AblationGame(Game):
                                          ablation="zero" if method == "zero-ablation" else "mean")
             units = importance.top(k)
         else:  # "random"
-            gen = torch.Generator().manual_seed(case["seed"])
+            gen = case_generator(self.name, method, case)
             units = torch.randperm(case["hidden"], generator=gen)[:k].tolist()
         found = Finding("units", f"units {units} carry class {target}", site=site, units=units, target=target)
         check = validate(found, model, x_target, n_controls=case["n_controls"], seed=case["seed"])
