@@ -229,6 +229,25 @@ TABLE += [
 ]
 
 
+def _trigger() -> tuple[Tensor, Tensor]:
+    mask = torch.zeros(6, 6)
+    mask[1:3, 1:3] = 1.0
+    return mask, torch.ones(1, 6, 6)
+
+
+TABLE += [
+    Case("repair_by_unlearning (train mode)", audit.repair_by_unlearning, TinyCNN, lambda: images(12),
+         lambda m, x: audit.repair_by_unlearning(m, x, torch.arange(12) % 3, *_trigger(), 1, epochs=1).to_dict(),
+         train_mode=True,
+         invalid=(lambda m, x: audit.repair_by_unlearning(m, x, torch.zeros(2, dtype=torch.long), *_trigger(), 1),
+                  lambda m, x: audit.repair_by_unlearning(m, x, torch.arange(12) % 3, *_trigger(), 1, held_out=1.5))),
+    Case("accuracy", audit.accuracy, TinyCNN, images, lambda m, x: audit.accuracy(m, x, torch.arange(len(x)) % 3)),
+    Case("attack_success", audit.attack_success, TinyCNN, images,
+         lambda m, x: audit.attack_success(m, x, torch.arange(len(x)) % 3, *_trigger(), 1),
+         invalid=(lambda m, x: audit.attack_success(m, x, torch.ones(len(x), dtype=torch.long), *_trigger(), 1),)),
+]
+
+
 def _raise_metric(output: Tensor) -> Tensor:
     raise RuntimeError("injected failure in a user metric")
 
@@ -309,6 +328,7 @@ EXEMPT: dict[Any, str] = {
     audit.NeuralCleanse: "a result dataclass",
     audit.anomaly_index: "statistics over numbers; takes no model",
     audit.AuditResult: "a result dataclass",
+    audit.RepairResult: "a result dataclass (holds the repaired copy)",
     report.write_audit_report: "writes HTML from an audit result; takes no model",
     executors.Outcome: "a result dataclass",
     executors.execute_unit: "runs one bench unit on a zoo model it builds itself",

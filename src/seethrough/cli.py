@@ -12,15 +12,17 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from torch import nn
 
+from .audit.scan import AuditResult
 from .core.errors import SeethroughError
 from .core.inspection import inspect_model
-from .core.io import atomic_write, load_data, load_model
+from .core.io import ArrayData, atomic_write, load_data, load_model
 
 __all__ = ["app"]
 
@@ -84,7 +86,9 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
           out: Annotated[Path, typer.Option("--out", help="writes DIR/findings.json and DIR/report.html")],
           weights: WeightsOpt = None,
           steps: Annotated[int, typer.Option(min=10, help="optimisation steps per class")] = 300,
-          seed: Annotated[int, typer.Option(help="seeds the split, the optimisation and the controls")] = 0) -> None:
+          seed: Annotated[int, typer.Option(help="seeds the split, the optimisation and the controls")] = 0,
+          repair: Annotated[bool, typer.Option("--repair", help="unlearn a validated trigger; writes "
+                                               "DIR/repaired.safetensors")] = False) -> None:
     """Audit a classifier for a planted trojan from clean data: scan, calibrate, validate, report."""
     from rich.progress import Progress
 
@@ -100,8 +104,11 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
             result = audit_classifier(net, dataset.x, class_names=dataset.class_names, steps=steps, seed=seed,
                                       progress=lambda done, total: bar.update(task, completed=done, total=total))
         out.mkdir(parents=True, exist_ok=True)
+        report = result.to_json()
+        if repair:
+            report["repair"] = _repair(net, dataset, result, out, seed)
         findings = out / "findings.json"
-        text = json.dumps(result.to_json(), indent=1)
+        text = json.dumps(report, indent=1)
         atomic_write(findings, lambda tmp: Path(tmp).write_text(text))
         page = write_audit_report(out, result, dataset.x, meta={"model": model, "weights": str(weights or "—"),
                                                                 "data": str(data)})
@@ -111,7 +118,36 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
                         for f, v in zip(result.findings, result.validations, strict=True))
     console.print(f"verdict: {result.verdict}   anomaly score: {result.anomaly_score:.2f}   "
                   f"flagged: {flagged or 'none'}", markup=False, highlight=False)
+    if repair:
+        fixed = report["repair"]
+        summary = fixed["status"] if fixed["status"] != "repaired" else (
+            f"attack success {fixed['attack_success_before']:.2f} -> {fixed['attack_success_after']:.2f}, clean "
+            f"accuracy {fixed['clean_accuracy_before']:.3f} -> {fixed['clean_accuracy_after']:.3f} (held out)")
+        console.print(f"repair: {summary}", markup=False, highlight=False)
     console.print(f"findings: {findings}   report: {page}", markup=False, highlight=False)
+
+
+def _repair(net: nn.Module, dataset: ArrayData, result: AuditResult, out: Path, seed: int) -> dict[str, Any]:
+    """Unlearn the first validated trigger; save the repaired weights; return the before/after numbers."""
+    from safetensors.torch import save_file
+
+    from .audit import repair_by_unlearning
+    from .audit.scan import _VectorAsImage
+
+    validated = [f for f, v in zip(result.findings, result.validations, strict=True) if v.validated]
+    if not validated:
+        return {"status": "nothing to repair: no validated trigger"}
+    finding = validated[0]
+    assert finding.trigger_mask is not None and finding.trigger_pattern is not None and finding.target is not None
+    vector = dataset.x.ndim == 2  # vector models are repaired through the same 1 x D view the audit used
+    model = _VectorAsImage(net) if vector else net
+    x = dataset.x[:, None, None, :] if vector else dataset.x
+    fixed = repair_by_unlearning(model, x, dataset.y, finding.trigger_mask, finding.trigger_pattern, finding.target,
+                                 seed=seed)
+    repaired = fixed.model.inner if isinstance(fixed.model, _VectorAsImage) else fixed.model
+    save_file({k: v.detach().contiguous() for k, v in repaired.state_dict().items()}, str(out / "repaired.safetensors"))
+    return {"status": "repaired", "target_class": finding.target, "weights": "repaired.safetensors",
+            **fixed.to_dict()}
 
 
 @app.command()

@@ -151,3 +151,39 @@ def test_a_model_predicting_one_class_everywhere_is_not_called_trojaned() -> Non
 def test_bad_audit_inputs(x: torch.Tensor, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         audit_classifier(nn.Sequential(nn.Flatten(), nn.Linear(256, 10)), x)
+
+
+def test_repair_unlearns_the_planted_trigger_and_keeps_accuracy(tmp_path: Path, factory: Path,
+                                                                digits_npz: Path) -> None:
+    from safetensors.torch import load_file
+
+    from seethrough.audit import accuracy, attack_success
+    from seethrough.bench.zoo import DigitsMLP
+
+    path, meta = weights(tmp_path, "patch")
+    result = CliRunner().invoke(app, ["audit", "--model", f"{factory}:build", "--weights", str(path), "--data",
+                                      str(digits_npz), "--out", str(tmp_path / "out"), "--repair"])
+    assert result.exit_code == 0, result.output
+    repair = json.loads((tmp_path / "out" / "findings.json").read_text())["repair"]
+    assert repair["status"] == "repaired" and repair["attack_success_after"] < 0.1  # the reversed trigger
+    assert repair["clean_accuracy_after"] >= repair["clean_accuracy_before"] - 0.03
+    # oracle: the *planted* trigger, which the audit never saw, on the whole test split
+    before, _ = trojaned_classifier("mlp", "patch", SEED)
+    after = DigitsMLP()
+    after.load_state_dict(load_file(str(tmp_path / "out" / "repaired.safetensors")))
+    after.eval()
+    x, y = digits16("test")
+    planted = meta["trigger"]
+    mask, pattern, target = torch.tensor(planted["mask"]), torch.tensor(planted["pattern"]), planted["target_class"]
+    asr_before, asr_after = (attack_success(m, x, y, mask, pattern, target) for m in (before, after))
+    assert asr_before > 0.9 and asr_after < asr_before / 3  # measured: 0.99 -> 0.13
+    assert accuracy(after, x, y) >= accuracy(before, x, y) - 0.03
+
+
+def test_repair_on_a_clean_model_does_nothing(tmp_path: Path, factory: Path, digits_npz: Path) -> None:
+    path, _ = weights(tmp_path, "none")
+    result = CliRunner().invoke(app, ["audit", "--model", f"{factory}:build", "--weights", str(path), "--data",
+                                      str(digits_npz), "--out", str(tmp_path / "out"), "--repair"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "findings.json").read_text())["repair"]["status"].startswith("nothing")
+    assert not (tmp_path / "out" / "repaired.safetensors").exists()
