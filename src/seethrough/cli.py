@@ -221,7 +221,8 @@ def _print_table(console: Console, rows: list) -> None:
         table.add_row(r.game, r.method, r.metric, f"{r.chance:.3f}", "—" if r.bar is None else f"{r.bar:.3f}",
                       f"{r.mean:.3f}", f"{r.median:.3f}", f"{r.worst:.3f}", f"[{r.ci_low:.3f}, {r.ci_high:.3f}]",
                       str(r.n), verdict)
-    console.print(table, markup=False, highlight=False)
+    # a pipe or CI log gets rich's 80-column default, which truncates every cell: never narrower than 140
+    Console(width=max(console.width, 140)).print(table, markup=False, highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point
