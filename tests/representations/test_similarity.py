@@ -1,4 +1,4 @@
-"""Tests for seethrough.representations.similarity: CKA, streaming CKA, CKA between sites, CCA family, Procrustes.
+"""Tests for seethrough.representations: CKA, streaming CKA, CKA between sites, CCA family, Procrustes.
 
 Oracles: closed forms on representations with orthogonal columns (partial copies, non-isotropic
 scaling); axioms and invariances (self-similarity 1, symmetry, orthogonal maps, isotropic scaling,

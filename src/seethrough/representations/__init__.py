@@ -4,16 +4,9 @@ Today: similarity (linear CKA, streaming CKA, CKA between the sites of two model
 correlations, SVCCA, PWCCA and the orthogonal Procrustes distance).
 """
 
-from .similarity import (
-    SimilarityMatrix,
-    StreamingCKA,
-    cca_correlations,
-    cka,
-    cka_between,
-    procrustes,
-    pwcca,
-    svcca,
-)
+from .cca import cca_correlations, procrustes, pwcca, svcca
+from .cka import StreamingCKA, cka
+from .similarity import SimilarityMatrix, cka_between
 
 __all__ = ["cka", "StreamingCKA", "cka_between", "SimilarityMatrix", "cca_correlations", "svcca", "pwcca",
            "procrustes"]
