@@ -1,7 +1,8 @@
 """Shared type aliases and the fixed vocabulary of shape names.
 
-Shape names used in jaxtyping annotations across the package come from `SHAPE_NAMES`; keeping
-one list makes signatures read the same everywhere.
+Shape names used in jaxtyping annotations across the package come from `SHAPE_NAMES` (numbers
+and ``*rest`` are allowed too); keeping one list makes signatures read the same everywhere, and
+`tests/test_types.py` checks every annotation in the package against it.
 """
 
 from __future__ import annotations
@@ -17,4 +18,5 @@ __all__ = ["Inputs", "SHAPE_NAMES"]
 #: mapping of keyword arguments (``model(**kwargs)``, HuggingFace style).
 Inputs: TypeAlias = Tensor | tuple[Any, ...] | Mapping[str, Any]
 
-SHAPE_NAMES = ("batch", "seq", "d_model", "d_hidden", "d_sae", "n_units", "n_concepts", "n_classes")
+SHAPE_NAMES = ("batch", "seq", "d_model", "d_hidden", "d_sae", "n_units", "n_concepts", "n_classes",
+               "channels", "height", "width", "n_features", "vocab", "k", "rest")
