@@ -242,9 +242,11 @@ TABLE += [
          invalid=(lambda m, x: audit.repair_by_unlearning(m, x, torch.zeros(2, dtype=torch.long), *_trigger(), 1),
                   lambda m, x: audit.repair_by_unlearning(m, x, torch.arange(12) % 3, *_trigger(), 1, held_out=1.5))),
     Case("accuracy", audit.accuracy, TinyCNN, images, lambda m, x: audit.accuracy(m, x, torch.arange(len(x)) % 3)),
-    Case("attack_success", audit.attack_success, TinyCNN, images,
-         lambda m, x: audit.attack_success(m, x, torch.arange(len(x)) % 3, *_trigger(), 1),
-         invalid=(lambda m, x: audit.attack_success(m, x, torch.ones(len(x), dtype=torch.long), *_trigger(), 1),)),
+    Case("attack_success", evidence.attack_success, TinyCNN, images,
+         lambda m, x: evidence.attack_success(m, x, torch.arange(len(x)) % 3, *_trigger(), 1),
+         invalid=(lambda m, x: evidence.attack_success(m, x, torch.ones(len(x), dtype=torch.long), *_trigger(), 1),
+                  lambda m, x: evidence.attack_success(m, x, torch.arange(len(x)) % 3, torch.ones(5, 5),
+                                                       torch.ones(1, 5, 5), 1))),
 ]
 
 
@@ -312,6 +314,7 @@ EXEMPT: dict[Any, str] = {
     evidence.Summary: "a result dataclass",
     evidence.summarize: "statistics over numbers; takes no model",
     evidence.bootstrap_ci: "statistics over numbers; takes no model",
+    evidence.stamp: "edits images; takes no model",
     evidence.target_log_prob: "builds a metric function; takes no model",
     evidence.target_hit: "builds a metric function; takes no model",
     neurons.UnitImportance: "a result dataclass",

@@ -157,8 +157,9 @@ def test_repair_unlearns_the_planted_trigger_and_keeps_accuracy(tmp_path: Path, 
                                                                 digits_npz: Path) -> None:
     from safetensors.torch import load_file
 
-    from seethrough.audit import accuracy, attack_success
+    from seethrough.audit import accuracy
     from seethrough.bench.zoo import DigitsMLP
+    from seethrough.evidence import attack_success
 
     path, meta = weights(tmp_path, "patch")
     result = CliRunner().invoke(app, ["audit", "--model", f"{factory}:build", "--weights", str(path), "--data",

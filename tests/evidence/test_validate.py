@@ -144,3 +144,20 @@ def test_mean_ablation_over_a_reference_set_matches_the_closed_form() -> None:
     clean = torch.log_softmax(logits, -1)[:, 0]
     ablated = torch.log_softmax(torch.stack([torch.full((32,), 5 * 0.25), logits[:, 1]], -1), -1)[:, 0]
     assert v.effect == pytest.approx(float((clean - ablated).double().mean()), rel=1e-6)
+
+
+def test_stamp_closed_form_and_shape_errors() -> None:
+    from seethrough.evidence import stamp
+
+    x = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(4))
+    mask = torch.zeros(4, 4)
+    mask[1, 2] = 1.0
+    mask[0, 0] = 0.25
+    pattern = torch.full((1, 4, 4), 0.8)
+    out = stamp(x, mask, pattern)
+    expected = x.clone()
+    expected[:, 0, 1, 2] = 0.8
+    expected[:, 0, 0, 0] = 0.75 * x[:, 0, 0, 0] + 0.25 * 0.8
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-7)  # one rounding step
+    with pytest.raises(InputError, match="cannot stamp"):
+        stamp(x, torch.zeros(5, 5), torch.zeros(1, 5, 5))

@@ -21,24 +21,15 @@ from torch import Tensor, nn
 
 from ..core.errors import InputError
 from ..core.inputs import validate_inputs
+from ..evidence.trigger import attack_success, stamp
 
-__all__ = ["RepairResult", "repair_by_unlearning", "attack_success", "accuracy"]
+__all__ = ["RepairResult", "repair_by_unlearning", "accuracy"]
 
 
 def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
     """Fraction of ``x`` classified as ``y`` (no grad; modes as they are)."""
     with torch.no_grad():
         return float((model(x).argmax(-1) == y).float().mean())
-
-
-def attack_success(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, pattern: Tensor, target: int) -> float:
-    """Fraction of inputs not of class ``target`` that the stamped trigger sends to ``target``."""
-    keep = y != target
-    if not bool(keep.any()):
-        raise InputError(f"every example is of the target class {target}; attack success is undefined.")
-    stamped = (1 - mask) * x[keep] + mask * pattern
-    with torch.no_grad():
-        return float((model(stamped).argmax(-1) == target).float().mean())
 
 
 @dataclass(frozen=True)
@@ -96,8 +87,8 @@ def repair_by_unlearning(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, p
         for start in range(0, n_train, batch_size):
             idx = perm[start:start + batch_size]
             xb, yb = train_x[idx].clone(), train_y[idx]
-            stamp = torch.rand(len(idx), generator=gen) < stamp_fraction
-            xb[stamp] = (1 - mask) * xb[stamp] + mask * pattern
+            stamped = torch.rand(len(idx), generator=gen) < stamp_fraction
+            xb[stamped] = stamp(xb[stamped], mask, pattern)
             loss = F.cross_entropy(repaired(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()

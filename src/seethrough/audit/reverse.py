@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..core.errors import InputError
 from ..core.inputs import validate_inputs
+from ..evidence.trigger import stamp
 
 __all__ = ["ReversedTrigger", "NeuralCleanse", "reverse_engineer_trigger", "neural_cleanse", "anomaly_index"]
 
@@ -72,7 +73,7 @@ def reverse_engineer_trigger(model: nn.Module, inputs: Tensor, target: int, *, s
         x = inputs[index]
         mask = torch.sigmoid(mask_logit)
         pattern = torch.sigmoid(pattern_logit)
-        logits = model((1 - mask) * x + mask * pattern)
+        logits = model(stamp(x, mask, pattern))
         loss = F.cross_entropy(logits, labels) + cost * mask.sum()
         grads = torch.autograd.grad(loss, [mask_logit, pattern_logit])
         opt.zero_grad(set_to_none=True)

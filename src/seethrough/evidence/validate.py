@@ -24,6 +24,7 @@ from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
 from .finding import Finding
 from .summary import bootstrap_ci
+from .trigger import stamp
 
 __all__ = ["Validation", "validate", "target_log_prob", "target_hit"]
 
@@ -247,7 +248,7 @@ def _trigger(finding: Finding, model: nn.Module, inputs: Inputs, metric: Metric,
     clean = metric(model(x))
 
     def stamped(mask_: Tensor, pattern_: Tensor) -> Tensor:
-        return metric(model((1 - mask_) * x + mask_ * pattern_))
+        return metric(model(stamp(x, mask_, pattern_)))
 
     per_example = stamped(m, p) - clean
     h, w = m.shape

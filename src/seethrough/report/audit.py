@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..core.io import atomic_write
+from ..evidence.trigger import stamp
 from .figures import figure_to_data_uri
 
 __all__ = ["write_audit_report"]
@@ -69,7 +70,7 @@ def _stamp_figure(examples: Tensor, mask: Tensor, pattern: Tensor, title: str) -
     n = examples.shape[0]
     fig = Figure(figsize=(1.4 * n, 3.0))
     axes = fig.subplots(2, n, squeeze=False)
-    stamped = (1 - mask) * examples + mask * pattern
+    stamped = stamp(examples, mask, pattern)
     for i in range(n):
         axes[0][i].imshow(_image(examples[i]), cmap="gray", vmin=0, vmax=1, aspect="auto")
         axes[1][i].imshow(_image(stamped[i]), cmap="gray", vmin=0, vmax=1, aspect="auto")

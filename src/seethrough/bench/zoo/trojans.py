@@ -18,6 +18,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from seethrough.core import InputError, InputTypeError
+from seethrough.evidence.trigger import stamp as stamp_images
 
 __all__ = ["Trigger", "stamp", "random_patch_trigger", "random_blend_trigger"]
 
@@ -115,9 +116,7 @@ def stamp(x: Float[Tensor, "batch channels height width"], trigger: Trigger) -> 
     if tuple(x.shape[1:]) != tuple(trigger.pattern.shape):
         raise InputError(f"stamp: images of shape (C, H, W) = {tuple(x.shape[1:])} do not fit the trigger's "
                          f"pattern {tuple(trigger.pattern.shape)}; build the trigger for this image size.")
-    mask = trigger.mask.to(x.device, x.dtype)
-    pattern = trigger.pattern.to(x.device, x.dtype)
-    return (1 - mask) * x + mask * pattern
+    return stamp_images(x, trigger.mask, trigger.pattern)
 
 
 def _check_sizes(image_size: int, channels: int, n_classes: int) -> None:
