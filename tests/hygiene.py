@@ -10,8 +10,10 @@ and no ``.grad`` created or changed.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -386,3 +388,18 @@ EXEMPT: dict[Any, str] = {
     hf.minilm: "builds a new model",
     hf.tokenize: "tokenises text; takes no model",
 }
+
+
+def _join_area_tables() -> None:
+    """Areas may keep their cases in ``tests/hygiene_<area>.py`` (``CASES`` and ``EXEMPT``); they join here.
+
+    conftest.py keeps pytest from collecting those files on their own, so they are only ever
+    imported from here, after `Case` and the helpers above exist.
+    """
+    for path in sorted(Path(__file__).parent.glob("hygiene_*.py")):
+        area = importlib.import_module(path.stem)
+        TABLE.extend(area.CASES)
+        EXEMPT.update(area.EXEMPT)
+
+
+_join_area_tables()
