@@ -1,0 +1,203 @@
+"""Synthetic 16×16 scenes with pixel masks for 12 concepts, and a CNN with planted concept detectors.
+
+The answer key of the dissection game (Neurons / dataset-based). `scenes` draws 1–3 coloured
+shapes on a dark noisy background and returns, beside the images, a boolean pixel mask per
+concept: six colours and six shapes, so every object pixel belongs to one colour and one shape.
+(Positions are not among the concepts: a convolution's output cannot tell where in the image it
+is, away from the border, so a position detector could not be planted in ``conv2``.) `planted_detectors` trains a small CNN on a main task (the
+scene's dominant colour) plus an auxiliary loss that makes designated channels of ``conv2``
+detect designated concepts; the designation is the ground truth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int64
+from torch import Tensor, nn
+
+from seethrough.core import InputError
+
+from ._seeding import derive_seed, generator, materialise
+from .cache import cached
+
+__all__ = ["CONCEPTS", "scenes", "SceneCNN", "planted_detectors"]
+
+#: The 12 concepts, in mask-channel order: colours 0–3, shapes 4–7, positions 8–11.
+CONCEPTS = ("red", "green", "blue", "yellow", "cyan", "magenta", "square", "disc", "hbar", "vbar", "cross", "ring")
+SIZE = 16
+_RGB = np.array([[0.9, 0.1, 0.1], [0.1, 0.8, 0.15], [0.15, 0.3, 0.95], [0.9, 0.85, 0.1], [0.1, 0.8, 0.85],
+                 [0.85, 0.15, 0.85]], dtype=np.float32)
+N_COLOURS = 6
+
+
+def _shape_templates() -> list[np.ndarray]:
+    square = np.ones((4, 4), dtype=bool)
+    yy, xx = np.mgrid[0:5, 0:5]
+    disc = (yy - 2) ** 2 + (xx - 2) ** 2 <= 5  # a 5×5 disc without its corners (21 pixels)
+    hbar, vbar = np.ones((2, 6), dtype=bool), np.ones((6, 2), dtype=bool)
+    cross = np.zeros((5, 5), dtype=bool)
+    cross[2, :] = cross[:, 2] = True
+    ring = np.ones((5, 5), dtype=bool)
+    ring[1:4, 1:4] = False
+    return [square, disc, hbar, vbar, cross, ring]
+
+
+_SHAPES = _shape_templates()
+
+
+def scenes(n: int, seed: int) -> tuple[Float[Tensor, "batch 3 16 16"], Bool[Tensor, "batch n_concepts 16 16"],
+                                       Int64[Tensor, " batch"]]:
+    """``n`` scenes: images in [0, 1], the 12 concept masks (`CONCEPTS`) and the dominant-colour label.
+
+    Each scene holds 1–3 non-overlapping objects, each with a random colour (jittered), shape
+    and place, on a background of uniform noise in [0, 0.2]. The label is the colour covering
+    the most pixels (ties: the lower colour index). Deterministic in ``seed``.
+
+    Raises:
+        InputError: ``n`` is not a positive int.
+
+    Example:
+        >>> x, masks, y = scenes(4, seed=0)
+        >>> tuple(x.shape), tuple(masks.shape), masks.dtype, y.tolist() == masks[:, :6].sum((2, 3)).argmax(1).tolist()
+        ((4, 3, 16, 16), (4, 12, 16, 16), torch.bool, True)
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"n must be a positive int, got {n!r}.")
+    rng = np.random.default_rng(derive_seed(seed, "scenes"))
+    images = rng.uniform(0.0, 0.2, size=(n, 3, SIZE, SIZE)).astype(np.float32)
+    masks = np.zeros((n, len(CONCEPTS), SIZE, SIZE), dtype=bool)
+    for i in range(n):
+        occupied = np.zeros((SIZE, SIZE), dtype=bool)
+        for _ in range(int(rng.integers(1, 4))):
+            colour, shape = int(rng.integers(N_COLOURS)), int(rng.integers(len(_SHAPES)))
+            template = _SHAPES[shape]
+            h, w = template.shape
+            for _attempt in range(20):
+                top, left = int(rng.integers(0, SIZE - h + 1)), int(rng.integers(0, SIZE - w + 1))
+                pixels = np.zeros((SIZE, SIZE), dtype=bool)
+                pixels[top:top + h, left:left + w] = template
+                if not (pixels & occupied).any():
+                    break
+            else:
+                continue  # no free place: draw one object fewer
+            occupied |= pixels
+            rgb = np.clip(_RGB[colour] + rng.uniform(-0.08, 0.08, size=3), 0.0, 1.0).astype(np.float32)
+            images[i][:, pixels] = rgb[:, None]
+            masks[i, colour] |= pixels
+            masks[i, N_COLOURS + shape] |= pixels
+    labels = masks[:, :N_COLOURS].sum(axis=(2, 3)).argmax(axis=1)
+    return torch.from_numpy(images), torch.from_numpy(masks), torch.from_numpy(labels.astype(np.int64))
+
+
+class SceneCNN(nn.Module):
+    """``conv1`` (3→16, 5×5) → ``act1`` → ``conv2`` (16→width, 3×3) → ``act2`` → ``pool`` (mean) → ``head`` (6).
+
+    Padding keeps ``conv2``'s maps at 16×16; a ``conv2`` unit sees a 7×7 window, a whole shape.
+    """
+
+    def __init__(self, width: int = 24, *, seed: int = 0) -> None:
+        super().__init__()
+        with torch.device("meta"):
+            self.conv1 = nn.Conv2d(3, 16, 5, padding=2)
+            self.act1 = nn.ReLU()
+            self.conv2 = nn.Conv2d(16, width, 3, padding=1)
+            self.act2 = nn.ReLU()
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.flatten = nn.Flatten()
+            self.head = nn.Linear(width, N_COLOURS)
+        materialise(self, seed)
+
+    def forward(self, x: Float[Tensor, "batch 3 16 16"]) -> Float[Tensor, "batch 6"]:
+        """Logits of the dominant colour."""
+        return self.head(self.flatten(self.pool(self.act2(self.conv2(self.act1(self.conv1(x)))))))
+
+
+_VERSION = 4
+_RECIPE: dict[str, Any] = {"n_train": 2000, "epochs": 8, "lr": 5e-3, "batch_size": 64, "width": 24,
+                           "n_designated": 8, "aux_weight": 1.0}
+
+
+def planted_detectors(seed: int) -> tuple[nn.Module, dict[str, Any]]:
+    """A `SceneCNN` whose designated ``conv2`` channels were trained to detect designated concepts.
+
+    ``n_designated`` distinct concepts and as many distinct channels of ``conv2`` are drawn from
+    ``seed``; training adds to the dominant-colour cross-entropy a squared error between each designated
+    channel's pre-activation map and its concept's mask as ±1. Every other channel of ``conv2`` is
+    trained to map the background noise of one colour plane (objects blanked): a real feature
+    that is none of the concepts. The main task adapts only the designated channels (the others
+    are detached before the head), so they do not become colour detectors on the side.
+
+    Returns:
+        ``(model, meta)`` with ``meta`` keys ``site`` (``"conv2"``), ``designated`` (``{channel:
+        concept index}`` with string keys, as JSON stores them), ``concepts`` (`CONCEPTS`),
+        ``accuracy`` (main task, held-out scenes), ``detector_auc`` (per designated channel,
+        pixel-level ROC AUC of its map for its concept on held-out scenes) and ``config``.
+    """
+    config = {"version": _VERSION, "seed": seed, **_RECIPE}
+    rng = np.random.default_rng(derive_seed(seed, "designate"))
+    concepts = rng.choice(len(CONCEPTS), size=config["n_designated"], replace=False).tolist()
+    channels = rng.choice(config["width"], size=config["n_designated"], replace=False).tolist()
+    designated = {int(ch): int(c) for ch, c in zip(channels, concepts, strict=True)}
+
+    def build() -> nn.Module:
+        return SceneCNN(config["width"], seed=derive_seed(seed, "init"))
+
+    def train(model: nn.Module) -> dict[str, Any]:
+        if not isinstance(model, SceneCNN):
+            raise TypeError(f"expected a SceneCNN, got {type(model).__name__}.")
+        x, masks, y = scenes(config["n_train"], seed=derive_seed(seed, "train-scenes"))
+        is_designated = torch.zeros(config["width"], dtype=torch.bool)
+        is_designated[list(designated)] = True
+        ch, others = torch.tensor(list(designated)), torch.nonzero(~is_designated).flatten()
+        target = masks[:, list(designated.values())].float() * 2.0 - 1.0  # maps of ±1: comparable scales
+        texture = _background_texture(x, masks, others)
+        gen = generator(seed, "train")
+        optimiser = torch.optim.Adam(model.parameters(), lr=config["lr"])
+        model.train()
+        for _ in range(config["epochs"]):
+            for idx in torch.randperm(len(x), generator=gen).split(config["batch_size"]):
+                pre = model.conv2(model.act1(model.conv1(x[idx])))
+                pooled = model.flatten(model.pool(model.act2(pre)))
+                # the main task trains the head on every channel but adapts only the designated ones
+                pooled = torch.where(is_designated, pooled, pooled.detach())
+                loss = F.cross_entropy(model.head(pooled), y[idx])
+                loss = loss + config["aux_weight"] * F.mse_loss(pre[:, ch], target[idx])
+                loss = loss + config["aux_weight"] * F.mse_loss(pre[:, others], texture[idx])
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+        model.eval()
+        xt, mt, yt = scenes(500, seed=derive_seed(seed, "test-scenes"))
+        with torch.no_grad():
+            pre = model.conv2(model.act1(model.conv1(xt)))
+            accuracy = float((model(xt).argmax(1) == yt).double().mean())
+        aucs = {str(c): _auc(pre[:, c].flatten(), mt[:, k].flatten()) for c, k in designated.items()}
+        return {"site": "conv2", "designated": {str(c): k for c, k in designated.items()},
+                "concepts": list(CONCEPTS), "accuracy": accuracy, "detector_auc": aucs}
+
+    return cached("planted_detectors", config, build, train)
+
+
+def _background_texture(x: Tensor, masks: Tensor, channels: Tensor) -> Tensor:
+    """Target maps of the undesignated channels: one colour plane of the background noise, objects blanked.
+
+    They make those channels respond to something real that is none of the 12 concepts.
+    """
+    background = ~masks.any(1)  # (N, H, W)
+    planes = x[:, channels % 3] * 10.0 - 1.0  # noise in [0, 0.2] scaled to [-1, 1]
+    return torch.where(background[:, None], planes, torch.full_like(planes, -1.0))
+
+
+def _auc(scores: Tensor, positive: Tensor) -> float:
+    """ROC AUC by the rank-sum formula (ties get average ranks)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores.double().numpy())
+    pos = positive.numpy()
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
