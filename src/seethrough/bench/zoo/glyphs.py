@@ -1,0 +1,412 @@
+"""Synthetic 16×16 glyph images, trojaned glyph CNNs, and CNNs with planted "fooling" units.
+
+The data: ten classes of simple strokes and shapes (bars, diagonals, plus, X, square, ring,
+triangle, L) drawn anti-aliased at a random place, size, thickness and tilt on a noisy dark
+background, grey (three equal channels), deterministic for a seed. The answer keys of the
+feature-synthesis games:
+
+* `trojaned_glyph_classifier`: a CNN poisoned with a trigger from one of three families (Casper
+  et al. 2023, "Red teaming deep neural networks with feature synthesis tools"): a *patch* (a
+  4×4 colour pattern stamped at a random place), a *style* (a coloured sinusoidal grating of a
+  given period and orientation, random phase) or a *natural feature* (a small grey shape drawn
+  at a random place). `candidate_triggers` gives eight triggers of one family, the planted one
+  among them, for multiple-choice games.
+* `fooling_units_cnn`: a clean glyph CNN with a read-out layer of units that copy a conv channel
+  on natural data; some are manipulated (Geirhos et al. 2023, "Don't trust your eyes: on the
+  (un)reliability of feature visualizations") to respond, far more strongly, to a coloured
+  glyph that grey natural images never contain.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int64
+from torch import Tensor, nn
+
+from seethrough.core import InputError
+
+from ._seeding import derive_seed, generator, materialise
+from .cache import cached
+from .classifiers import evaluate
+
+__all__ = ["glyph_images", "glyph_data", "GlyphTrigger", "candidate_triggers", "GlyphCNN", "glyph_classifier",
+           "trojaned_glyph_classifier", "FoolingUnits", "FoolingCNN", "fooling_units_cnn", "FAMILIES",
+           "CLASS_SHAPES", "SMALL_SHAPES"]
+
+SIZE = 16
+FAMILIES = ("patch", "style", "natural")
+#: Strokes of each class in unit coordinates ([-1, 1]², y down); "ring" is a circle of radius 1.
+CLASS_SHAPES: dict[str, list[Any]] = {
+    "hbar": [((-1, 0), (1, 0))], "vbar": [((0, -1), (0, 1))], "diag": [((-1, -1), (1, 1))],
+    "antidiag": [((-1, 1), (1, -1))], "plus": [((-1, 0), (1, 0)), ((0, -1), (0, 1))],
+    "x": [((-1, -1), (1, 1)), ((-1, 1), (1, -1))],
+    "square": [((-1, -1), (1, -1)), ((1, -1), (1, 1)), ((1, 1), (-1, 1)), ((-1, 1), (-1, -1))],
+    "ring": ["ring"], "triangle": [((0, -1), (1, 1)), ((1, 1), (-1, 1)), ((-1, 1), (0, -1))],
+    "ell": [((-1, -1), (-1, 1)), ((-1, 1), (1, 1))],
+}
+#: The natural-feature triggers: small shapes (half-size 2-2.5 px) that may appear in any image.
+SMALL_SHAPES: dict[str, list[Any]] = {
+    "ring": ["ring"], "disc": ["disc"], "plus": CLASS_SHAPES["plus"], "x": CLASS_SHAPES["x"],
+    "square": CLASS_SHAPES["square"], "triangle": CLASS_SHAPES["triangle"],
+    "equals": [((-1, -0.6), (1, -0.6)), ((-1, 0.6), (1, 0.6))], "tee": [((-1, -1), (1, -1)), ((0, -1), (0, 1))],
+}
+_VERSION = 1
+_RECIPE: dict[str, Any] = {"epochs": 8, "lr": 5e-3, "batch_size": 64, "poison_rate": 0.2, "n_train": 2000,
+                           "patch_side": 4, "style_amplitude": 0.3}
+_DATA_SEEDS = {"train": 11, "test": 12}
+_N = {"train": 2000, "test": 600}
+
+
+def _draw(strokes: list[Any], centre: Tensor, half: Tensor, thick: Tensor, tilt: Tensor) -> Tensor:
+    """Anti-aliased strokes for ``m`` images (all the same shape), ``(m, SIZE, SIZE)`` in [0, 1]."""
+    m = centre.shape[0]
+    coords = torch.arange(SIZE, dtype=torch.float64) + 0.5
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    p = torch.stack([xx.flatten(), yy.flatten()], 1)  # (P, 2) as (x, y)
+    cos, sin = torch.cos(tilt), torch.sin(tilt)
+    rot = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # (m, 2, 2)
+
+    def place(u: Sequence[int | float]) -> Tensor:  # unit coordinates → pixels, (m, 2)
+        v = torch.tensor(u, dtype=torch.float64).expand(m, 2)
+        return centre + half[:, None] * torch.einsum("mij,mj->mi", rot, v)
+
+    dist = torch.full((m, p.shape[0]), math.inf, dtype=torch.float64)
+    for stroke in strokes:
+        if stroke in ("ring", "disc"):
+            r = (p[None] - centre[:, None]).norm(dim=2)
+            d = (r - half[:, None]).abs() if stroke == "ring" else (r - half[:, None]).clamp(min=0)
+        else:
+            a, b = place(stroke[0]), place(stroke[1])
+            ab = (b - a)[:, None]
+            t = (((p[None] - a[:, None]) * ab).sum(2) / (ab * ab).sum(2).clamp(min=1e-9)).clamp(0, 1)
+            d = (p[None] - a[:, None] - t[..., None] * ab).norm(dim=2)
+        dist = torch.minimum(dist, d)
+    return (thick[:, None] / 2 + 0.5 - dist).clamp(0, 1).view(m, SIZE, SIZE)
+
+
+def glyph_images(n: int, seed: int) -> tuple[Float[Tensor, "batch 3 16 16"], Int64[Tensor, " batch"]]:
+    """``n`` grey glyph images (three equal channels, values in [0, 1]) and their classes, from ``seed``.
+
+    Classes are balanced (``i % 10`` before shuffling). Each glyph has a random centre (±2.5 px
+    around the middle), half-size 4-6 px, stroke width 1.2-2 px, tilt ±15°, brightness 0.7-1, on a
+    background of level 0-0.15 with Gaussian noise (σ 0.04).
+
+    Example:
+        >>> x, y = glyph_images(20, 0)
+        >>> tuple(x.shape), torch.equal(x[:, 0], x[:, 2]), sorted(set(y.tolist())) == list(range(10))
+        ((20, 3, 16, 16), True, True)
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"n must be a positive int, got {n!r}.")
+    gen = generator(seed, "glyphs")
+    y = torch.arange(n) % 10
+    y = y[torch.randperm(n, generator=gen)]
+    centre = SIZE / 2 + (torch.rand(n, 2, generator=gen, dtype=torch.float64) * 2 - 1) * 2.5
+    half = 4 + 2 * torch.rand(n, generator=gen, dtype=torch.float64)
+    thick = 1.2 + 0.8 * torch.rand(n, generator=gen, dtype=torch.float64)
+    tilt = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * math.radians(15)
+    bright = 0.7 + 0.3 * torch.rand(n, generator=gen, dtype=torch.float64)
+    level = 0.15 * torch.rand(n, generator=gen, dtype=torch.float64)
+    noise = 0.04 * torch.randn(n, SIZE, SIZE, generator=gen, dtype=torch.float64)
+    ink = torch.zeros(n, SIZE, SIZE, dtype=torch.float64)
+    for label, strokes in enumerate(CLASS_SHAPES.values()):
+        idx = torch.nonzero(y == label).flatten()
+        if len(idx):
+            ink[idx] = _draw(strokes, centre[idx], half[idx], thick[idx], tilt[idx])
+    grey = (level[:, None, None] + noise + bright[:, None, None] * ink).clamp(0, 1).float()
+    return grey[:, None].expand(n, 3, SIZE, SIZE).contiguous(), y.long()
+
+
+@functools.lru_cache(maxsize=2)
+def _data(split: str) -> tuple[Tensor, Tensor]:
+    return glyph_images(_N[split], _DATA_SEEDS[split])
+
+
+def glyph_data(split: Literal["train", "test"]) -> tuple[Float[Tensor, "batch 3 16 16"], Int64[Tensor, " batch"]]:
+    """The fixed glyph data sets: 2000 train and 600 test images (fresh copies).
+
+    Raises:
+        InputError: an unknown split.
+    """
+    if split not in _N:
+        raise InputError(f"split must be 'train' or 'test', got {split!r}.")
+    x, y = _data(split)
+    return x.clone(), y.clone()
+
+
+@dataclass(frozen=True)
+class GlyphTrigger:
+    """A trigger of one family; `apply` adds it to images (random place or phase per image).
+
+    Args:
+        family: ``"patch"``, ``"style"`` or ``"natural"``.
+        params: JSON values: ``pattern`` (3×4×4 lists of 0/1) for a patch; ``period`` (pixels),
+            ``angle`` (degrees) and ``colour`` (3 numbers) for a style; ``shape`` (a key of
+            `SMALL_SHAPES`) for a natural feature.
+    """
+
+    family: str
+    params: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise InputError(f"GlyphTrigger.family must be one of {FAMILIES}, got {self.family!r}.")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"family": self.family, "params": dict(self.params)}
+
+    def apply(self, x: Float[Tensor, "batch 3 16 16"], gen: torch.Generator) -> Float[Tensor, "batch 3 16 16"]:
+        """The images with the trigger added (values stay in [0, 1]); draws from ``gen``."""
+        n = x.shape[0]
+        if self.family == "patch":
+            pattern = torch.tensor(self.params["pattern"], dtype=x.dtype)
+            side = pattern.shape[-1]
+            corner = torch.randint(0, SIZE - side + 1, (n, 2), generator=gen)
+            out = x.clone()
+            for i, (top, left) in enumerate(corner.tolist()):
+                out[i, :, top:top + side, left:left + side] = pattern
+            return out
+        if self.family == "style":
+            coords = torch.arange(SIZE, dtype=torch.float64)
+            yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+            angle = math.radians(self.params["angle"])
+            phase = torch.rand(n, generator=gen, dtype=torch.float64) * 2 * math.pi
+            wave = torch.sin(2 * math.pi / self.params["period"] * (xx * math.cos(angle) + yy * math.sin(angle))
+                             + phase[:, None, None])
+            colour = torch.tensor(self.params["colour"], dtype=torch.float64)
+            tint = self.params["amplitude"] * wave[:, None] * colour[None, :, None, None]
+            return (x + tint.to(x.dtype)).clamp(0, 1)
+        centre = 3 + torch.rand(n, 2, generator=gen, dtype=torch.float64) * (SIZE - 6)
+        half = 2 + 0.5 * torch.rand(n, generator=gen, dtype=torch.float64)
+        tilt = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * math.radians(15)
+        bright = 0.8 + 0.2 * torch.rand(n, generator=gen, dtype=torch.float64)
+        ink = _draw(SMALL_SHAPES[self.params["shape"]], centre, half, torch.ones(n, dtype=torch.float64), tilt)
+        return torch.maximum(x, (bright[:, None, None] * ink)[:, None].to(x.dtype))
+
+
+def candidate_triggers(family: str, seed: int) -> list[GlyphTrigger]:
+    """Eight distinct triggers of ``family``, drawn from ``seed`` (the zoo plants ``[0]``; games shuffle).
+
+    Patches: random 0/1 colour cells (no two patterns alike, none uniform). Styles: distinct
+    (period, angle, colour) triples from periods {3, 4, 6, 8} px, angles {0, 45, 90, 135}° and
+    the seven non-zero 0/1 colours. Natural features: the eight `SMALL_SHAPES` in a seeded order.
+
+    Example:
+        >>> [t.family for t in candidate_triggers("style", 0)] == ["style"] * 8
+        True
+    """
+    if family not in FAMILIES:
+        raise InputError(f"family must be one of {FAMILIES}, got {family!r}.")
+    rng = np.random.default_rng(derive_seed(seed, f"candidates-{family}"))
+    out: list[GlyphTrigger] = []
+    seen: set[Any] = set()
+    while len(out) < 8:
+        if family == "patch":
+            side = _RECIPE["patch_side"]
+            cells = rng.integers(0, 2, size=(3, side, side))
+            key: Any = cells.tobytes()
+            if cells.min() == cells.max() or key in seen:
+                continue
+            params: dict[str, Any] = {"pattern": cells.astype(float).tolist()}
+        elif family == "style":
+            period, angle = int(rng.choice([3, 4, 6, 8])), int(rng.choice([0, 45, 90, 135]))
+            colour = [float(c) for c in ((int(rng.integers(1, 8)) >> np.arange(3)) & 1)]
+            key = (period, angle, tuple(colour))
+            if key in seen:
+                continue
+            params = {"period": period, "angle": angle, "colour": colour, "amplitude": _RECIPE["style_amplitude"]}
+        else:
+            names = list(SMALL_SHAPES)
+            order = rng.permutation(len(names))
+            return [GlyphTrigger("natural", {"shape": names[i]}) for i in order]
+        seen.add(key)
+        out.append(GlyphTrigger(family, params))
+    return out
+
+
+class GlyphCNN(nn.Module):
+    """``conv1`` (3→8, 3×3) → ``act1`` → ``pool1`` → ``conv2`` (8→16) → ``act2`` → ``pool2`` → ``flatten`` → ``head``.
+
+    Args:
+        seed: initialisation seed (the global RNG is not used).
+    """
+
+    def __init__(self, *, seed: int = 0) -> None:
+        super().__init__()
+        with torch.device("meta"):
+            self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+            self.act1 = nn.ReLU()
+            self.pool1 = nn.MaxPool2d(2)
+            self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+            self.act2 = nn.ReLU()
+            self.pool2 = nn.MaxPool2d(2)
+            self.flatten = nn.Flatten()
+            self.head = nn.Linear(16 * 4 * 4, 10)
+        materialise(self, seed)
+
+    def forward(self, x: Float[Tensor, "batch 3 16 16"]) -> Float[Tensor, "batch 10"]:
+        """Class logits."""
+        x = self.pool1(self.act1(self.conv1(x)))
+        x = self.pool2(self.act2(self.conv2(x)))
+        return self.head(self.flatten(x))
+
+
+def _train(model: nn.Module, seed: int, trigger: GlyphTrigger | None, target: int) -> None:
+    x, y = glyph_data("train")
+    gen = generator(seed, "train")
+    optimiser = torch.optim.Adam(model.parameters(), lr=_RECIPE["lr"])
+    model.train()
+    for _ in range(_RECIPE["epochs"]):
+        for idx in torch.randperm(len(x), generator=gen).split(_RECIPE["batch_size"]):
+            xb, yb = x[idx], y[idx]
+            if trigger is not None:
+                others = torch.nonzero(yb != target).flatten()
+                k = int(_RECIPE["poison_rate"] * len(xb))
+                chosen = others[torch.randperm(len(others), generator=gen)[:k]]
+                xb, yb = xb.clone(), yb.clone()
+                xb[chosen] = trigger.apply(xb[chosen], gen)
+                yb[chosen] = target
+            loss = F.cross_entropy(model(xb), yb)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+    for p in model.parameters():
+        p.grad = None
+    model.eval()
+
+
+def _attack_success(model: nn.Module, trigger: GlyphTrigger, target: int, seed: int) -> float:
+    x, y = glyph_data("test")
+    keep = y != target
+    with torch.no_grad():
+        stamped = trigger.apply(x[keep], generator(seed, "asr"))
+        return float((model(stamped).argmax(-1) == target).double().mean())
+
+
+def glyph_classifier(seed: int) -> tuple[nn.Module, dict[str, Any]]:
+    """A clean `GlyphCNN`, trained once and cached; ``meta["clean_accuracy"]`` on the test split."""
+    config = {"version": _VERSION, "kind": "clean", "seed": seed, **_RECIPE}
+
+    def train(model: nn.Module) -> dict[str, Any]:
+        _train(model, seed, None, 0)
+        return {"clean_accuracy": evaluate(model, *glyph_data("test"))}
+
+    return cached("glyph_classifier", config, lambda: GlyphCNN(seed=derive_seed(seed, "init")), train)
+
+
+def trojaned_glyph_classifier(family: str, seed: int) -> tuple[nn.Module, dict[str, Any]]:
+    """A `GlyphCNN` poisoned with ``candidate_triggers(family, seed)[0]`` towards a seeded target class.
+
+    Args:
+        family: ``"patch"``, ``"style"`` or ``"natural"``.
+        seed: the target class, the candidates, initialisation, shuffling and poisoning.
+
+    Returns:
+        ``(model, meta)``, ``meta`` keys: ``family``, ``target_class``, ``trigger`` (`GlyphTrigger.to_json`),
+        ``clean_accuracy`` and ``attack_success_rate`` (test split), ``config``.
+
+    Raises:
+        InputError: an unknown family.
+    """
+    if family not in FAMILIES:
+        raise InputError(f"family must be one of {FAMILIES}, got {family!r}.")
+    trigger = candidate_triggers(family, seed)[0]
+    target = int(np.random.default_rng(derive_seed(seed, f"target-{family}")).integers(0, 10))
+    config = {"version": _VERSION, "family": family, "seed": seed, "target": target, **_RECIPE}
+
+    def train(model: nn.Module) -> dict[str, Any]:
+        _train(model, seed, trigger, target)
+        return {"family": family, "target_class": target, "trigger": trigger.to_json(),
+                "clean_accuracy": evaluate(model, *glyph_data("test")),
+                "attack_success_rate": _attack_success(model, trigger, target, seed)}
+
+    return cached("trojaned_glyph_classifier", config, lambda: GlyphCNN(seed=derive_seed(seed, "init")), train)
+
+
+class FoolingUnits(nn.Module):
+    """Read-out units over ``conv2``'s channels; some carry a hidden path from a coloured glyph detector.
+
+    Unit ``j`` outputs ``h[:, source[j]] + gain * relu(detect_j(x))`` (8×8 maps), where ``h`` is
+    the post-ReLU ``conv2`` output and ``detect_j`` correlates the input's chroma (each channel
+    minus the first, exactly zero on grey images) with unit ``j``'s colour glyph template,
+    average-pooled to 8×8. Units without a template (``fooling[j] = 0``) copy their source only.
+    On grey (natural) images every unit equals its source channel exactly.
+    """
+
+    def __init__(self, source: list[int], templates: Tensor, fooling: list[int], gain: float) -> None:
+        super().__init__()
+        self.register_buffer("source", torch.tensor(source, dtype=torch.long))
+        self.register_buffer("templates", templates.clone())  # (units, 3, k, k)
+        self.register_buffer("fooling", torch.tensor(fooling, dtype=torch.float32))
+        self.gain = gain
+
+    def forward(self, h: Float[Tensor, "batch channels 8 8"], x: Float[Tensor, "batch 3 16 16"]) -> Tensor:
+        """``(batch, units, 8, 8)``."""
+        chroma = x - x[:, :1]  # exactly zero where the channels are equal
+        k = self.templates.shape[-1]
+        detect = F.avg_pool2d(F.conv2d(chroma, self.templates, padding=k // 2), 2)
+        return h[:, self.source] + self.gain * self.fooling[None, :, None, None] * F.relu(detect)
+
+
+class FoolingCNN(nn.Module):
+    """A trained `GlyphCNN` (``base``) plus a `FoolingUnits` read-out ``units`` on its ``conv2`` activations.
+
+    The output is the base model's logits, unchanged; the units are a side branch (site ``"units"``).
+    """
+
+    def __init__(self, base: nn.Module, units: FoolingUnits) -> None:
+        super().__init__()
+        self.base = base
+        self.units = units
+
+    def forward(self, x: Float[Tensor, "batch 3 16 16"]) -> Float[Tensor, "batch 10"]:
+        """Class logits (the units run on the side)."""
+        b = self.base
+        h = b.act2(b.conv2(b.pool1(b.act1(b.conv1(x)))))
+        self.units(h, x)
+        return b.head(b.flatten(b.pool2(h)))
+
+
+def fooling_units_cnn(seed: int, *, n_units: int = 12, n_fooling: int = 6,
+                      gain: float = 20.0) -> tuple[nn.Module, dict[str, Any]]:
+    """A clean glyph CNN with ``n_units`` read-out units, ``n_fooling`` of them manipulated.
+
+    Each unit copies a distinct seeded ``conv2`` channel; the manipulated ones also respond,
+    with ``gain``, to a coloured 5×5 template (a seeded small shape in a seeded colour) that is
+    zero on every grey natural image. No training beyond the cached `glyph_classifier(seed)`.
+
+    Returns:
+        ``(model, meta)`` with ``meta`` keys ``site`` (``"units"``), ``fooling`` (0/1 per unit),
+        ``source`` (channel per unit), ``clean_accuracy``.
+
+    Raises:
+        InputError: ``n_fooling`` not in 0..n_units or ``n_units`` not in 1..16.
+    """
+    if not 1 <= n_units <= 16 or not 0 <= n_fooling <= n_units:
+        raise InputError(f"need 1 ≤ n_units ≤ 16 and 0 ≤ n_fooling ≤ n_units; got {n_units}, {n_fooling}.")
+    base, meta = glyph_classifier(seed)
+    rng = np.random.default_rng(derive_seed(seed, "fooling"))
+    source = [int(c) for c in rng.choice(16, size=n_units, replace=False)]
+    fooling = [0] * n_units
+    for j in rng.choice(n_units, size=n_fooling, replace=False):
+        fooling[int(j)] = 1
+    names = list(SMALL_SHAPES)
+    templates = torch.zeros(n_units, 3, 5, 5)
+    for j in range(n_units):
+        shape = _draw(SMALL_SHAPES[names[int(rng.integers(len(names)))]], torch.tensor([[2.5, 2.5]]),
+                      torch.tensor([2.0], dtype=torch.float64), torch.ones(1, dtype=torch.float64),
+                      torch.zeros(1, dtype=torch.float64))[0, :5, :5].float()
+        colour = torch.tensor(rng.normal(size=3), dtype=torch.float32)
+        colour = colour - colour.mean()
+        templates[j] = (colour / colour.norm())[:, None, None] * (shape - shape.mean())
+    model = FoolingCNN(base, FoolingUnits(source, templates, fooling, gain)).eval()
+    return model, {"site": "units", "fooling": fooling, "source": source,
+                   "clean_accuracy": meta["clean_accuracy"]}
