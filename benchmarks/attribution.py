@@ -16,6 +16,10 @@ the median time per call and the median over repetitions of the per-repetition r
 to Captum, which cancels slow drifts in machine load (DESIGN.md §8: ratios from one run, never absolute
 times). Goal: ``ours`` ≤ 1.1× ``fwd+bwd`` and ≤ 1.0× ``captum``.
 
+A second table compares SmoothGrad (50 samples, signed gradient) with Captum's
+``NoiseTunnel(Saliency)`` and unit conductance at a hidden layer with Captum's ``LayerConductance``
+(both 50 samples/steps, everything in one pass on both sides), same models and inputs.
+
 Run: ``python benchmarks/attribution.py [--repeats N] [--quick]``.
 """
 
@@ -32,6 +36,8 @@ from torch import Tensor, nn
 
 from seethrough.bench.zoo import DigitsCNN, DigitsMLP
 from seethrough.neurons import integrated_gradients
+from seethrough.neurons.conductance import conductance
+from seethrough.neurons.smoothing import smoothgrad
 
 N_STEPS = 50
 BATCH = 32
@@ -76,6 +82,24 @@ def _check_agree(model: nn.Module, x: Tensor, target: Tensor) -> str:
     return f"{err:.1e}"
 
 
+def _other_methods(model: nn.Module, layer: str, x: Tensor, target: Tensor) -> dict[str, Callable[[], Any]]:
+    """SmoothGrad and conductance, ours and Captum's, keyed ``"<method> ours"`` / ``"<method> captum"``."""
+    cands: dict[str, Callable[[], Any]] = {
+        "smoothgrad ours": lambda: smoothgrad(model, x, target, n_samples=N_STEPS, stdev=0.15),
+        "conductance ours": lambda: conductance(model, x, target, site=layer, n_steps=N_STEPS,
+                                                method="riemann_trapezoid"),
+    }
+    try:
+        from captum.attr import LayerConductance, NoiseTunnel, Saliency
+    except ImportError:
+        return cands
+    tunnel, lc = NoiseTunnel(Saliency(model)), LayerConductance(model, model.get_submodule(layer))
+    cands["smoothgrad captum"] = lambda: tunnel.attribute(x.clone().requires_grad_(), nt_type="smoothgrad",
+                                                          nt_samples=N_STEPS, stdevs=0.15, abs=False, target=target)
+    cands["conductance captum"] = lambda: lc.attribute(x, target=target, n_steps=N_STEPS, method="riemann_trapezoid")
+    return cands
+
+
 def _ratio(times: dict[str, list[float]], name: str, reference: str) -> str:
     return f"{ratio(times, name, reference):.3f}" if reference in times else "-"
 
@@ -100,6 +124,14 @@ def main() -> None:
         for cand, ts in times.items():
             print(f"{name:<6} {cand:<9} {statistics.median(ts) * 1e3:>10.3f} {_ratio(times, cand, 'fwd+bwd'):>11} "
                   f"{_ratio(times, cand, 'captum'):>10}  {agreement if cand == 'ours' else ''}")
+        print()
+        others = interleaved(_other_methods(model, "fc2" if name == "mlp" else "conv2", x, target), repeats,
+                             warmup=warmup)
+        for method in ("smoothgrad", "conductance"):
+            theirs = f"{method} captum"
+            versus = f"{ratio(others, f'{method} ours', theirs):.3f}" if theirs in others else "-"
+            print(f"{name:<6} {method:<11} ours {statistics.median(others[f'{method} ours']) * 1e3:>9.3f} ms  "
+                  f"vs captum {versus}")
         print()
 
 

@@ -428,3 +428,55 @@ def test_result_frame_plot_and_html() -> None:
     assert frame["delta"].notna().all() and saliency(TinyMLP(), vectors(3), 0).to_frame()["delta"].isna().all()
     hostile = AttributionResult(res.values, res.delta, "<script>alert(1)</script>")
     assert "<script>" not in hostile._repr_html_() and "&lt;script&gt;" in hostile._repr_html_()
+
+
+# -- direction targets ---------------------------------------------------------------------------
+
+
+def test_direction_target_is_attribution_to_the_coordinate_along_it() -> None:
+    # Oracle: the rest of the network as a function of the coordinate c = <h, u>, with h - c u held
+    # fixed, written by hand; Captum's IG/Saliency/InputXGradient on c (shape (batch, 1)).
+    model, x = TinyMLP(), vectors(6)
+    hidden = model.fc1(x).detach()
+    u = torch.randn(8, generator=seeded(11))
+    u = u / u.norm()
+    c = (hidden @ u)[:, None]
+
+    def rest(z: Tensor) -> Tensor:  # Captum calls it on stacked copies of the batch
+        k = len(z) // len(hidden)
+        return model.forward_from_hidden(hidden.repeat(k, 1) + (z - c.repeat(k, 1)) * u)
+
+    target = torch.tensor([0, 1, 2, 0, 1, 2])
+    values, delta = captum_ig(rest, c, target)
+    got = integrated_gradients(model, x, target, site="fc1", direction=u)
+    torch.testing.assert_close(got.values, values[:, 0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(got.delta, delta.float(), rtol=1e-4, atol=1e-5)
+    # normalised, and the sign cancels: along -u the coordinate is -c and its gradient -dF/dc
+    torch.testing.assert_close(integrated_gradients(model, x, target, site="fc1", direction=-4 * u).values,
+                               got.values, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(saliency(model, x, target, site="fc1", direction=u, absolute=False).values,
+                               Saliency(rest).attribute(_leaf(c), target=target, abs=False)[:, 0])
+    torch.testing.assert_close(gradient_x_input(model, x, target, site="fc1", direction=u).values,
+                               InputXGradient(rest).attribute(_leaf(c), target=target).detach()[:, 0])
+    # a direction along a unit axis is that unit
+    e3 = torch.zeros(8)
+    e3[3] = 1.0
+    torch.testing.assert_close(integrated_gradients(model, x, target, site="fc1", direction=e3).values,
+                               integrated_gradients(model, x, target, site=Site("fc1", units=[3])).values[:, 0],
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_direction_on_channels_and_on_sequence_models() -> None:
+    cnn, im = TinyCNN(), images(3)
+    u = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    along = integrated_gradients(cnn, im, 1, site="conv", direction=u)
+    assert along.values.shape == (3, 6, 6)  # the channel axis is the unit axis
+    torch.testing.assert_close(along.values, integrated_gradients(cnn, im, 1, site=Site("conv", units=[0])).values[:, 0],
+                               rtol=1e-5, atol=1e-7)
+    tr = TinyTransformer()
+    got = saliency(tr, tokens(), None, site="blocks.0", direction=torch.ones(8), metric=lambda out: out[:, -1, 3])
+    assert got.values.shape == (3, 5)
+    with pytest.raises(InputError, match="one entry per unit"):
+        saliency(tr, tokens(), None, site="blocks.0", direction=torch.ones(5), metric=lambda out: out[:, -1, 3])
+    with pytest.raises(InputError, match="give site="):
+        integrated_gradients(TinyMLP(), vectors(), 0, direction=torch.ones(4))
