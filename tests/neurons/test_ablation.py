@@ -10,6 +10,8 @@ import seethrough as st
 from seethrough import Site
 from seethrough.core import InputError
 from seethrough.neurons import unit_importance
+from seethrough.neurons.ablation import ablate
+from seethrough.neurons.steering import steer
 
 
 def reference(model, x, site: Site, metric, n_units: int, mean: torch.Tensor | None = None) -> torch.Tensor:
@@ -61,7 +63,8 @@ def test_top_units_and_finding() -> None:
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"site": Site("act", units=[1])}, "selects units"),
-    ({"ablation": "resample"}, "ablation"),
+    ({"ablation": "shuffle"}, "ablation"),
+    ({"ablation": "resample", "n_draws": 0}, "n_draws"),
     ({"metric": lambda out: out}, "one score per example"),
 ])
 def test_bad_arguments(kwargs: dict, message: str) -> None:
@@ -78,3 +81,117 @@ def test_mean_ablation_over_a_reference_set() -> None:
     torch.testing.assert_close(got.values, reference(model, x, Site("act"), metric, 8, mean), rtol=1e-5, atol=1e-6)
     with pytest.raises(InputError, match="reference"):
         unit_importance(model, x, "act", metric, ablation="mean", reference=torch.zeros(3, 4)[:, None])
+
+
+def test_resample_ablation_equals_a_one_unit_per_forward_loop_over_the_same_draws() -> None:
+    model, x, ref = TinyMLP(), vectors(6, seed=1), vectors(9, seed=2)
+    metric = lambda out: torch.log_softmax(out, -1)[:, 2]  # noqa: E731
+    got = unit_importance(model, x, "act", metric, ablation="resample", reference=ref, n_draws=3, seed=7,
+                          max_rows=18)  # 3 units per pass: exercises chunking across draws
+    ref_act = model.act(model.fc1(ref)).detach()
+    gen = torch.Generator().manual_seed(7)
+    draws = [torch.randint(0, 9, (6,), generator=gen) for _ in range(3)]  # the documented draw order
+    clean = metric(model(x)).double()
+    slow = torch.zeros(8, dtype=torch.float64)
+    for idx in draws:
+        for u in range(8):
+            patched = st.patch(model, x, {Site("act", units=[u]): ref_act[idx][:, u:u + 1]})
+            slow[u] += (clean - metric(patched).double()).mean() / 3
+    torch.testing.assert_close(got.values, slow.float(), rtol=1e-5, atol=1e-6)
+    assert got.ablation == "resample"
+    again = unit_importance(model, x, "act", metric, ablation="resample", reference=ref, n_draws=3, seed=7)
+    assert torch.equal(got.values, again.values)
+    other = unit_importance(model, x, "act", metric, ablation="resample", reference=ref, n_draws=3, seed=8)
+    assert not torch.equal(got.values, other.values)
+
+
+def test_resample_from_a_single_reference_example_is_patching_in_its_values() -> None:
+    model, x, one = TinyMLP(), vectors(5), vectors(1, seed=3)
+    metric = lambda out: out[:, 0]  # noqa: E731
+    value = model.act(model.fc1(one)).detach()[0]
+    got = unit_importance(model, x, "act", metric, ablation="resample", reference=one, n_draws=2)
+    torch.testing.assert_close(got.values, reference(model, x, Site("act"), metric, 8, value), rtol=1e-5, atol=1e-6)
+
+
+def test_ablate_zero_mean_and_resample_against_a_hand_written_forward() -> None:
+    model, x, ref = TinyMLP(), vectors(6), vectors(10, seed=4)
+    with torch.no_grad():
+        h = model.act(model.fc1(x))
+        h_ref = model.act(model.fc1(ref))
+        units = [1, 3, 6]
+        zeroed = h.clone()
+        zeroed[:, units] = 0
+        torch.testing.assert_close(ablate(model, x, "act", units), model.fc2(zeroed))
+        torch.testing.assert_close(ablate(model, x, "act"), model.fc2.bias.expand(6, 3))  # whole site: the bias
+        meaned = h.clone()
+        meaned[:, units] = h_ref.mean(0)[units]
+        torch.testing.assert_close(ablate(model, x, "act", units, kind="mean", reference=ref), model.fc2(meaned))
+        idx = torch.randint(0, 10, (6,), generator=torch.Generator().manual_seed(5))
+        resampled = h.clone()
+        resampled[:, units] = h_ref[idx][:, units]
+        torch.testing.assert_close(ablate(model, x, "act", units, kind="resample", reference=ref, seed=5),
+                                   model.fc2(resampled))
+
+
+def test_ablate_selected_positions_of_a_transformer() -> None:
+    tr, t = TinyTransformer(), tokens()
+    site = Site("blocks.0", positions=[0, 2])
+
+    def by_hand(v: torch.Tensor, s: Site) -> torch.Tensor:
+        v = v.clone()
+        v[..., 5] = 0
+        return v
+
+    torch.testing.assert_close(ablate(tr, t, site, [5]), st.patch(tr, t, {site: by_hand}))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"units": [8]}, "distinct indices"),
+    ({"units": [1, 1]}, "distinct indices"),
+    ({"units": []}, "distinct indices"),
+    ({"site": Site("act", units=[1])}, "selects units"),
+    ({"kind": "shuffle"}, "ablation"),
+    ({"kind": "mean", "reference": torch.full((3, 4), float("nan"))}, "NaN"),
+])
+def test_ablate_refuses_bad_arguments(kwargs: dict, message: str) -> None:
+    args = {"site": "act", "units": [0]} | kwargs
+    with pytest.raises((InputError, TypeError, ValueError), match=message):
+        ablate(TinyMLP(), vectors(), args.pop("site"), args.pop("units"), **args)
+
+
+def test_steer_adds_the_direction_at_the_site() -> None:
+    model, x = TinyMLP(), vectors(5)
+    d = torch.linspace(-1, 1, 8)
+    with torch.no_grad():
+        expected = model.fc2(model.act(model.fc1(x)) + 0.7 * d)
+        torch.testing.assert_close(steer(model, x, "act", d, alpha=0.7), expected)
+        torch.testing.assert_close(steer(model, x, "act", d, alpha=0.0), model(x))
+        # after the site the network is linear (fc2), so the output moves linearly in alpha
+        step = steer(model, x, "act", d, alpha=1.0) - model(x)
+        torch.testing.assert_close(steer(model, x, "act", d, alpha=3.0) - model(x), 3 * step, rtol=1e-5, atol=1e-5)
+
+
+def test_steer_selected_positions_and_conv_channels() -> None:
+    tr, t = TinyTransformer(), tokens()
+    d = torch.arange(8.0)
+    site = Site("blocks.1", positions=[1])
+
+    def by_hand(v: torch.Tensor, s: Site) -> torch.Tensor:
+        return v + 0.5 * d
+
+    torch.testing.assert_close(steer(tr, t, site, d, alpha=0.5), st.patch(tr, t, {site: by_hand}))
+    cnn, x = TinyCNN(), images()
+    c = torch.tensor([1.0, 0.0, -1.0, 2.0])
+    torch.testing.assert_close(steer(cnn, x, "conv", c, alpha=2.0),
+                               st.patch(cnn, x, {"conv": lambda v, s: v + 2.0 * c.view(1, 4, 1, 1)}))
+
+
+@pytest.mark.parametrize("direction, alpha, site, message", [
+    (torch.ones(7), 1.0, "act", "8 units"),
+    (torch.full((8,), float("nan")), 1.0, "act", "NaN"),
+    (torch.ones(8), float("inf"), "act", "alpha"),
+    (torch.ones(1), 1.0, Site("act", units=[1]), "selects units"),
+])
+def test_steer_refuses_bad_arguments(direction: torch.Tensor, alpha: float, site: Site | str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        steer(TinyMLP(), vectors(), site, direction, alpha=alpha)

@@ -8,7 +8,7 @@ set (chance ``k / n_units``) and whether `validate` confirms the named units aga
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -22,6 +22,8 @@ from .base import Game, Metric, case_generator
 __all__ = ["AblationGame"]
 
 N_CRITICAL, HIDDEN = 4, 32
+_KINDS: dict[str, Literal["zero", "mean", "resample"]] = {
+    "zero-ablation": "zero", "mean-ablation": "mean", "resample-ablation": "resample"}
 
 
 class AblationGame(Game):
@@ -36,7 +38,7 @@ class AblationGame(Game):
         Metric("validated", chance=0.05, bar=0.8,
                description="validate(): ablating the named units beats random units (p < 0.05, effect CI > 0)"),
     )
-    methods = ("zero-ablation", "mean-ablation", "random")
+    methods = ("zero-ablation", "mean-ablation", "resample-ablation", "random")
     baselines = frozenset({"random"})
 
     def cases(self, seed: int, quick: bool) -> list[dict[str, Any]]:
@@ -49,11 +51,11 @@ class AblationGame(Game):
         target = int(meta["target_class"])
         x_target = x[y == target]
         k, site = case["n_critical"], Site(meta["site"])
-        if method in ("zero-ablation", "mean-ablation"):
-            # mean ablation replaces a unit by its mean over all classes (a detector of the target
-            # class sits near its own mean on target inputs, so a target-only mean would hide it)
+        if method in _KINDS:
+            # mean and resample ablation draw from all classes (a detector of the target class sits
+            # near its own mean on target inputs, so target-only reference data would hide it)
             importance = unit_importance(model, x_target, site, target_log_prob(target), reference=x,
-                                         ablation="zero" if method == "zero-ablation" else "mean")
+                                         ablation=_KINDS[method], seed=case["seed"])
             units = importance.top(k)
         else:  # "random"
             gen = case_generator(self.name, method, case)

@@ -1,0 +1,193 @@
+"""Polysemanticity: how many distinct features does each unit respond to? (a neuron hazard)
+
+Neurons / hazards in the survey's taxonomy. `polysemanticity` fits each unit's response to a
+set of features, either known (a ``(batch, n_features)`` matrix of ground-truth feature values,
+as in the toy model of superposition, or one-hot labels) or discovered (k-means clusters of the
+site's activations), and summarises the response profile by an effective number of features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from ..core.errors import InputError, InputTypeError
+from ..core.hooks import capture
+from ..core.inputs import validate_inputs
+from ..core.sites import Site, resolve_site
+from ..core.types import Inputs
+from ..evidence.finding import Finding
+
+__all__ = ["Polysemanticity", "polysemanticity"]
+
+
+@dataclass(frozen=True)
+class Polysemanticity:
+    """Each unit's response to each feature and two summaries of it.
+
+    ``responses[u, f]`` is unit ``u``'s response to feature ``f`` (see `polysemanticity`), and
+    ``shares[u, f]`` the share of the unit's feature-driven variance that feature ``f`` explains:
+    ``(responses[u, f] * std_f)²`` normalised over ``f``. ``effective`` is the participation ratio
+    ``1 / Σ_f shares[u, f]²``: 1 for a unit driven by one feature, ``k`` for one driven equally by
+    ``k`` features (0 for a unit that responds to nothing). ``count`` is the number of features
+    whose ``|response| * std_f`` is at least ``threshold`` times the unit's largest.
+    """
+
+    site: Site
+    responses: Float[Tensor, "n_units n_features"]
+    shares: Float[Tensor, "n_units n_features"]
+    effective: Float[Tensor, " n_units"]
+    count: Int[Tensor, " n_units"]
+    threshold: float
+    discovered: bool
+
+    def top(self, k: int) -> list[int]:
+        """The ``k`` most polysemantic units (largest effective number; ties: lower index first)."""
+        return torch.sort(-self.effective, stable=True).indices[:k].tolist()
+
+    def to_finding(self, k: int, *, target: int | None = None) -> Finding:
+        """A ``"units"`` finding naming the ``k`` most polysemantic units (`validate` ablates them)."""
+        units = self.top(k)
+        return Finding("units", f"units {units} at {self.site.path!r} respond to the most distinct features",
+                       site=self.site, units=units, target=target, score=float(self.effective[units].mean()),
+                       evidence={"method": "polysemanticity", "effective": self.effective[units],
+                                 "count": self.count[units], "discovered_features": self.discovered})
+
+    def to_frame(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame({"unit": range(len(self.effective)), "effective": self.effective.tolist(),
+                             "count": self.count.tolist()})
+
+    def plot(self) -> Any:
+        """Heat map of ``|responses|`` (units × features) beside each unit's effective number."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(7, 3))
+        ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
+        ax.imshow(self.responses.abs().numpy(), aspect="auto", cmap="viridis")
+        ax.set_xlabel("discovered feature" if self.discovered else "feature")
+        ax.set_ylabel(f"unit at {self.site.path}")
+        bx.barh(range(len(self.effective)), self.effective.tolist())
+        bx.invert_yaxis()
+        bx.set_xlabel("effective # features")
+        return fig
+
+
+def polysemanticity(model: nn.Module, inputs: Inputs, site: Site | str,
+                    features: Float[Tensor, "batch n_features"] | None = None, *, threshold: float = 0.5,
+                    n_clusters: int = 10, seed: int = 0) -> Polysemanticity:
+    """Score how many distinct features each unit of ``site`` responds to.
+
+    A unit's activation per example is its value (averaged over positions for conv channels and
+    sequence units). Its response to the features is then:
+
+    - known features that can co-occur (e.g. sparse toy-model features): the coefficients of a
+      least-squares fit ``activation ≈ b + Σ_f r_f · feature_f``, so ``r_f`` is the change of the
+      activation per unit of feature ``f`` with the others held fixed;
+    - mutually exclusive features (every row of ``features`` sums to the same value, e.g. one-hot
+      labels), where the intercept is not identifiable: the mean activation per feature minus the
+      smallest such mean (a tuning curve).
+    - ``features=None`` (discovered): the examples are clustered by k-means on their standardised
+      site activations (``n_clusters`` clusters, seeded) and the clusters are used as one-hot
+      features as above.
+
+    Limits: a linear fit reads how a unit responds to each feature alone; features that only
+    act together (an AND), or that a unit responds to at a different scale than others, can be
+    over- or under-counted. Discovered clusters are only as distinct as k-means makes them, and
+    ``n_clusters`` caps the count.
+
+    Args:
+        model: any ``nn.Module`` (left unchanged).
+        inputs: the data.
+        site: where the units live (no unit or position selection).
+        features: ``(batch, n_features)`` feature values per example, or None to discover them.
+        threshold: for `Polysemanticity.count`, the fraction of the largest response that counts.
+        n_clusters: discovered features only: how many clusters.
+        seed: discovered features only: seeds k-means.
+
+    Returns:
+        A `Polysemanticity` with each unit's responses, variance shares, effective number and count.
+
+    Raises:
+        InputError: features with another number of rows than the batch, NaN/inf, a bad
+            ``threshold`` or ``n_clusters``, or a site that selects units.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(3, 2, bias=False))
+        >>> with torch.no_grad():
+        ...     _ = model[0].weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))
+        >>> import itertools
+        >>> x = torch.tensor(list(itertools.product([0.0, 1.0], repeat=3)))  # 8 examples, 3 balanced features
+        >>> poly = polysemanticity(model, x, "0", x)  # the inputs are the features
+        >>> [round(v, 3) for v in poly.effective.tolist()], poly.count.tolist()
+        ([1.0, 3.0], [1, 3])
+
+    References:
+        Elhage et al., "Toy models of superposition", 2022; Olah et al., "Zoom in", 2020.
+    """
+    resolved, _ = resolve_site(model, site)
+    if resolved.selects:
+        raise InputError(f"{resolved!r} selects units or positions; polysemanticity scores every unit of a "
+                         "whole site.")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        raise InputError(f"threshold must be in (0, 1], got {threshold!r}.")
+    n = validate_inputs(model, inputs)
+    if features is not None:
+        if not isinstance(features, Tensor):
+            raise InputTypeError("features must be a (batch, n_features) Tensor or None, got "
+                                 f"{type(features).__name__}.")
+        if features.ndim != 2 or features.shape[0] != n or features.shape[1] < 1:
+            raise InputError(f"features must have shape ({n}, n_features), one row per example; got "
+                             f"{tuple(features.shape)}.")
+        if not bool(torch.isfinite(features).all()):
+            raise InputError("features contain NaN/inf; clean them first.")
+    elif isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or not 2 <= n_clusters <= n:
+        raise InputError(f"n_clusters must be an int in 2..{n} (the batch size), got {n_clusters!r}.")
+    with torch.no_grad():
+        value = capture(model, inputs, [resolved])[resolved]
+    axis = resolved.unit_axis(value)
+    acts = value.detach().movedim(axis, -1).reshape(n, -1, value.shape[axis]).mean(1).double().cpu()
+    discovered = features is None
+    f = _cluster_one_hot(acts, n_clusters, seed) if features is None else features.detach().double().cpu()
+    responses = _responses(acts, f)
+    mags = responses.abs() * f.std(0)  # the activation change for a one-standard-deviation change of a feature
+    energy = mags.pow(2)
+    total = energy.sum(1, keepdim=True)
+    shares = energy / total.clamp(min=1e-300)
+    alive = total.squeeze(1) > 0
+    ratio = 1.0 / shares.pow(2).sum(1).clamp(min=1e-300)
+    effective = torch.where(alive, ratio, torch.zeros_like(ratio))
+    peak = mags.amax(1, keepdim=True)
+    count = ((mags >= threshold * peak) & (peak > 0)).sum(1)
+    return Polysemanticity(resolved, responses.float(), shares.float(), effective.float(), count, float(threshold),
+                           discovered)
+
+
+def _responses(acts: Tensor, features: Tensor) -> Tensor:
+    """``(n_units, n_features)`` responses: regression coefficients, or a tuning curve for exclusive features."""
+    row_sums = features.sum(1)
+    exclusive = bool((row_sums - row_sums[0]).abs().max() <= 1e-9 * (1 + abs(float(row_sums[0]))))
+    if exclusive:
+        solution = torch.linalg.pinv(features) @ acts  # (n_features, n_units), no intercept
+        solution = solution - solution.amin(0, keepdim=True)
+    else:
+        fc = features - features.mean(0)
+        solution = torch.linalg.pinv(fc) @ (acts - acts.mean(0))
+    return solution.T.contiguous()
+
+
+def _cluster_one_hot(acts: Tensor, n_clusters: int, seed: int) -> Tensor:
+    """One-hot k-means cluster memberships of the standardised activations."""
+    from sklearn.cluster import KMeans
+
+    std = acts.std(0)
+    z = (acts - acts.mean(0)) / torch.where(std > 0, std, torch.ones_like(std))
+    labels = KMeans(n_clusters=n_clusters, n_init=4, random_state=seed).fit_predict(z.numpy())
+    one_hot = torch.zeros(acts.shape[0], n_clusters, dtype=torch.float64)
+    one_hot[torch.arange(acts.shape[0]), torch.as_tensor(labels, dtype=torch.long)] = 1.0
+    return one_hot[:, one_hot.sum(0) > 0]
