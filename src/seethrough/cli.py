@@ -87,8 +87,10 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
           weights: WeightsOpt = None,
           steps: Annotated[int, typer.Option(min=10, help="optimisation steps per class")] = 300,
           seed: Annotated[int, typer.Option(help="seeds the split, the optimisation and the controls")] = 0,
-          repair: Annotated[bool, typer.Option("--repair", help="unlearn a validated trigger; writes "
-                                               "DIR/repaired.safetensors")] = False) -> None:
+          repair: Annotated[bool, typer.Option("--repair", help="unlearn the validated triggers; writes "
+                                               "DIR/repaired.safetensors")] = False,
+          attack: Annotated[bool, typer.Option("--attack", help="design a new trigger from the implicated units "
+                                               "and test it against random triggers of the same size")] = False) -> None:
     """Audit a classifier for a planted trojan from clean data: scan, calibrate, validate, report."""
     from rich.progress import Progress
 
@@ -107,11 +109,14 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
         report = result.to_json()
         if repair:
             report["repair"] = _repair(net, dataset, result, out, seed)
+        if attack:
+            report["attack"] = _attack(net, dataset, result, seed)
         findings = out / "findings.json"
         text = json.dumps(report, indent=1)
         atomic_write(findings, lambda tmp: Path(tmp).write_text(text))
         page = write_audit_report(out, result, dataset.x, meta={"model": model, "weights": str(weights or "—"),
-                                                                "data": str(data)})
+                                                                "data": str(data)},
+                                  extra={k: report[k] for k in ("repair", "attack") if k in report})
     except (SeethroughError, OSError) as err:
         raise _fail(err) from None
     flagged = ", ".join(f"class {f.target} ({'validated' if v.validated else 'not validated'})"
@@ -124,6 +129,12 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
             f"attack success {fixed['attack_success_before']:.2f} -> {fixed['attack_success_after']:.2f}, clean "
             f"accuracy {fixed['clean_accuracy_before']:.3f} -> {fixed['clean_accuracy_after']:.3f} (held out)")
         console.print(f"repair: {summary}", markup=False, highlight=False)
+    if attack:
+        designed = report["attack"]
+        summary = designed["status"] if designed["status"] != "designed" else (
+            f"designed trigger success {designed['attack_success_rate']:.2f} vs random triggers of the same size "
+            f"{designed['control_mean']:.2f} (max {designed['control_max']:.2f}, p = {designed['p_value']:.3f})")
+        console.print(f"attack: {summary}", markup=False, highlight=False)
     console.print(f"findings: {findings}   report: {page}", markup=False, highlight=False)
 
 
@@ -142,12 +153,33 @@ def _repair(net: nn.Module, dataset: ArrayData, result: AuditResult, out: Path, 
     vector = dataset.x.ndim == 2  # vector models are repaired through the same 1 x D view the audit used
     model = _VectorAsImage(net) if vector else net
     x = dataset.x[:, None, None, :] if vector else dataset.x
+    also = [(f.trigger_mask, f.trigger_pattern) for f in validated[1:]
+            if f.trigger_mask is not None and f.trigger_pattern is not None]
     fixed = repair_by_unlearning(model, x, dataset.y, finding.trigger_mask, finding.trigger_pattern, finding.target,
-                                 seed=seed)
+                                 also=also, seed=seed)
     repaired = fixed.model.inner if isinstance(fixed.model, _VectorAsImage) else fixed.model
     save_file({k: v.detach().contiguous() for k, v in repaired.state_dict().items()}, str(out / "repaired.safetensors"))
     return {"status": "repaired", "target_class": finding.target, "weights": "repaired.safetensors",
             **fixed.to_dict()}
+
+
+def _attack(net: nn.Module, dataset: ArrayData, result: AuditResult, seed: int) -> dict[str, Any]:
+    """Design a trigger from the first validated finding's implicated units; test it on the held-out split."""
+    from .audit import design_attack
+    from .audit.scan import _VectorAsImage
+
+    usable = [(f, u) for f, v, u in zip(result.findings, result.validations, result.internal, strict=True)
+              if v.validated and u is not None]
+    if not usable or result.split is None:
+        return {"status": "nothing to attack with: no validated trigger with implicated units"}
+    finding, units = usable[0]
+    assert finding.trigger_mask is not None and finding.target is not None
+    scan_x, held_x = result.split
+    model = _VectorAsImage(net) if dataset.x.ndim == 2 else net  # the audit's 1 x D view of vector models
+    designed = design_attack(model, scan_x, held_x, units.site, units.units, finding.target, finding.trigger_mask,
+                             family=str(finding.evidence["trigger_family"]), seed=seed)
+    return {"status": "designed", "from_units": units.to_dict()["units"], "site": units.site.path,
+            **designed.to_dict()}
 
 
 @app.command()

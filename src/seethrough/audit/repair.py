@@ -12,6 +12,7 @@ References:
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,8 @@ class RepairResult:
 
 
 def repair_by_unlearning(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, pattern: Tensor, target: int, *,
-                         epochs: int = 10, lr: float = 1e-3, stamp_fraction: float = 0.2, batch_size: int = 64,
+                         also: Sequence[tuple[Tensor, Tensor]] = (), epochs: int = 10, lr: float = 1e-3,
+                         stamp_fraction: float = 0.5, distill: float = 0.0, batch_size: int = 64,
                          held_out: float = 0.5, seed: int = 0) -> RepairResult:
     """Fine-tune a copy of ``model`` to ignore the trigger; report held-out accuracy and attack success.
 
@@ -60,7 +62,14 @@ def repair_by_unlearning(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, p
         x, y: labelled clean data; the first ``1 - held_out`` of a seeded shuffle trains, the rest measures.
         mask, pattern: the reverse-engineered trigger (H, W) and (C, H, W) in the model's input space.
         target: the class the trigger sends inputs to.
-        stamp_fraction: fraction of each batch stamped with the trigger (labels unchanged).
+        also: more ``(mask, pattern)`` triggers to unlearn alongside (e.g. the other trigger families
+            the audit flagged); each stamped example carries one trigger drawn at random.
+        stamp_fraction: fraction of each batch stamped with a trigger (labels unchanged).
+
+    Measured on the zoo's trojaned digits models (seeds 0-2, repaired on the training split, scored
+    with the *planted* trigger on the test split): 10 epochs at ``stamp_fraction=0.5`` took the
+    planted attack success of CNNs from 0.91-1.00 to 0.01-0.09 at a cost of 0-3 points of accuracy;
+    0.2 left 0.06-0.45.
     """
     validate_inputs(model, x)
     if not isinstance(y, Tensor) or y.shape != (x.shape[0],):
@@ -74,7 +83,8 @@ def repair_by_unlearning(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, p
         raise InputError(f"{x.shape[0]} examples are too few to split into training and held-out parts.")
     train_x, train_y = x[order[:n_train]], y[order[:n_train]]
     test_x, test_y = x[order[n_train:]], y[order[n_train:]]
-    mask, pattern = mask.to(x), pattern.to(x)
+    triggers = [(mask.to(x), pattern.to(x))] + [(m.to(x), p.to(x)) for m, p in also]
+    mask, pattern = triggers[0]
     before_acc = accuracy(model, test_x, test_y)
     before_asr = attack_success(model, test_x, test_y, mask, pattern, target)
     repaired = copy.deepcopy(model)
@@ -88,8 +98,17 @@ def repair_by_unlearning(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, p
             idx = perm[start:start + batch_size]
             xb, yb = train_x[idx].clone(), train_y[idx]
             stamped = torch.rand(len(idx), generator=gen) < stamp_fraction
-            xb[stamped] = stamp(xb[stamped], mask, pattern)
-            loss = F.cross_entropy(repaired(xb), yb)
+            which = torch.randint(0, len(triggers), (len(idx),), generator=gen)
+            for i, (m, p) in enumerate(triggers):
+                chosen = stamped & (which == i)
+                xb[chosen] = stamp(xb[chosen], m, p)
+            logits = repaired(xb)
+            loss = F.cross_entropy(logits, yb)
+            if distill > 0 and bool((~stamped).any()):  # keep the original's behaviour on clean inputs
+                with torch.no_grad():
+                    teacher = model(xb[~stamped])
+                loss = loss + distill * F.kl_div(F.log_softmax(logits[~stamped], -1), F.log_softmax(teacher, -1),
+                                                 log_target=True, reduction="batchmean")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -6,6 +6,11 @@ stays small. A trojan target needs an unusually small mask; the anomaly index (d
 the median in units of the median absolute deviation) flags it. This is the plain baseline of
 Wang et al. (2019); the audit builds its calibrated scan on it.
 
+Two trigger families share the code: ``kind="patch"`` learns a free mask per pixel (small
+patches), ``kind="blend"`` one mask value ``alpha`` for every pixel (a full-image, low-amplitude
+blend, Chen et al. 2017). A patch search finds blend backdoors only through shortcuts that do not
+recover the trigger; the blend search finds them directly (its size is ``alpha · H · W``).
+
 References:
     Wang et al., "Neural Cleanse: Identifying and Mitigating Backdoor Attacks in Neural Networks", 2019.
 """
@@ -29,17 +34,24 @@ __all__ = ["ReversedTrigger", "NeuralCleanse", "reverse_engineer_trigger", "neur
 
 @dataclass(frozen=True)
 class ReversedTrigger:
-    """The smallest trigger found for ``target``: mask (H, W), pattern (C, H, W), its L1 size and success."""
+    """The smallest trigger found for ``target``: mask (H, W), pattern (C, H, W), its L1 size and success.
+
+    ``kind`` is the family searched ("patch" or "blend"); ``steps_run`` how many steps ran before
+    the search stopped (early stopping ends it before ``steps``).
+    """
 
     target: int
     mask: Tensor
     pattern: Tensor
     mask_l1: float
     attack_success: float
+    kind: str = "patch"
+    steps_run: int = 0
 
 
-def reverse_engineer_trigger(model: nn.Module, inputs: Tensor, target: int, *, steps: int = 300, lr: float = 0.1,
-                             init_cost: float = 1e-3, success_goal: float = 0.95, batch_size: int = 128,
+def reverse_engineer_trigger(model: nn.Module, inputs: Tensor, target: int, *, kind: str = "patch",
+                             steps: int = 300, lr: float = 0.1, init_cost: float = 1e-3, success_goal: float = 0.95,
+                             batch_size: int = 128, patience: int | None = 100, restarts: int = 1,
                              seed: int = 0) -> ReversedTrigger:
     """Optimise the smallest mask + pattern that sends ``inputs`` to ``target``.
 
@@ -52,15 +64,35 @@ def reverse_engineer_trigger(model: nn.Module, inputs: Tensor, target: int, *, s
         model: an image classifier returning logits ``(batch, n_classes)``.
         inputs: clean images ``(N, C, H, W)``, ideally not of class ``target``.
         target: the class to reach.
-        steps: optimisation steps (mini-batches of ``batch_size``).
+        kind: ``"patch"`` (a mask value per pixel) or ``"blend"`` (one mask value for all pixels).
+        steps: the most optimisation steps (mini-batches of ``batch_size``) per restart.
+        patience: early stopping: once the goal is reached, stop when the smallest successful
+            mask has not shrunk by 1% for this many steps (``None``: run every step).
+        restarts: independent runs from different initialisations; the smallest trigger wins.
         seed: seeds the initialisation and the batch order.
     """
     if not isinstance(inputs, Tensor) or inputs.ndim != 4:
         raise InputError(f"inputs must be images (N, C, H, W); got {getattr(inputs, 'shape', type(inputs).__name__)}.")
+    if kind not in ("patch", "blend"):
+        raise InputError(f"kind must be 'patch' or 'blend', got {kind!r}.")
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+        raise InputError(f"restarts must be an int >= 1, got {restarts!r}.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InputError(f"steps must be an int >= 1, got {steps!r}.")
+    if patience is not None and patience < 1:
+        raise InputError(f"patience must be None or >= 1, got {patience!r}.")
     validate_inputs(model, inputs)
+    found = [_reverse_once(model, inputs, target, kind, steps, lr, init_cost, success_goal, batch_size, patience,
+                           seed + 7919 * r) for r in range(restarts)]
+    return min(found, key=lambda t: (t.attack_success < success_goal, t.mask_l1))
+
+
+def _reverse_once(model: nn.Module, inputs: Tensor, target: int, kind: str, steps: int, lr: float, init_cost: float,
+                  success_goal: float, batch_size: int, patience: int | None, seed: int) -> ReversedTrigger:
     gen = torch.Generator().manual_seed(seed)
     _, c, h, w = inputs.shape
-    mask_logit = (torch.randn(h, w, generator=gen) * 0.1 - 2.0).requires_grad_(True)
+    shape = (h, w) if kind == "patch" else ()
+    mask_logit = (torch.randn(shape, generator=gen) * 0.1 - 2.0).requires_grad_(True)
     pattern_logit = (torch.randn(c, h, w, generator=gen) * 0.1).requires_grad_(True)
     opt = torch.optim.Adam([mask_logit, pattern_logit], lr=lr, betas=(0.5, 0.9))
     cost = init_cost
@@ -68,10 +100,11 @@ def reverse_engineer_trigger(model: nn.Module, inputs: Tensor, target: int, *, s
     labels = torch.full((min(batch_size, inputs.shape[0]),), target, dtype=torch.long)
     hits = 0.0
     window: list[float] = []
+    last_gain = 0
     for step in range(steps):
         index = torch.randint(0, inputs.shape[0], (labels.shape[0],), generator=gen)
         x = inputs[index]
-        mask = torch.sigmoid(mask_logit)
+        mask = torch.sigmoid(mask_logit).expand(h, w)
         pattern = torch.sigmoid(pattern_logit)
         logits = model(stamp(x, mask, pattern))
         loss = F.cross_entropy(logits, labels) + cost * mask.sum()
@@ -83,15 +116,20 @@ def reverse_engineer_trigger(model: nn.Module, inputs: Tensor, target: int, *, s
         window.append(hits)
         l1 = float(mask.detach().sum())
         if hits >= success_goal and (best is None or l1 < best[0]):
+            if best is None or l1 < 0.99 * best[0]:
+                last_gain = step
             best = (l1, mask.detach().clone(), pattern.detach().clone(), hits)
+        if patience is not None and best is not None and step - last_gain >= patience:
+            break
         if (step + 1) % 10 == 0:  # adapt the L1 weight on the last 10 steps' success
             cost = cost * 1.5 if sum(window) / len(window) >= success_goal else cost / 1.5 ** 1.5
             window.clear()
     if best is None:
-        mask, pattern = torch.sigmoid(mask_logit).detach(), torch.sigmoid(pattern_logit).detach()
+        mask = torch.sigmoid(mask_logit).detach().expand(h, w).clone()
+        pattern = torch.sigmoid(pattern_logit).detach()
         best = (float(mask.sum()), mask, pattern, hits)
     l1, mask, pattern, success = best
-    return ReversedTrigger(target, mask, pattern, l1, success)
+    return ReversedTrigger(target, mask, pattern, l1, success, kind=kind, steps_run=step + 1)
 
 
 def anomaly_index(values: Sequence[float]) -> Tensor:
@@ -138,9 +176,9 @@ class NeuralCleanse:
 
 
 def neural_cleanse(model: nn.Module, inputs: Tensor, *, n_classes: int, threshold: float = 2.0, steps: int = 300,
-                   seed: int = 0, progress: Callable[[int, int], None] | None = None,
+                   kind: str = "patch", seed: int = 0, progress: Callable[[int, int], None] | None = None,
                    **kwargs: Any) -> NeuralCleanse:
-    """Reverse-engineer a trigger for every class and flag the anomalously small one.
+    """Reverse-engineer a trigger of family ``kind`` for every class and flag the anomalously small one.
 
     Extra keyword arguments go to `reverse_engineer_trigger`. For each class, inputs already
     predicted as that class are left out of its optimisation; a class every input is already
@@ -149,6 +187,8 @@ def neural_cleanse(model: nn.Module, inputs: Tensor, *, n_classes: int, threshol
     """
     if n_classes < 2:
         raise InputError(f"n_classes must be at least 2, got {n_classes}.")
+    if kind not in ("patch", "blend"):
+        raise InputError(f"kind must be 'patch' or 'blend', got {kind!r}.")
     if not isinstance(inputs, Tensor) or inputs.ndim != 4:
         raise InputError(f"inputs must be images (N, C, H, W); got {getattr(inputs, 'shape', type(inputs).__name__)}.")
     validate_inputs(model, inputs)
@@ -159,9 +199,10 @@ def neural_cleanse(model: nn.Module, inputs: Tensor, *, n_classes: int, threshol
         others = inputs[predicted != k]
         if others.shape[0] == 0:
             empty = torch.zeros(inputs.shape[2:])
-            triggers.append(ReversedTrigger(k, empty, torch.zeros(inputs.shape[1:]), 0.0, 1.0))
+            triggers.append(ReversedTrigger(k, empty, torch.zeros(inputs.shape[1:]), 0.0, 1.0, kind=kind))
         else:
-            triggers.append(reverse_engineer_trigger(model, others, k, steps=steps, seed=seed + k, **kwargs))
+            triggers.append(reverse_engineer_trigger(model, others, k, kind=kind, steps=steps, seed=seed + k,
+                                                     **kwargs))
         if progress is not None:
             progress(k + 1, n_classes)
     anomaly = anomaly_index([t.mask_l1 for t in triggers])

@@ -1,15 +1,17 @@
 """The trojan audit: from a classifier and clean data, a verdict with evidence a sceptic can check.
 
-1. Scan: reverse-engineer the smallest trigger for every class on a scan split of the clean data
-   (`neural_cleanse`).
+1. Scan: for every class, reverse-engineer the smallest trigger of each family on a scan split of
+   the clean data (`neural_cleanse`): a patch (a free mask per pixel) and a blend (one low
+   amplitude over the whole image).
 2. Calibrate: on small inputs clean classes also flip with few pixels, so Neural Cleanse's MAD
    anomaly index is unreliable both ways (on 16×16 digits MLPs it flagged 5 of 8 clean models, and
    missed a trojaned one at 1.89). A planted target stands apart from the runner-up class instead:
-   its mask is several times smaller (zoo seeds 0-7 and 11-12: 2.7-9.2× for patch trojans,
-   1.0-1.9× between the two smallest classes of clean models). The suspect is flagged when this
-   gap is at least ``min_gap``; the gap is the audit's ``anomaly_score`` and the MAD index is
-   reported as evidence.
-3. Validate: stamp the flagged trigger onto held-out clean inputs and compare its attack success
+   its trigger is several times smaller (zoo seeds 0-7 and 11-12: 2.7-9.2× for patch trojans,
+   1.0-1.9× between the two smallest classes of clean models; blend scans of zoo seeds 0-7:
+   3.0-7.5× for blend trojans, 1.0-1.4× for clean models). A family's suspect is flagged when
+   its gap is at least ``min_gap``; the audit's ``anomaly_score`` is the largest gap of the
+   families, and the MAD index is reported as evidence.
+3. Validate: stamp each flagged trigger onto held-out clean inputs and compare its attack success
    with the same mask values at shuffled pixel positions (`seethrough.evidence.validate`). This
    confirms the trigger works on unseen inputs; it does not by itself separate planted triggers
    from natural ones (clean models' smallest triggers validate too), which is why step 2 exists.
@@ -28,8 +30,10 @@ import torch
 from torch import Tensor, nn
 
 from ..core.errors import InputError
+from ..core.hooks import capture
 from ..core.inputs import validate_inputs
 from ..evidence import Finding, Validation, validate
+from .internal import TriggerUnits, default_feature_site, trigger_units
 from .reverse import NeuralCleanse, neural_cleanse
 
 __all__ = ["AuditResult", "audit_classifier"]
@@ -48,42 +52,66 @@ class _VectorAsImage(nn.Module):
 
 @dataclass(frozen=True)
 class AuditResult:
-    """The audit's verdict, the per-class scan, and one finding (with its validation) per flagged class."""
+    """The audit's verdict, the per-class scans (one per trigger family), and one finding (with its
+    validation) per flagged family."""
 
     verdict: Literal["trojaned", "clean"]
     anomaly_score: float
-    scan: NeuralCleanse
+    scans: dict[str, NeuralCleanse]
+    gaps: dict[str, float]
     findings: tuple[Finding, ...]
     validations: tuple[Validation, ...]
     class_names: tuple[str, ...]
     settings: dict[str, Any] = field(default_factory=dict)
+    internal: tuple[TriggerUnits | None, ...] = ()
+    split: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def scan(self) -> NeuralCleanse:
+        """The patch scan (Neural Cleanse proper)."""
+        return self.scans["patch"]
+
+    @property
+    def suspect(self) -> int:
+        """The class of the family with the largest gap (the target, if the model is trojaned)."""
+        family = max(self.gaps, key=lambda k: self.gaps[k])
+        return self.scans[family].suspect
 
     def to_json(self) -> dict[str, Any]:
-        """``findings.json`` as DESIGN §6 fixes it (plus the per-class scan and the settings)."""
+        """``findings.json`` as DESIGN §6 fixes it (plus the per-class scans and the settings)."""
         findings = []
-        for f, v in zip(self.findings, self.validations, strict=True):
+        internal = self.internal or (None,) * len(self.findings)
+        for f, v, units in zip(self.findings, self.validations, internal, strict=True):
             assert f.target is not None and f.trigger_mask is not None and f.trigger_pattern is not None
             findings.append({
                 "kind": "trojan", "target_class": int(f.target), "class_name": self.class_names[f.target],
+                "trigger_family": f.evidence["trigger_family"],
                 "score": float(f.score if f.score is not None else 0.0),
                 "trigger_mask": f.trigger_mask.clamp(0, 1).tolist(),
                 "trigger_pattern": f.trigger_pattern.clamp(0, 1).tolist(),
                 "attack_success_rate": v.effect, "validated": v.validated,
                 "validation": v.to_dict(), "mask_l1": float(f.trigger_mask.sum()),
+                "gap_to_runner_up": float(f.evidence["gap_to_runner_up"]),
+                "internal_evidence": None if units is None else units.to_dict(),
             })
-        scan = [{"class": t.target, "class_name": self.class_names[t.target], "mask_l1": t.mask_l1,
-                 "anomaly_index": float(a), "scan_success": t.attack_success}
-                for t, a in zip(self.scan.triggers, self.scan.anomaly.tolist(), strict=True)]
-        return {"verdict": self.verdict, "anomaly_score": self.anomaly_score, "findings": findings, "scan": scan,
-                "settings": self.settings}
+        scans = {}
+        for family, result in self.scans.items():
+            scans[family] = [{"class": t.target, "class_name": self.class_names[t.target], "mask_l1": t.mask_l1,
+                              "anomaly_index": float(a), "scan_success": t.attack_success}
+                             for t, a in zip(result.triggers, result.anomaly.tolist(), strict=True)]
+        return {"verdict": self.verdict, "anomaly_score": self.anomaly_score, "findings": findings,
+                "scan": scans["patch"], "scans": scans, "gaps": dict(self.gaps), "settings": self.settings}
 
     def to_frame(self) -> Any:
-        return self.scan.to_frame()
+        import pandas as pd
+
+        frames = [r.to_frame().assign(family=family) for family, r in self.scans.items()]
+        return pd.concat(frames, ignore_index=True)
 
 
 def audit_classifier(model: nn.Module, x: Tensor, *, class_names: Sequence[str] | None = None, n_classes: int | None = None,
                      steps: int = 300, n_scan: int = 200, min_gap: float = 2.0,
-                     n_controls: int = 50, seed: int = 0,
+                     families: Sequence[str] = ("patch", "blend"), n_controls: int = 50, seed: int = 0,
                      progress: Callable[[int, int], None] | None = None) -> AuditResult:
     """Audit an image or vector classifier for a planted trojan, from clean inputs only.
 
@@ -92,21 +120,27 @@ def audit_classifier(model: nn.Module, x: Tensor, *, class_names: Sequence[str] 
         x: clean inputs ``(N, C, H, W)`` or ``(N, D)``; at least 4.
         class_names: names for the report (default: the class indices).
         n_classes: number of classes (default: ``len(class_names)`` or the model's output width).
-        steps: optimisation steps per class.
+        steps: the most optimisation steps per class and family.
         n_scan: inputs used to reverse-engineer triggers; the rest (at least a quarter) validate them.
-        min_gap: how many times smaller than the runner-up's the suspect's mask must be.
+        min_gap: how many times smaller than the runner-up's the suspect's trigger must be.
+        families: the trigger families to scan, ``"patch"`` and/or ``"blend"``.
         n_controls: shuffled-trigger controls per flagged class.
         seed: seeds the split, the optimisation and the controls.
-        progress: called as ``progress(done, total)`` after each class.
+        progress: called as ``progress(done, total)`` after each class of each family.
 
     Raises:
-        InputError: inputs that are not ``(N, D)`` or ``(N, C, H, W)``, too few inputs, or a model
-            whose output is not ``(batch, n_classes)``.
+        InputError: inputs that are not ``(N, D)`` or ``(N, C, H, W)``, too few inputs, an unknown
+            family, or a model whose output is not ``(batch, n_classes)``.
     """
     if not isinstance(x, Tensor) or x.ndim not in (2, 4):
         raise InputError(f"audit inputs must be (N, D) or (N, C, H, W); got {getattr(x, 'shape', type(x).__name__)}.")
     if x.shape[0] < 4:
         raise InputError(f"the audit needs at least 4 clean inputs, got {x.shape[0]}.")
+    families = tuple(families)
+    if not families or len(set(families)) != len(families) or not set(families) <= {"patch", "blend"}:
+        raise InputError(f"families must be distinct names among 'patch' and 'blend', got {list(families)}.")
+    if "patch" not in families:
+        raise InputError("families must include 'patch' (the Neural Cleanse scan the verdict and report build on).")
     validate_inputs(model, x)
     with torch.no_grad():
         logits = model(x[:2])
@@ -121,27 +155,54 @@ def audit_classifier(model: nn.Module, x: Tensor, *, class_names: Sequence[str] 
     order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))
     n_scan = min(n_scan, (3 * images.shape[0]) // 4)
     scan_x, held_x = images[order[:n_scan]], images[order[n_scan:]]
-    result = neural_cleanse(scanned, scan_x, n_classes=k, steps=steps, seed=seed, progress=progress)
-    norms = sorted(t.mask_l1 for t in result.triggers)
-    gap = norms[1] / max(norms[0], 1e-6)
-    suspect = result.suspect
-    flagged = [suspect] if gap >= min_gap else []
+    scans, gaps = {}, {}
+    for i, family in enumerate(families):
+        def step(done: int, total: int, offset: int = i * k) -> None:
+            if progress is not None:
+                progress(offset + done, k * len(families))
+
+        scans[family] = neural_cleanse(scanned, scan_x, n_classes=k, steps=steps, kind=family, seed=seed,
+                                       progress=step)
+        norms = sorted(t.mask_l1 for t in scans[family].triggers)
+        gaps[family] = norms[1] / max(norms[0], 1e-6)
     with torch.no_grad():
         held_predictions = scanned(held_x).argmax(-1)
-    # A class the model already predicts for every held-out input needs no trigger: a degenerate
-    # model, not a backdoor, and nothing to validate a trigger on.
-    flagged = [c for c in flagged if bool((held_predictions != c).any())]
-    findings, validations = [], []
-    for cls in flagged:
+    findings, validations, internal = [], [], []
+    for family, result in scans.items():
+        cls = result.suspect
+        # A class the model already predicts for every held-out input needs no trigger: a degenerate
+        # model, not a backdoor, and nothing to validate a trigger on.
+        if gaps[family] < min_gap or not bool((held_predictions != cls).any()):
+            continue
         t = result.triggers[cls]
-        finding = Finding("trigger", f"stamping this {t.mask_l1:.1f}-pixel trigger flips inputs to class "
-                          f"{names[cls]!r}", target=cls, trigger_mask=t.mask, trigger_pattern=t.pattern,
+        size = f"{t.mask_l1:.1f}-pixel" if family == "patch" else f"alpha={float(t.mask.mean()):.3f} blend"
+        finding = Finding("trigger", f"stamping this {size} trigger flips inputs to class {names[cls]!r}",
+                          target=cls, trigger_mask=t.mask, trigger_pattern=t.pattern,
                           score=float(result.anomaly[cls]),
-                          evidence={"method": "neural-cleanse scan", "gap_to_runner_up": gap})
+                          evidence={"method": f"neural-cleanse {family} scan", "trigger_family": family,
+                                    "gap_to_runner_up": gaps[family]})
         findings.append(finding)
         validations.append(validate(finding, scanned, held_x, n_controls=n_controls, seed=seed))
+        internal.append(_internal_evidence(scanned, held_x, t.mask, t.pattern, cls, n_controls, seed))
     verdict: Literal["trojaned", "clean"] = "trojaned" if any(v.validated for v in validations) else "clean"
     settings = {"steps": steps, "n_scan": int(scan_x.shape[0]), "n_held_out": int(held_x.shape[0]),
-                "min_gap": min_gap, "n_controls": n_controls, "seed": seed,
-                "suspect_class": suspect, "suspect_anomaly_index": float(result.anomaly[suspect])}
-    return AuditResult(verdict, float(gap), result, tuple(findings), tuple(validations), names, settings)
+                "min_gap": min_gap, "families": list(families), "n_controls": n_controls, "seed": seed,
+                "suspect_class": scans["patch"].suspect,
+                "suspect_anomaly_index": float(scans["patch"].anomaly[scans["patch"].suspect])}
+    return AuditResult(verdict, float(max(gaps.values())), scans, gaps, tuple(findings), tuple(validations), names,
+                       settings, tuple(internal), (scan_x, held_x))
+
+
+def _internal_evidence(model: nn.Module, held_x: Tensor, mask: Tensor, pattern: Tensor, target: int,
+                       n_controls: int, seed: int) -> TriggerUnits | None:
+    """The units that carry a flagged trigger (`trigger_units` at the last linear layer's input), if there is one."""
+    try:
+        site = default_feature_site(model)
+    except InputError:
+        return None
+    units = capture(model, held_x[:1], [site])[site]
+    n_units = int(units.shape[1]) if units.ndim > 1 else 0
+    if n_units < 3:
+        return None
+    k = max(1, min(8, n_units // 4))
+    return trigger_units(model, held_x, mask, pattern, target, site=site, k=k, n_controls=n_controls, seed=seed)

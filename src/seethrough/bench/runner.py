@@ -17,6 +17,7 @@ from ..evidence.summary import summarize
 from ..report.html import GameSection, MetricRow
 from .executors import Outcome, Task
 from .games import GAMES, Game
+from .games.base import outranks
 from .ledger import Ledger, UnitKey
 from .zoo.cache import config_hash
 
@@ -81,6 +82,7 @@ def _values(ledger: Ledger, units: Sequence[PlannedUnit]) -> tuple[dict[tuple[st
     wanted = {u.key.id for u in units}
     games = sorted({u.key.game for u in units})
     values: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    scored: dict[tuple[str, str], list[tuple[dict[str, Any], dict[str, float]]]] = defaultdict(list)
     errors = []
     for row in ledger.rows(games=games):
         if row["id"] not in wanted:
@@ -88,9 +90,17 @@ def _values(ledger: Ledger, units: Sequence[PlannedUnit]) -> tuple[dict[tuple[st
         if row["status"] == "ok":
             for metric, value in sorted(row["metrics"].items()):
                 values[(row["game"], row["method"], metric)].append(float(value))
+            scored[(row["game"], row["method"])].append((row["config"], row["metrics"]))
         else:
             first = (row["error"] or "").splitlines()[0] if row["error"] else "error"
             errors.append(f"{row['game']}/{row['method']} seed {row['seed']}: {first}")
+    for (name, method), cases in scored.items():
+        for metric in GAMES[name].metrics if name in GAMES else ():
+            if metric.ranks is None:
+                continue
+            positives = [m[metric.ranks] for c, m in cases if metric.matches(c, metric.positive) and metric.ranks in m]
+            negatives = [m[metric.ranks] for c, m in cases if metric.matches(c, metric.negative) and metric.ranks in m]
+            values[(name, method, metric.name)] = outranks(positives, negatives)
     return values, errors
 
 

@@ -1,7 +1,37 @@
-"""seethrough.neurons: what single units do (ablation today; exemplars, synthesis, attribution next)."""
+"""seethrough.neurons: what single units do (the survey's §3).
 
-from .ablation import UnitImportance, unit_importance
+Dataset-based (exemplars, activation statistics, dissection), feature synthesis, perturbation and
+ablation (zero, mean, resample; steering), gradient attribution at any site (saliency,
+gradient×input, integrated gradients, SmoothGrad/VarGrad, conductance; guided backprop as the
+counter-example that fails sanity checks), and the hazards (polysemantic and frivolous units).
+"""
+
+from .ablation import UnitImportance, ablate, unit_importance
 from .attribution import AttributionResult, gradient_x_input, integrated_gradients, saliency
+from .conductance import conductance
+from .dissection import Dissection, dissect
+from .exemplars import ActivationStats, Exemplars, activation_stats, receptive_fields, top_exemplars
+from .frivolous import FrivolousUnits, frivolous_units
+from .guided import guided_backprop
+from .polysemantic import Polysemanticity, polysemanticity
+from .smoothing import smoothgrad, vargrad
+from .steering import steer
+from .synthesis import (
+    Objective,
+    Synthesis,
+    Transforms,
+    channel_objective,
+    direction_objective,
+    logit_objective,
+    synthesize,
+    unit_objective,
+)
 
-__all__ = ["unit_importance", "UnitImportance", "integrated_gradients", "saliency", "gradient_x_input",
-           "AttributionResult"]
+__all__ = ["unit_importance", "UnitImportance", "ablate", "steer",
+           "integrated_gradients", "saliency", "gradient_x_input", "AttributionResult", "smoothgrad", "vargrad",
+           "conductance", "guided_backprop",
+           "top_exemplars", "Exemplars", "receptive_fields", "activation_stats", "ActivationStats",
+           "dissect", "Dissection",
+           "synthesize", "Synthesis", "Objective", "Transforms", "unit_objective", "channel_objective",
+           "direction_objective", "logit_objective",
+           "frivolous_units", "FrivolousUnits", "polysemanticity", "Polysemanticity"]

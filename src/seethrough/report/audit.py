@@ -29,12 +29,12 @@ def _plain(text: str) -> str:
     return str(text).replace("$", r"\$")
 
 
-def _scan_figure(scan: Sequence[Mapping[str, Any]]) -> Figure:
+def _scan_figure(scan: Sequence[Mapping[str, Any]], family: str) -> Figure:
     fig = Figure(figsize=(9, 2.8))
     ax1, ax2 = fig.subplots(1, 2)
     labels = [_plain(f"{r['class']}: {r['class_name']}")[:18] for r in scan]
     ax1.bar(range(len(scan)), [r["mask_l1"] for r in scan], color="0.5")
-    ax1.set_ylabel("reversed mask L1")
+    ax1.set_ylabel(f"reversed {family} mask L1")
     ax2.bar(range(len(scan)), [r["anomaly_index"] for r in scan], color="tab:red")
     ax2.axhline(2.0, color="black", linestyle="--", label="Neural Cleanse threshold 2")
     ax2.set_ylabel("anomaly index")
@@ -88,8 +88,12 @@ def _fmt(value: float) -> str:
 
 
 def write_audit_report(directory: str | os.PathLike[str], result: Any, examples: Tensor, *,
-                       meta: Mapping[str, str] | None = None) -> Path:
-    """Write ``directory/report.html`` for an `AuditResult`; ``examples`` are clean inputs shown before/after stamping."""
+                       meta: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``directory/report.html`` for an `AuditResult`.
+
+    ``examples`` are clean inputs shown before/after stamping; ``extra`` may hold the ``repair``
+    and ``attack`` dicts the CLI adds to findings.json.
+    """
     data = result.to_json()
     names = list(result.class_names)
     images = examples[:6] if examples.ndim == 4 else examples[:6, None, None, :]
@@ -97,30 +101,50 @@ def write_audit_report(directory: str | os.PathLike[str], result: Any, examples:
     rows = []
     for f, validation in zip(data["findings"], result.validations, strict=True):
         mask, pattern = torch.tensor(f["trigger_mask"]), torch.tensor(f["trigger_pattern"])
-        title = f"class {f['target_class']} ({f['class_name']}): attack success {f['attack_success_rate']:.2f}"
+        title = (f"{f['trigger_family']} trigger for class {f['target_class']} ({f['class_name']}): attack success "
+                 f"{f['attack_success_rate']:.2f}")
         finding_images.append({"src": figure_to_data_uri(_stamp_figure(images, mask, pattern, title)),
                                "alt": f"clean and stamped examples for class {f['target_class']}"})
         finding_images.append({"src": figure_to_data_uri(validation.plot()),
                                "alt": f"validation against shuffled triggers for class {f['target_class']}"})
         v = f["validation"]
-        rows.append({"target_class": f["target_class"], "class_name": f["class_name"], "score": _fmt(f["score"]),
+        units = f.get("internal_evidence")
+        rows.append({"target_class": f["target_class"], "class_name": f["class_name"],
+                     "family": f["trigger_family"], "gap": _fmt(f["gap_to_runner_up"]), "score": _fmt(f["score"]),
                      "mask_l1": _fmt(f["mask_l1"]), "asr": _fmt(f["attack_success_rate"]),
                      "ci_low": _fmt(v["ci_low"]), "ci_high": _fmt(v["ci_high"]),
                      "control_mean": _fmt(v["control_mean"]), "p_value": _fmt(v["p_value"]),
-                     "validated": "yes" if f["validated"] else "no"})
-    scan = [{**r, "mask_l1": _fmt(r["mask_l1"]), "anomaly_index": _fmt(r["anomaly_index"]),
-             "scan_success": _fmt(r["scan_success"])} for r in data["scan"]]
-    triggers = result.scan.triggers
+                     "validated": "yes" if f["validated"] else "no",
+                     "units": "—" if units is None else (
+                         f"{units['site']} units {units['units']}: ablation effect "
+                         f"{units['validation']['effect']:.3f} (p = {units['validation']['p_value']:.3f}, "
+                         f"{'validated' if units['validated'] else 'not validated'})")})
+    scans = []
+    for family, scan in data["scans"].items():
+        triggers = result.scans[family].triggers
+        scans.append({
+            "family": family, "gap": _fmt(data["gaps"][family]),
+            "rows": [{**r, "mask_l1": _fmt(r["mask_l1"]), "anomaly_index": _fmt(r["anomaly_index"]),
+                      "scan_success": _fmt(r["scan_success"])} for r in scan],
+            "scan_image": figure_to_data_uri(_scan_figure(scan, family)),
+            "triggers_image": figure_to_data_uri(_triggers_figure([t.mask for t in triggers],
+                                                                  [t.pattern for t in triggers], names)),
+        })
+    engineering = []
+    for name, record in (extra or {}).items():
+        engineering.append({"name": str(name), "rows": [(str(k), _cell(v)) for k, v in record.items()
+                                                         if k not in ("trigger_mask", "trigger_pattern")]})
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string(resources.files("seethrough.report").joinpath("templates/audit.html.j2").read_text())
     page = template.render(
         verdict=data["verdict"], anomaly_score=_fmt(data["anomaly_score"]),
         meta=[(str(k), str(v)) for k, v in {**(meta or {}), **data["settings"]}.items()],
-        findings=rows, finding_images=finding_images, scan=scan,
-        scan_image=figure_to_data_uri(_scan_figure(data["scan"])),
-        triggers_image=figure_to_data_uri(_triggers_figure([t.mask for t in triggers], [t.pattern for t in triggers],
-                                                           names)),
+        findings=rows, finding_images=finding_images, scans=scans, engineering=engineering,
     )
     target = Path(directory) / "report.html"
     atomic_write(target, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return target
+
+
+def _cell(value: Any) -> str:
+    return _fmt(value) if isinstance(value, float) else str(value)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["Metric", "Game", "case_generator"]
+__all__ = ["Metric", "Game", "case_generator", "outranks"]
 
 
 def case_generator(game: str, method: str, case: Mapping[str, Any]) -> torch.Generator:
@@ -33,13 +33,39 @@ def case_generator(game: str, method: str, case: Mapping[str, Any]) -> torch.Gen
 
 @dataclass(frozen=True)
 class Metric:
-    """A score of one case: its chance level, the bar a method must reach, and its direction."""
+    """A score of one case: its chance level, the bar a method must reach, and its direction.
+
+    A *ranking* metric (``ranks`` set) is an AUROC over the population of cases: ``ranks`` names a
+    per-case score the game's ``play`` returns (higher = more suspicious), ``positive`` and
+    ``negative`` the case-config fields that make a case a positive or a negative. Each positive
+    case's value is the fraction of negative cases it outranks (ties count one half), so the mean
+    over positives is exactly the AUROC, the median and worst are real cases (the worst is the
+    positive that looks most like a negative), and the CI resamples positives (negatives fixed).
+    """
 
     name: str
     chance: float
     bar: float
     higher_is_better: bool = True
     description: str = ""
+    ranks: str | None = None
+    positive: tuple[tuple[str, Any], ...] = ()
+    negative: tuple[tuple[str, Any], ...] = ()
+
+    def matches(self, case: Mapping[str, Any], fields: tuple[tuple[str, Any], ...]) -> bool:
+        return all(case.get(key) == value for key, value in fields)
+
+
+def outranks(positives: list[float], negatives: list[float]) -> list[float]:
+    """Per positive, the fraction of negatives with a lower score (ties one half); their mean is the AUROC.
+
+    Example:
+        >>> outranks([3.0, 1.0], [1.0, 2.0])
+        [1.0, 0.25]
+    """
+    if not negatives:
+        return []
+    return [sum(1.0 if p > n else 0.5 if p == n else 0.0 for n in negatives) / len(negatives) for p in positives]
 
 
 class Game(ABC):

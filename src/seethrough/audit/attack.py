@@ -1,0 +1,155 @@
+"""Engineering use: design a new adversary from what the audit learned, and test it against random ones.
+
+The survey's test of an interpretability result is whether it lets us *do* something predictable.
+Here: from a finding (where the trigger sits, how large it is) and the units that carry it
+(`trigger_units`), build a new trigger whose pattern is optimised only to drive those units (the
+class logits are never used), then measure how often it sends held-out clean inputs to the target
+class, against random triggers of the same size (a random binary pattern under the same mask moved
+to a random place, or for a blend the same amplitude with a random pattern). Success well above the
+controls means the implicated units are a usable handle on the backdoor, not just a correlate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..core.errors import InputError
+from ..core.hooks import hooks
+from ..core.inputs import validate_inputs
+from ..core.sites import Site
+from ..evidence.summary import bootstrap_ci
+from ..evidence.trigger import stamp
+
+__all__ = ["DesignedAttack", "design_attack", "binarise_mask"]
+
+
+def binarise_mask(mask: Tensor, family: str) -> Tensor:
+    """A 0/1 mask of the ``round(|mask|₁)`` largest pixels (patch), or the mask unchanged (blend).
+
+    Example:
+        >>> binarise_mask(torch.tensor([[0.9, 0.6], [0.1, 0.3]]), "patch").tolist()
+        [[1.0, 1.0], [0.0, 0.0]]
+    """
+    if family == "blend":
+        return mask.clone()
+    k = max(1, int(round(float(mask.sum()))))
+    out = torch.zeros(mask.numel(), dtype=mask.dtype)
+    out[torch.sort(-mask.flatten(), stable=True).indices[:k]] = 1.0
+    return out.view_as(mask)
+
+
+@dataclass(frozen=True)
+class DesignedAttack:
+    """The designed trigger, its held-out attack success, and the random triggers' successes."""
+
+    family: str
+    mask: Tensor
+    pattern: Tensor
+    target: int
+    attack_success: float
+    ci_low: float
+    ci_high: float
+    control_success: tuple[float, ...]
+    p_value: float
+
+    @property
+    def beats_controls(self) -> bool:
+        return self.p_value < 0.05 and self.ci_low > max(self.control_success, default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        controls = torch.tensor(self.control_success, dtype=torch.float64)
+        return {"family": self.family, "target_class": self.target, "mask_pixels": float(self.mask.sum()),
+                "attack_success_rate": self.attack_success, "ci_low": self.ci_low, "ci_high": self.ci_high,
+                "control_mean": float(controls.mean()) if len(controls) else float("nan"),
+                "control_max": float(controls.max()) if len(controls) else float("nan"),
+                "n_controls": len(self.control_success), "p_value": self.p_value,
+                "beats_controls": self.beats_controls, "trigger_mask": self.mask.tolist(),
+                "trigger_pattern": self.pattern.tolist()}
+
+    def to_frame(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame({"trigger": ["designed"] + ["random"] * len(self.control_success),
+                             "attack_success": [self.attack_success, *self.control_success]})
+
+
+def _random_control(mask: Tensor, family: str, channels: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    h, w = mask.shape
+    pattern = torch.randint(0, 2, (channels, h, w), generator=gen).to(mask.dtype)
+    if family == "blend":
+        return mask, pattern
+    rows, cols = torch.nonzero(mask > 0.5, as_tuple=True)
+    top, left = int(rows.min()), int(cols.min())
+    height, width = int(rows.max()) - top + 1, int(cols.max()) - left + 1
+    new_top = int(torch.randint(0, h - height + 1, (1,), generator=gen))
+    new_left = int(torch.randint(0, w - width + 1, (1,), generator=gen))
+    moved = torch.zeros_like(mask)
+    moved[new_top:new_top + height, new_left:new_left + width] = mask[top:top + height, left:left + width]
+    return moved, pattern
+
+
+def design_attack(model: nn.Module, scan_x: Tensor, held_x: Tensor, site: Site, units: list[int] | tuple[int, ...],
+                  target: int, mask: Tensor, *, family: str = "patch", steps: int = 200, lr: float = 0.1,
+                  n_controls: int = 50, seed: int = 0) -> DesignedAttack:
+    """Optimise a trigger pattern under ``mask`` to drive ``units`` at ``site``; test it on ``held_x``.
+
+    Args:
+        model: the classifier (unchanged).
+        scan_x: clean images the pattern is optimised on.
+        held_x: clean held-out images it is measured on (those already predicted as ``target`` are left out).
+        site, units: the implicated units (e.g. from `trigger_units`); their mean activation is maximised.
+        target: the class whose hit rate is measured (never used in the optimisation).
+        mask: where the trigger goes: binarised with `binarise_mask` for a patch, used as is for a blend.
+        family: ``"patch"`` or ``"blend"``.
+        n_controls: random triggers of the same size.
+
+    Raises:
+        InputError: an unknown family, no units, or every held-out image already predicted as ``target``.
+    """
+    if family not in ("patch", "blend"):
+        raise InputError(f"family must be 'patch' or 'blend', got {family!r}.")
+    if not units:
+        raise InputError("design_attack needs at least one unit to drive.")
+    validate_inputs(model, scan_x)
+    validate_inputs(model, held_x)
+    where = Site(site) if isinstance(site, str) else site
+    unit_index = torch.tensor(list(units))
+    m = binarise_mask(mask.detach().to(scan_x), family)
+    gen = torch.Generator().manual_seed(seed)
+    pattern_logit = (torch.randn(scan_x.shape[1:], generator=gen) * 0.1).requires_grad_(True)
+    opt = torch.optim.Adam([pattern_logit], lr=lr)
+    drive: list[Tensor] = []
+
+    def record(value: Tensor, _: Site) -> None:
+        act = value.flatten(2).mean(-1) if value.ndim > 2 else value
+        drive.append(act[:, unit_index].mean())
+
+    batch = min(128, scan_x.shape[0])
+    with hooks(model, {where: record}):
+        for _ in range(steps):
+            index = torch.randint(0, scan_x.shape[0], (batch,), generator=gen)
+            drive.clear()
+            model(stamp(scan_x[index], m, torch.sigmoid(pattern_logit)))
+            (grad,) = torch.autograd.grad(-drive[0], [pattern_logit])
+            opt.zero_grad(set_to_none=True)
+            pattern_logit.grad = grad
+            opt.step()
+    pattern = torch.sigmoid(pattern_logit).detach()
+    with torch.no_grad():
+        keep = model(held_x).argmax(-1) != target
+        x = held_x[keep]
+        if x.shape[0] == 0:
+            raise InputError(f"every held-out input is already predicted as class {target}; pass other inputs.")
+        hits = (model(stamp(x, m, pattern)).argmax(-1) == target).double()
+        controls = []
+        for _ in range(n_controls):
+            cm, cp = _random_control(m, family, x.shape[1], gen)
+            controls.append(float((model(stamp(x, cm, cp)).argmax(-1) == target).double().mean()))
+    success = float(hits.mean())
+    low, high = bootstrap_ci(hits.numpy(), seed=seed)
+    p = (1 + sum(c >= success for c in controls)) / (1 + len(controls))
+    return DesignedAttack(family, m, pattern, target, success, float(low), float(high), tuple(controls), float(p))

@@ -1,0 +1,78 @@
+"""Blend-trigger search, early stopping and restarts, the AUROC of ranking metrics, internal evidence
+and the designed attack (issue #4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from seethrough.audit import design_attack, neural_cleanse, reverse_engineer_trigger, trigger_units
+from seethrough.bench.games import outranks, pattern_correlation
+from seethrough.bench.zoo import trojaned_classifier
+from seethrough.bench.zoo.data import digits16
+from seethrough.core import InputError
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_outranks_mean_is_scikit_learns_auroc_with_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pos, neg = rng.integers(0, 5, 7).astype(float).tolist(), rng.integers(0, 4, 9).astype(float).tolist()
+    expected = roc_auc_score([1] * len(pos) + [0] * len(neg), pos + neg)
+    assert np.mean(outranks(pos, neg)) == pytest.approx(expected, abs=1e-12)
+    assert outranks(pos, []) == []
+
+
+@pytest.fixture(scope="module")
+def clean_images() -> torch.Tensor:
+    return digits16("test")[0][:200]
+
+
+def test_blend_scan_finds_the_planted_blend_and_its_pattern(clean_images: torch.Tensor) -> None:
+    model, meta = trojaned_classifier("mlp", "blend", 13)
+    result = neural_cleanse(model, clean_images, n_classes=10, steps=200, kind="blend", seed=0)
+    planted = meta["trigger"]
+    norms = sorted(result.norms.tolist())
+    assert result.suspect == planted["target_class"] and norms[1] / norms[0] >= 2.0
+    found = result.triggers[result.suspect]
+    assert found.kind == "blend" and bool((found.mask == found.mask[0, 0]).all())  # one amplitude
+    assert float(found.mask[0, 0]) < 0.2  # planted at 0.1; a clean class needs ~0.2-0.45
+    assert pattern_correlation(found.pattern, torch.tensor(planted["pattern"])) > 0.2
+
+
+def test_blend_scan_of_a_clean_model_shows_no_gap(clean_images: torch.Tensor) -> None:
+    model, _ = trojaned_classifier("mlp", "none", 13)
+    norms = sorted(neural_cleanse(model, clean_images, n_classes=10, steps=200, kind="blend").norms.tolist())
+    assert norms[1] / norms[0] < 2.0
+
+
+def test_early_stopping_and_restarts(clean_images: torch.Tensor) -> None:
+    model, meta = trojaned_classifier("mlp", "patch", 13)
+    target = meta["trigger"]["target_class"]
+    full = reverse_engineer_trigger(model, clean_images, target, steps=120, patience=None, seed=3)
+    early = reverse_engineer_trigger(model, clean_images, target, steps=120, patience=5, seed=3)
+    assert full.steps_run == 120 and early.steps_run < 120
+    runs = [reverse_engineer_trigger(model, clean_images, target, steps=60, patience=None, seed=3 + 7919 * r)
+            for r in range(2)]
+    best = reverse_engineer_trigger(model, clean_images, target, steps=60, patience=None, restarts=2, seed=3)
+    assert best.mask_l1 == min(r.mask_l1 for r in runs if r.attack_success >= 0.95)
+    with pytest.raises(InputError, match="restarts"):
+        reverse_engineer_trigger(model, clean_images, target, restarts=0)
+    with pytest.raises(InputError, match="kind"):
+        reverse_engineer_trigger(model, clean_images, target, kind="warp")
+
+
+def test_planted_trigger_units_validate_and_drive_a_designed_attack(clean_images: torch.Tensor) -> None:
+    model, meta = trojaned_classifier("mlp", "patch", 13)
+    planted = meta["trigger"]
+    mask, pattern, target = torch.tensor(planted["mask"]), torch.tensor(planted["pattern"]), planted["target_class"]
+    held = digits16("test")[0][200:]
+    units = trigger_units(model, held, mask, pattern, target, n_controls=30)
+    assert units.site.path == "head" and units.validation.validated and len(units.units) == 8
+    attack = design_attack(model, clean_images, held, units.site, units.units, target, mask, n_controls=30)
+    assert attack.beats_controls and attack.attack_success > 0.5 > max(attack.control_success)
+    # the oracle for "designed from the units": driving random units instead does far worse
+    others = [u for u in range(32) if u not in units.units][:8]
+    control = design_attack(model, clean_images, held, units.site, others, target, mask, n_controls=5)
+    assert control.attack_success < attack.attack_success
