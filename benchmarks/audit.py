@@ -1,7 +1,7 @@
 """Wall time of `seethrough audit` on a 16×16 digits CNN and MLP (goal: ≤ 2 minutes on 2 cores).
 
-Builds (or loads from the zoo cache) a patch-trojaned and a clean model of each architecture,
-audits each from the clean test split with the CLI's defaults, and prints the wall time, the
+Builds (or loads from the zoo cache) a patch-trojaned, a blend-trojaned and a clean model of each architecture,
+audits each from the clean test split with the CLI's defaults (patch and blend scans), and prints the wall time, the
 verdict and whether the planted target was named. One forward+backward of the model over the scan
 batch is timed in the same run, so the audit's cost also reads as a number of such passes.
 
@@ -29,7 +29,7 @@ def main() -> None:
     x, y = digits16("test")
     print(f"{'model':<12} {'wall s':>7} {'≈ fwd+bwd passes':>17}  verdict    planted target  named")
     for arch in ("cnn", "mlp"):
-        for trojan in ("patch", "none"):
+        for trojan in ("patch", "blend", "none"):
             model, meta = trojaned_classifier(arch, trojan, 0)
             batch = x[:128]
 

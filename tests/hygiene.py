@@ -5,7 +5,8 @@ in `EXEMPT` with a reason); `test_hygiene.py` fails if a public name is in neith
 
 What "no trace" means (`snapshot`): the same hooks on every module (ours gone, the user's still
 there), bit-identical parameters and buffers, the same ``training`` and ``requires_grad`` flags,
-and no ``.grad`` created or changed.
+no ``.grad`` created or changed, and the global torch and numpy random states untouched (methods
+seed their own generators).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from models import TinyCNN, TinyMLP, TinyTransformer, images, tokens, vectors
 from torch import Tensor, nn
@@ -49,6 +51,7 @@ class Snapshot:
     requires_grad: dict[str, bool]
     grads: dict[str, Tensor | None]
     tensor_hooks: dict[str, int]
+    rng: tuple[Tensor, str]
 
 
 def snapshot(model: nn.Module) -> Snapshot:
@@ -65,6 +68,7 @@ def snapshot(model: nn.Module) -> Snapshot:
         requires_grad={n: p.requires_grad for n, p in model.named_parameters()},
         grads={n: None if p.grad is None else p.grad.detach().clone() for n, p in model.named_parameters()},
         tensor_hooks={n: len(p._backward_hooks or {}) for n, p in model.named_parameters()},
+        rng=(torch.get_rng_state(), repr(np.random.get_state()[1][:8].tolist() + [np.random.get_state()[2]])),
     )
 
 
@@ -81,6 +85,8 @@ def assert_unchanged(before: Snapshot, after: Snapshot, what: str) -> None:
         g2 = after.grads[name]
         assert (g is None) == (g2 is None) and (g is None or torch.equal(g, g2)), f"{what}: .grad of {name} changed"
     assert after.tensor_hooks == before.tensor_hooks, f"{what}: tensor hooks left on parameters"
+    assert torch.equal(after.rng[0], before.rng[0]) and after.rng[1] == before.rng[1], (
+        f"{what}: the global torch/numpy RNG was used (seed a local generator instead)")
 
 
 def same(a: Any, b: Any) -> bool:

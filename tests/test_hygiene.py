@@ -18,6 +18,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from hygiene import EXEMPT, TABLE, Case, assert_unchanged, same, snapshot
@@ -156,7 +157,17 @@ def _leaks_tensor_hook(model: nn.Module, x: torch.Tensor) -> None:
     model.fc1.weight.register_hook(lambda g: g)
 
 
+def _draws_torch_rng(model: nn.Module, x: torch.Tensor) -> None:
+    torch.rand(1)
+
+
+def _draws_numpy_rng(model: nn.Module, x: torch.Tensor) -> None:
+    np.random.rand()
+
+
 @pytest.mark.parametrize("planted, message", [
+    (_draws_torch_rng, "global torch/numpy RNG"),
+    (_draws_numpy_rng, "global torch/numpy RNG"),
     (_leaks_hook, "hooks changed"),
     (_flips_mode, "modes changed"),
     (_nudges_weight, "fc2.weight changed"),

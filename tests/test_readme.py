@@ -61,4 +61,16 @@ def _contract(ns: dict) -> None:
     assert isinstance(ns["cka"](ns["acts"]["0"], ns["acts"]["0"]), float)
 
 
-CHECKS = [_tour, _hf, _evidence, _contract]  # in README order
+def _neurons(ns: dict) -> None:
+    torch, st = ns["torch"], ns["st"]
+    model, x = ns["model"], ns["x"]
+    act = st.capture(model, x, ["1"])["1"]
+    # oracles: the exemplars are the k largest values per unit, steering adds alpha * direction
+    torch.testing.assert_close(ns["top"].values, act.topk(5, dim=0).values, rtol=0, atol=0)
+    by_hand = st.patch(model, x, {"1": lambda v, s: v + 4.0 * torch.ones(8)})  # used as given, not normalised
+    torch.testing.assert_close(ns["steered"], by_hand)
+    assert ns["smooth"].values.shape == x.shape and ns["dream"].images.shape[1:] == (4,)
+    assert ns["ablated"].shape == (16, 3) and len(ns["hazards"].to_frame()) == 8
+
+
+CHECKS = [_tour, _hf, _evidence, _contract, _neurons]  # in README order

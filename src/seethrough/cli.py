@@ -178,7 +178,8 @@ def _attack(net: nn.Module, dataset: ArrayData, result: AuditResult, seed: int) 
     model = _VectorAsImage(net) if dataset.x.ndim == 2 else net  # the audit's 1 x D view of vector models
     designed = design_attack(model, scan_x, held_x, units.site, units.units, finding.target, finding.trigger_mask,
                              family=str(finding.evidence["trigger_family"]), seed=seed)
-    return {"status": "designed", "from_units": units.to_dict()["units"], "site": units.site.path,
+    return {"status": "designed", "from_units": list(units.units), "site": units.site.path.removeprefix("inner.")
+            if dataset.x.ndim == 2 else units.site.path,
             **designed.to_dict()}
 
 

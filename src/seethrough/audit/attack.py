@@ -18,11 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from ..core.errors import InputError
-from ..core.hooks import hooks
+from ..core.hooks import capture, hooks
 from ..core.inputs import validate_inputs
 from ..core.sites import Site
 from ..evidence.summary import bootstrap_ci
 from ..evidence.trigger import stamp
+from .internal import check_trigger
 
 __all__ = ["DesignedAttack", "design_attack", "binarise_mask"]
 
@@ -114,9 +115,15 @@ def design_attack(model: nn.Module, scan_x: Tensor, held_x: Tensor, site: Site, 
         raise InputError(f"family must be 'patch' or 'blend', got {family!r}.")
     if not units:
         raise InputError("design_attack needs at least one unit to drive.")
-    validate_inputs(model, scan_x)
-    validate_inputs(model, held_x)
+    for name, x in (("scan_x", scan_x), ("held_x", held_x)):
+        if not isinstance(x, Tensor) or x.ndim != 4:
+            raise InputError(f"{name} must be images (N, C, H, W); got {getattr(x, 'shape', type(x).__name__)}.")
+        validate_inputs(model, x)
     where = Site(site) if isinstance(site, str) else site
+    check_trigger(model, scan_x, mask, None, target)
+    width = int(capture(model, scan_x[:1], [where])[where].shape[1])
+    if any(isinstance(u, bool) or not isinstance(u, int) or not 0 <= u < width for u in units):
+        raise InputError(f"units must be ints in 0..{width - 1} (the units of {where.path}); got {list(units)}.")
     unit_index = torch.tensor(list(units))
     m = binarise_mask(mask.detach().to(scan_x), family)
     gen = torch.Generator().manual_seed(seed)

@@ -26,6 +26,22 @@ from ..evidence.trigger import stamp
 __all__ = ["TriggerUnits", "trigger_units", "default_feature_site"]
 
 
+def check_trigger(model: nn.Module, x: Tensor, mask: Tensor, pattern: Tensor | None, target: int) -> None:
+    """Refuse a trigger that does not fit the images, or a target the model has no logit for (one probe forward)."""
+    h, w = x.shape[-2:]
+    if not isinstance(mask, Tensor) or tuple(mask.shape) != (h, w):
+        raise InputError(f"the trigger mask must be (H, W) = ({h}, {w}) like the images; got "
+                         f"{tuple(getattr(mask, 'shape', ())) or type(mask).__name__}.")
+    if pattern is not None and (not isinstance(pattern, Tensor) or tuple(pattern.shape) != tuple(x.shape[1:])):
+        raise InputError(f"the trigger pattern must be (C, H, W) = {tuple(x.shape[1:])}; got "
+                         f"{tuple(getattr(pattern, 'shape', ())) or type(pattern).__name__}.")
+    with torch.no_grad():
+        width = int(model(x[:1]).shape[-1])
+    if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < width:
+        raise InputError(f"target must be a class index in 0..{width - 1} (the model has {width} outputs); "
+                         f"got {target!r}.")
+
+
 def default_feature_site(model: nn.Module) -> Site:
     """The input of the model's last ``nn.Linear`` (in registration order): the features a classifier reads.
 
@@ -89,6 +105,7 @@ def trigger_units(model: nn.Module, x: Tensor, mask: Tensor, pattern: Tensor, ta
     validate_inputs(model, x)
     where = default_feature_site(model) if site is None else (Site(site) if isinstance(site, str) else site)
     resolve_site(model, where.path)
+    check_trigger(model, x, mask, pattern, target)
     stamped = stamp(x, mask.to(x), pattern.to(x))
     acts = capture(model, torch.cat([x, stamped]), [where])[where].detach()
     units = _per_unit(acts).double()

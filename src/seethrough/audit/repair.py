@@ -52,8 +52,8 @@ class RepairResult:
 
 
 def repair_by_unlearning(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, pattern: Tensor, target: int, *,
-                         also: Sequence[tuple[Tensor, Tensor]] = (), epochs: int = 10, lr: float = 1e-3,
-                         stamp_fraction: float = 0.5, distill: float = 0.0, batch_size: int = 64,
+                         also: Sequence[tuple[Tensor, Tensor]] = (), epochs: int = 20, lr: float = 1e-3,
+                         stamp_fraction: float = 0.5, distill: float = 1.0, batch_size: int = 64,
                          held_out: float = 0.5, seed: int = 0) -> RepairResult:
     """Fine-tune a copy of ``model`` to ignore the trigger; report held-out accuracy and attack success.
 
@@ -65,11 +65,13 @@ def repair_by_unlearning(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, p
         also: more ``(mask, pattern)`` triggers to unlearn alongside (e.g. the other trigger families
             the audit flagged); each stamped example carries one trigger drawn at random.
         stamp_fraction: fraction of each batch stamped with a trigger (labels unchanged).
+        distill: weight of a KL term that keeps the copy's outputs on the *unstamped* examples close
+            to the original model's (0 turns it off): fine-tuning alone cost 1-4 points of clean
+            accuracy on digits, the distillation term keeps it within about 1.
 
-    Measured on the zoo's trojaned digits models (seeds 0-2, repaired on the training split, scored
-    with the *planted* trigger on the test split): 10 epochs at ``stamp_fraction=0.5`` took the
-    planted attack success of CNNs from 0.91-1.00 to 0.01-0.09 at a cost of 0-3 points of accuracy;
-    0.2 left 0.06-0.45.
+    Settings were explored on the zoo's trojaned digits MLPs and CNNs at seeds 0-3 and 1000-1003
+    (repaired on the training split, scored with the *planted* trigger on the test split); the
+    trojan-repair game scores them on models from seeds 2000+, which no setting was chosen on.
     """
     validate_inputs(model, x)
     if not isinstance(y, Tensor) or y.shape != (x.shape[0],):

@@ -82,6 +82,11 @@ def reverse_engineer_trigger(model: nn.Module, inputs: Tensor, target: int, *, k
     if patience is not None and patience < 1:
         raise InputError(f"patience must be None or >= 1, got {patience!r}.")
     validate_inputs(model, inputs)
+    with torch.no_grad():
+        width = int(model(inputs[:1]).shape[-1])
+    if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < width:
+        raise InputError(f"target must be a class index in 0..{width - 1} (the model has {width} outputs); "
+                         f"got {target!r}.")
     found = [_reverse_once(model, inputs, target, kind, steps, lr, init_cost, success_goal, batch_size, patience,
                            seed + 7919 * r) for r in range(restarts)]
     return min(found, key=lambda t: (t.attack_success < success_goal, t.mask_l1))
@@ -193,7 +198,11 @@ def neural_cleanse(model: nn.Module, inputs: Tensor, *, n_classes: int, threshol
         raise InputError(f"inputs must be images (N, C, H, W); got {getattr(inputs, 'shape', type(inputs).__name__)}.")
     validate_inputs(model, inputs)
     with torch.no_grad():
-        predicted = model(inputs).argmax(-1)
+        logits = model(inputs)
+    if logits.ndim != 2 or logits.shape[1] != n_classes:
+        raise InputError(f"n_classes={n_classes} but the model returns {tuple(logits.shape)}; pass the width of its "
+                         "logits (batch, n_classes).")
+    predicted = logits.argmax(-1)
     triggers = []
     for k in range(n_classes):
         others = inputs[predicted != k]

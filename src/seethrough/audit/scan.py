@@ -92,7 +92,7 @@ class AuditResult:
                 "attack_success_rate": v.effect, "validated": v.validated,
                 "validation": v.to_dict(), "mask_l1": float(f.trigger_mask.sum()),
                 "gap_to_runner_up": float(f.evidence["gap_to_runner_up"]),
-                "internal_evidence": None if units is None else units.to_dict(),
+                "internal_evidence": None if units is None else self._user_paths(units.to_dict()),
             })
         scans = {}
         for family, result in self.scans.items():
@@ -101,6 +101,12 @@ class AuditResult:
                              for t, a in zip(result.triggers, result.anomaly.tolist(), strict=True)]
         return {"verdict": self.verdict, "anomaly_score": self.anomaly_score, "findings": findings,
                 "scan": scans["patch"], "scans": scans, "gaps": dict(self.gaps), "settings": self.settings}
+
+    def _user_paths(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Site paths as the user's model names them (vector models are scanned through a wrapper)."""
+        if self.settings.get("vector_input"):
+            record["site"] = record["site"].removeprefix("inner.")
+        return record
 
     def to_frame(self) -> Any:
         import pandas as pd
@@ -186,7 +192,7 @@ def audit_classifier(model: nn.Module, x: Tensor, *, class_names: Sequence[str] 
         internal.append(_internal_evidence(scanned, held_x, t.mask, t.pattern, cls, n_controls, seed))
     verdict: Literal["trojaned", "clean"] = "trojaned" if any(v.validated for v in validations) else "clean"
     settings = {"steps": steps, "n_scan": int(scan_x.shape[0]), "n_held_out": int(held_x.shape[0]),
-                "min_gap": min_gap, "families": list(families), "n_controls": n_controls, "seed": seed,
+                "min_gap": min_gap, "families": list(families), "vector_input": x.ndim == 2, "n_controls": n_controls, "seed": seed,
                 "suspect_class": scans["patch"].suspect,
                 "suspect_anomaly_index": float(scans["patch"].anomaly[scans["patch"].suspect])}
     return AuditResult(verdict, float(max(gaps.values())), scans, gaps, tuple(findings), tuple(validations), names,

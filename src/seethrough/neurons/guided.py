@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core.errors import InputError
-from ..core.hooks import patch
+from ..core.hooks import hooks
+from ..core.inputs import call_model
 from ..core.sites import Site
 from ._gradients import gradients_enabled, prepare, scores
 from .attribution import AttributionResult
@@ -45,8 +46,8 @@ def guided_backprop(model: nn.Module, inputs: Tensor, target: Tensor | int | Non
     """Guided backpropagation of the score to the input (ReLU networks built from ``nn.ReLU`` modules).
 
     Args:
-        model: a network whose rectifiers are ``nn.ReLU`` modules, each run once per forward
-            (functional ``torch.relu`` calls are not guided).
+        model: a network whose rectifiers are ``nn.ReLU`` modules (every call of each is guided;
+            functional ``torch.relu`` calls are not).
         inputs: a ``(batch, ...)`` floating tensor.
         target, metric: as in `integrated_gradients`.
 
@@ -74,7 +75,10 @@ def guided_backprop(model: nn.Module, inputs: Tensor, target: Tensor | int | Non
         x = problem.inputs
         assert isinstance(x, Tensor)
         leaf = x.detach().requires_grad_()
-        output = patch(model, leaf, dict.fromkeys(relus, _guide))
+        # every call of every ReLU is guided (a module reused in the forward, ResNet style, too),
+        # and declared-but-unused ReLUs are fine: raw hooks, not patch's once-per-forward sites
+        with hooks(model, dict.fromkeys(relus, _guide), require_fired=False, refuse_repeats=False):
+            output = call_model(model, leaf)
         found = scores(problem, output, 1)
         (grads,) = torch.autograd.grad(found.sum(), leaf, allow_unused=True)
     values = torch.zeros_like(leaf) if grads is None else grads

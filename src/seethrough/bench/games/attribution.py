@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ...neurons.attribution import gradient_x_input, integrated_gradients, saliency
 from ...neurons.guided import guided_backprop
 from ...neurons.smoothing import smoothgrad, vargrad
-from ..zoo._seeding import derive_seed, generator
+from ..zoo._seeding import derive_seed, generator, materialise
 from ..zoo.cache import cached
 from ..zoo.classifiers import DigitsCNN, DigitsMLP, evaluate, train_classifier, trojaned_classifier
 from ..zoo.data import digits16
@@ -302,13 +302,9 @@ ROAR_FRACTIONS_QUICK = (0.3, 0.6, 0.9)
 
 def _retrained_accuracy(x: Tensor, y: Tensor, xt: Tensor, yt: Tensor, seed: int) -> float:
     """Test accuracy of a small MLP (256-32-10, full-batch Adam, 150 steps) trained from scratch on ``(x, y)``."""
-    gen = generator(seed, "roar-init")
-    model = nn.Sequential(nn.Flatten(), nn.Linear(256, 32), nn.ReLU(), nn.Linear(32, 10))
-    with torch.no_grad():
-        for layer in (model[1], model[3]):
-            bound = layer.in_features ** -0.5
-            for p in layer.parameters():
-                p.copy_(torch.rand(p.shape, generator=gen) * 2 * bound - bound)
+    with torch.device("meta"):  # initialised from the seed by materialise, never from the global RNG
+        model = nn.Sequential(nn.Flatten(), nn.Linear(256, 32), nn.ReLU(), nn.Linear(32, 10))
+    materialise(model, derive_seed(seed, "roar-init"))
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(150):
         loss = F.cross_entropy(model(x), y)

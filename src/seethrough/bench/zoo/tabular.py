@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from seethrough.core import InputError
 
-from ._seeding import derive_seed, generator
+from ._seeding import derive_seed, generator, materialise
 from .cache import cached
 
 __all__ = ["TabularMLP", "tabular_task", "trained_tabular_mlp"]
@@ -32,17 +32,13 @@ class TabularMLP(nn.Module):
 
     def __init__(self, n_features: int, hidden: int = 64, *, seed: int = 0) -> None:
         super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        self.fc1 = nn.Linear(n_features, hidden)
-        self.act1 = nn.ReLU()
-        self.fc2 = nn.Linear(hidden, hidden)
-        self.act2 = nn.ReLU()
-        self.head = nn.Linear(hidden, 2)
-        with torch.no_grad():  # PyTorch's default distribution, from the seed (not the global RNG)
-            for layer in (self.fc1, self.fc2, self.head):
-                bound = layer.in_features ** -0.5
-                layer.weight.uniform_(-bound, bound, generator=gen)
-                layer.bias.uniform_(-bound, bound, generator=gen)
+        with torch.device("meta"):  # built without numbers, then initialised from the seed (never the global RNG)
+            self.fc1 = nn.Linear(n_features, hidden)
+            self.act1 = nn.ReLU()
+            self.fc2 = nn.Linear(hidden, hidden)
+            self.act2 = nn.ReLU()
+            self.head = nn.Linear(hidden, 2)
+        materialise(self, seed)
 
     def forward(self, x: Float[Tensor, "batch n_features"]) -> Float[Tensor, "batch 2"]:
         """Class logits."""
