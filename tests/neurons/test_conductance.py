@@ -146,6 +146,25 @@ def test_guided_backprop_agrees_with_captum() -> None:
         guided_backprop(smooth_mlp(), vectors(), 0)
 
 
+class _ReusedReLU(nn.Module):
+    """One ReLU module called twice (ResNet style) and one declared but never called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 3)
+        self.relu, self.unused = nn.ReLU(), nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.relu(self.a(self.relu(x))))
+
+
+def test_guided_backprop_guides_every_call_of_a_reused_relu() -> None:
+    model, x = _ReusedReLU().eval(), torch.randn(5, 4, generator=seeded(3))
+    target = torch.arange(5) % 3
+    theirs = GuidedBackprop(model).attribute(x.clone().requires_grad_(), target=target).detach()
+    torch.testing.assert_close(guided_backprop(model, x, target).values, theirs, rtol=1e-5, atol=1e-8)
+
+
 def test_leave_no_trace() -> None:
     model, x = TinyMLP().train(), vectors()
     before = snapshot(model)
