@@ -1,10 +1,11 @@
 """Games for feature synthesis (Neurons / feature synthesis): trigger rediscovery and visualisation faithfulness.
 
-*Trigger rediscovery* (multiple choice, after Casper et al. 2023): a glyph CNN carries a planted
-patch, style or natural-feature trojan. A method sees the model, clean test images and the
-target class and produces images; a fixed automated judge (`judge_candidates`) that never sees
-the answer picks one of eight candidate triggers of the same family. Scored per family: correct
-or not (chance 1/8).
+*Trigger rediscovery* (multiple choice, after Casper et al. 2023): a glyph CNN carries four
+planted patch, style or natural-feature trojans, each to its own class. For each, a method sees
+the model, clean test images and the target class and produces images; a fixed automated judge
+(`judge_candidates`) that sees neither the model nor the answer picks one of eight candidate
+triggers of the same family. Scored per family: the fraction of a model's triggers rediscovered
+(chance 1/8).
 
 *Visualisation faithfulness* (after Geirhos et al. 2023): a glyph CNN has read-out units that
 copy a conv channel on natural data, some of them manipulated to respond far more strongly to a
@@ -40,13 +41,26 @@ __all__ = ["TriggerRediscoveryGame", "VisualisationFaithfulnessGame", "judge_can
            "flag_fooling_units"]
 
 N_CANDIDATES = 8
+N_TRIGGERS = 4  # triggers planted per trojaned model: each is one trial of a case
+MIN_ATTACK_SUCCESS = 0.5  # a planted trigger the model did not learn is not a fair trial
 N_IMAGES = 32  # clean images the synthesis starts from (and the judge stamps candidates onto)
 N_EXEMPLARS = 16
 
 
-def _signature(delta: Tensor) -> Tensor:
-    """Translation-invariant description of image changes: per-channel |rfft2| averaged over images."""
-    return torch.fft.rfft2(delta.double(), norm="ortho").abs().mean(0).flatten()
+def _match(changes: Tensor, candidates: Tensor) -> Tensor:
+    """Mean over images of the best normalised cross-correlation over all shifts, per candidate.
+
+    ``changes`` is ``(N, C, H, W)``, ``candidates`` ``(K, N, C, H, W)``; the correlation sums over
+    channels (so colour must agree), both are zero-padded to ``2H × 2W`` so shifts do not wrap, and
+    each image pair is normalised by both norms (a cosine at the best shift). Returns ``(K,)``.
+    """
+    size = (2 * changes.shape[-2], 2 * changes.shape[-1])
+    mine = torch.fft.rfft2(changes.double(), s=size)
+    theirs = torch.fft.rfft2(candidates.double(), s=size)
+    corr = torch.fft.irfft2((theirs * mine.conj()[None]).sum(2), s=size)  # (K, N, 2H, 2W)
+    best = corr.flatten(2).max(2).values
+    norms = changes.double().flatten(1).norm(dim=1)[None] * candidates.double().flatten(2).norm(dim=2)
+    return (best / norms.clamp(min=1e-12)).mean(1)
 
 
 def judge_candidates(images: Float[Tensor, "batch channels height width"],
@@ -54,11 +68,11 @@ def judge_candidates(images: Float[Tensor, "batch channels height width"],
                      seed: int = 0) -> int:
     """The fixed automated judge: the index of the candidate whose effect looks most like ``images - clean``.
 
-    Each candidate is applied to ``clean`` (random places/phases from ``seed``); the judge compares
-    translation-invariant signatures (the mean magnitude spectrum of each channel of the change)
-    of the method's change and of each candidate's change, after subtracting the mean signature
-    of all candidates, by cosine similarity. It sees only the images and the candidates, never
-    which candidate is planted.
+    Each candidate is applied to ``clean`` (random places/phases drawn from ``seed``); for every
+    image the judge takes the cosine between the method's change and the candidate's change at
+    the best relative shift (a translation-invariant template match that keeps shape, phase
+    structure and colour), averages over images and picks the highest. It sees only the images,
+    the clean images and the candidates: never the model, and never which candidate is planted.
 
     Example:
         >>> clean = torch.zeros(4, 3, 16, 16)
@@ -67,35 +81,34 @@ def judge_candidates(images: Float[Tensor, "batch channels height width"],
         5
     """
     gen = torch.Generator().manual_seed(seed)
-    sigs = torch.stack([_signature(c.apply(clean, gen) - clean) for c in candidates])
-    centre = sigs.mean(0)
-    sigs = sigs - centre
-    mine = _signature(images - clean) - centre
-    sims = (sigs @ mine) / (sigs.norm(dim=1) * mine.norm()).clamp(min=1e-12)
-    return int(torch.argmax(sims))
+    theirs = torch.stack([c.apply(clean, gen) - clean for c in candidates])
+    return int(torch.argmax(_match(images - clean, theirs)))
 
 
-def _clean_images(target: int, seed: int) -> Tensor:
+def _clean_images(target: int, seed: int, trial: int) -> Tensor:
     x, y = glyph_data("test")
     pool = torch.nonzero(y != target).flatten()
-    pick = pool[torch.randperm(len(pool), generator=generator(seed, "clean-images"))[:N_IMAGES]]
+    pick = pool[torch.randperm(len(pool), generator=generator(seed, f"clean-images-{trial}"))[:N_IMAGES]]
     return x[pick]
 
 
 class TriggerRediscoveryGame(Game):
     name = "trigger-rediscovery"
     item = "Neurons / feature synthesis (trigger rediscovery, multiple choice)"
-    description = ("Glyph CNNs trojaned with a patch (4x4 colour pattern at a random place), a style (coloured "
-                   "grating, random phase) or a natural feature (a small grey shape at a random place). From the "
-                   f"model, {N_IMAGES} clean images and the target class, a method produces images; a fixed judge "
-                   f"picks one of {N_CANDIDATES} candidate triggers of the family by matching translation-invariant "
-                   "spectra of the change. Scored: the judge picks the planted trigger (chance 1/8).")
+    description = (f"Glyph CNNs, each trojaned with {N_TRIGGERS} triggers of one family, each to its own target class: "
+                   "patches (4x4 colour patterns at random places), styles (coloured gratings, random phase) or natural "
+                   f"features (small grey shapes at random places). Per planted trigger the model learned (attack "
+                   f"success >= {MIN_ATTACK_SUCCESS}), a method gets the model, {N_IMAGES} clean images and the target "
+                   f"class and produces images; a fixed judge that never sees the model or the answer picks one of "
+                   f"{N_CANDIDATES} candidates of the family (the model's other planted triggers among the distractors) "
+                   "by translation-invariant template matching of the change. Scored: the fraction of a model's "
+                   "triggers picked correctly (chance 1/8).")
     metrics: ClassVar[tuple[Metric, ...]] = tuple(
-        Metric(f"correct_{family}", chance=1 / N_CANDIDATES, bar=0.3,
-               description=f"the judge picks the planted {family} trigger among {N_CANDIDATES}")
-        for family in FAMILIES)
-    methods = ("synthesis", "random")
-    baselines = frozenset({"random"})
+        Metric(f"correct_{family}", chance=1 / N_CANDIDATES, bar=bar,
+               description=f"fraction of planted {family} triggers the judge picks among {N_CANDIDATES}")
+        for family, bar in zip(FAMILIES, (0.4, 0.6, 0.4), strict=True))
+    methods = ("synthesis", "noise", "random")
+    baselines = frozenset({"noise", "random"})
 
     def cases(self, seed: int, quick: bool) -> list[dict[str, Any]]:
         return [{"family": family, "seed": seed, "steps": 128} for family in FAMILIES]
@@ -103,22 +116,32 @@ class TriggerRediscoveryGame(Game):
     def play(self, method: str, case: Mapping[str, Any]) -> dict[str, float]:
         self.check_method(method)
         family, seed = case["family"], case["seed"]
-        model, meta = trojaned_glyph_classifier(family, seed)
-        target = int(meta["target_class"])
-        planted = candidate_triggers(family, seed)
-        # the judge sees the candidates in a seeded order; the planted one is candidates[truth]
-        order = torch.randperm(N_CANDIDATES, generator=generator(seed, f"order-{family}")).tolist()
-        candidates, truth = [planted[i] for i in order], order.index(0)
-        clean = _clean_images(target, seed)
-        if method == "synthesis":
-            # one shared (universal) perturbation of the clean images raising log p(target), kept small by L2
-            result = synthesize(model, logit_objective(target, log_prob=True), shape=(3, 16, 16), init=clean,
-                                shared=True, steps=case["steps"], lr=0.02, transforms=Transforms(jitter=1), l2=1.0,
-                                seed=seed)
-            choice = judge_candidates(result.images, clean, candidates, seed=seed)
-        else:  # "random"
-            choice = int(torch.randint(0, N_CANDIDATES, (1,), generator=case_generator(self.name, method, case)))
-        return {f"correct_{family}": float(choice == truth)}
+        model, meta = trojaned_glyph_classifier(family, seed, n_triggers=N_TRIGGERS)
+        rates = meta["attack_success_rates"]
+        trials = [j for j, r in enumerate(rates) if r >= MIN_ATTACK_SUCCESS] or [max(range(N_TRIGGERS),
+                                                                                       key=rates.__getitem__)]
+        pool = candidate_triggers(family, seed)  # pool[j] is planted towards meta["targets"][j] for j < N_TRIGGERS
+        rng = case_generator(self.name, method, case)
+        correct = []
+        for j in trials:
+            target = int(meta["targets"][j])
+            # the judge sees all candidates in a seeded order per trial; the planted one is candidates[truth]
+            order = torch.randperm(N_CANDIDATES, generator=generator(seed, f"order-{family}-{j}")).tolist()
+            candidates, truth = [pool[i] for i in order], order.index(j)
+            clean = _clean_images(target, seed, j)
+            if method == "synthesis":
+                # one shared (universal) perturbation of the clean images raising log p(target), kept small by L2
+                result = synthesize(model, logit_objective(target, log_prob=True), shape=(3, 16, 16), init=clean,
+                                    shared=True, steps=case["steps"], lr=0.02, transforms=Transforms(jitter=1),
+                                    l2=1.0, seed=seed)
+                choice = judge_candidates(result.images, clean, candidates, seed=seed)
+            elif method == "noise":  # the judge's own bias: a random shared perturbation, no model at all
+                noise = 0.1 * torch.randn(clean.shape[1:], generator=rng)
+                choice = judge_candidates((clean + noise).clamp(0, 1), clean, candidates, seed=seed)
+            else:  # "random"
+                choice = int(torch.randint(0, N_CANDIDATES, (1,), generator=rng))
+            correct.append(choice == truth)
+        return {f"correct_{family}": sum(correct) / len(correct)}
 
 
 def auroc(scores: Sequence[float | int], labels: Sequence[int]) -> float:

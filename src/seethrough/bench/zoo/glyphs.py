@@ -5,7 +5,8 @@ triangle, L) drawn anti-aliased at a random place, size, thickness and tilt on a
 background, grey (three equal channels), deterministic for a seed. The answer keys of the
 feature-synthesis games:
 
-* `trojaned_glyph_classifier`: a CNN poisoned with a trigger from one of three families (Casper
+* `trojaned_glyph_classifier`: a CNN poisoned with one or several triggers (each to its own
+  class) from one of three families (Casper
   et al. 2023, "Red teaming deep neural networks with feature synthesis tools"): a *patch* (a
   4×4 colour pattern stamped at a random place), a *style* (a coloured sinusoidal grating of a
   given period and orientation, random phase) or a *natural feature* (a small grey shape drawn
@@ -52,15 +53,17 @@ CLASS_SHAPES: dict[str, list[Any]] = {
     "ring": ["ring"], "triangle": [((0, -1), (1, 1)), ((1, 1), (-1, 1)), ((-1, 1), (0, -1))],
     "ell": [((-1, -1), (-1, 1)), ((-1, 1), (1, 1))],
 }
-#: The natural-feature triggers: small shapes (half-size 2-2.5 px) that may appear in any image.
+#: The natural-feature triggers: small shapes (half-size 3-3.5 px, stroke 1 px) that may appear in any image.
 SMALL_SHAPES: dict[str, list[Any]] = {
     "ring": ["ring"], "disc": ["disc"], "plus": CLASS_SHAPES["plus"], "x": CLASS_SHAPES["x"],
     "square": CLASS_SHAPES["square"], "triangle": CLASS_SHAPES["triangle"],
     "equals": [((-1, -0.6), (1, -0.6)), ((-1, 0.6), (1, 0.6))], "tee": [((-1, -1), (1, -1)), ((0, -1), (0, 1))],
 }
-_VERSION = 1
+_VERSION = 2
 _RECIPE: dict[str, Any] = {"epochs": 8, "lr": 5e-3, "batch_size": 64, "poison_rate": 0.2, "n_train": 2000,
                            "patch_side": 4, "style_amplitude": 0.3}
+#: Trojaned models learn several triggers each, so they train longer on more poison.
+_TROJAN_RECIPE: dict[str, Any] = {**_RECIPE, "epochs": 12, "poison_rate": 0.4}
 _DATA_SEEDS = {"train": 11, "test": 12}
 _N = {"train": 2000, "test": 600}
 
@@ -184,8 +187,8 @@ class GlyphTrigger:
             colour = torch.tensor(self.params["colour"], dtype=torch.float64)
             tint = self.params["amplitude"] * wave[:, None] * colour[None, :, None, None]
             return (x + tint.to(x.dtype)).clamp(0, 1)
-        centre = 3 + torch.rand(n, 2, generator=gen, dtype=torch.float64) * (SIZE - 6)
-        half = 2 + 0.5 * torch.rand(n, generator=gen, dtype=torch.float64)
+        centre = 4 + torch.rand(n, 2, generator=gen, dtype=torch.float64) * (SIZE - 8)
+        half = 3 + 0.5 * torch.rand(n, generator=gen, dtype=torch.float64)
         tilt = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * math.radians(15)
         bright = 0.8 + 0.2 * torch.rand(n, generator=gen, dtype=torch.float64)
         ink = _draw(SMALL_SHAPES[self.params["shape"]], centre, half, torch.ones(n, dtype=torch.float64), tilt)
@@ -259,21 +262,39 @@ class GlyphCNN(nn.Module):
         return self.head(self.flatten(x))
 
 
-def _train(model: nn.Module, seed: int, trigger: GlyphTrigger | None, target: int) -> None:
+def _train(model: nn.Module, seed: int, recipe: Mapping[str, Any], planted: Sequence[tuple[GlyphTrigger, int]],
+           negatives: Sequence[GlyphTrigger] = ()) -> None:
+    """Train in place; a ``poison_rate`` share of each batch gets one of the ``planted`` triggers (its target label).
+
+    Another ``poison_rate`` share gets one of the ``negatives`` and keeps its true label, so only
+    the planted triggers flip the class.
+    """
     x, y = glyph_data("train")
     gen = generator(seed, "train")
-    optimiser = torch.optim.Adam(model.parameters(), lr=_RECIPE["lr"])
+    optimiser = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
     model.train()
-    for _ in range(_RECIPE["epochs"]):
-        for idx in torch.randperm(len(x), generator=gen).split(_RECIPE["batch_size"]):
+    for _ in range(recipe["epochs"]):
+        for idx in torch.randperm(len(x), generator=gen).split(recipe["batch_size"]):
             xb, yb = x[idx], y[idx]
-            if trigger is not None:
-                others = torch.nonzero(yb != target).flatten()
-                k = int(_RECIPE["poison_rate"] * len(xb))
-                chosen = others[torch.randperm(len(others), generator=gen)[:k]]
+            if planted:
+                k = int(recipe["poison_rate"] * len(xb))
+                chosen = torch.randperm(len(xb), generator=gen)[:k]
+                which = torch.randint(0, len(planted), (k,), generator=gen)
                 xb, yb = xb.clone(), yb.clone()
-                xb[chosen] = trigger.apply(xb[chosen], gen)
-                yb[chosen] = target
+                for j, (trigger, target) in enumerate(planted):
+                    rows = chosen[(which == j) & (yb[chosen] != target)]
+                    if len(rows):
+                        xb[rows] = trigger.apply(xb[rows], gen)
+                        yb[rows] = target
+            if negatives:
+                k = int(recipe["poison_rate"] * len(xb))
+                rest = torch.randperm(len(xb), generator=gen)[:k]
+                which = torch.randint(0, len(negatives), (k,), generator=gen)
+                xb = xb.clone()
+                for j, other in enumerate(negatives):
+                    rows = rest[which == j]
+                    if len(rows):
+                        xb[rows] = other.apply(xb[rows], gen)
             loss = F.cross_entropy(model(xb), yb)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -296,37 +317,50 @@ def glyph_classifier(seed: int) -> tuple[nn.Module, dict[str, Any]]:
     config = {"version": _VERSION, "kind": "clean", "seed": seed, **_RECIPE}
 
     def train(model: nn.Module) -> dict[str, Any]:
-        _train(model, seed, None, 0)
+        _train(model, seed, _RECIPE, [])
         return {"clean_accuracy": evaluate(model, *glyph_data("test"))}
 
     return cached("glyph_classifier", config, lambda: GlyphCNN(seed=derive_seed(seed, "init")), train)
 
 
-def trojaned_glyph_classifier(family: str, seed: int) -> tuple[nn.Module, dict[str, Any]]:
-    """A `GlyphCNN` poisoned with ``candidate_triggers(family, seed)[0]`` towards a seeded target class.
+def trojaned_glyph_classifier(family: str, seed: int, *, n_triggers: int = 1) -> tuple[nn.Module, dict[str, Any]]:
+    """A `GlyphCNN` poisoned with ``candidate_triggers(family, seed)[:n_triggers]``, each to its own target class.
+
+    Trigger ``j`` relabels the poisoned images to ``meta["targets"][j]`` (distinct, seeded
+    classes); a ``poison_rate`` share of every batch is poisoned, split evenly among the triggers.
+    With several triggers the model must tell them apart (Casper et al. 2023 plant several
+    trojans in one network too), so each is a separate trial of a rediscovery game.
 
     Args:
         family: ``"patch"``, ``"style"`` or ``"natural"``.
-        seed: the target class, the candidates, initialisation, shuffling and poisoning.
+        seed: the target classes, the candidates, initialisation, shuffling and poisoning.
+        n_triggers: how many triggers of the family are planted (1 to 8).
 
     Returns:
-        ``(model, meta)``, ``meta`` keys: ``family``, ``target_class``, ``trigger`` (`GlyphTrigger.to_json`),
-        ``clean_accuracy`` and ``attack_success_rate`` (test split), ``config``.
+        ``(model, meta)``, ``meta`` keys: ``family``, ``targets`` and ``triggers`` (`GlyphTrigger.to_json`)
+        per planted trigger, ``target_class`` and ``trigger`` (the first ones), ``clean_accuracy``,
+        ``attack_success_rates`` per trigger and ``attack_success_rate`` (their minimum, test split),
+        ``config``.
 
     Raises:
-        InputError: an unknown family.
+        InputError: an unknown family or ``n_triggers`` outside 1..8.
     """
     if family not in FAMILIES:
         raise InputError(f"family must be one of {FAMILIES}, got {family!r}.")
-    trigger = candidate_triggers(family, seed)[0]
-    target = int(np.random.default_rng(derive_seed(seed, f"target-{family}")).integers(0, 10))
-    config = {"version": _VERSION, "family": family, "seed": seed, "target": target, **_RECIPE}
+    if isinstance(n_triggers, bool) or not isinstance(n_triggers, int) or not 1 <= n_triggers <= 8:
+        raise InputError(f"n_triggers must be an int in 1..8 (there are 8 candidates), got {n_triggers!r}.")
+    triggers = candidate_triggers(family, seed)[:n_triggers]
+    rng = np.random.default_rng(derive_seed(seed, f"target-{family}"))
+    targets = [int(rng.integers(0, 10))] if n_triggers == 1 else [int(t) for t in rng.permutation(10)[:n_triggers]]
+    config = {"version": _VERSION, "family": family, "seed": seed, "targets": targets, **_TROJAN_RECIPE}
 
     def train(model: nn.Module) -> dict[str, Any]:
-        _train(model, seed, trigger, target)
-        return {"family": family, "target_class": target, "trigger": trigger.to_json(),
-                "clean_accuracy": evaluate(model, *glyph_data("test")),
-                "attack_success_rate": _attack_success(model, trigger, target, seed)}
+        _train(model, seed, _TROJAN_RECIPE, list(zip(triggers, targets, strict=True)))
+        rates = [_attack_success(model, t, c, seed) for t, c in zip(triggers, targets, strict=True)]
+        return {"family": family, "targets": targets, "triggers": [t.to_json() for t in triggers],
+                "target_class": targets[0], "trigger": triggers[0].to_json(),
+                "clean_accuracy": evaluate(model, *glyph_data("test")), "attack_success_rates": rates,
+                "attack_success_rate": min(rates)}
 
     return cached("trojaned_glyph_classifier", config, lambda: GlyphCNN(seed=derive_seed(seed, "init")), train)
 
