@@ -3,7 +3,7 @@
 ``python -m seethrough.demo`` writes the digits data (scikit-learn's bundled 8×8 digits,
 upsampled to 16×16) to the cache folder, runs ``seethrough inspect`` on the demo CNN, audits a
 demo trojaned digits MLP (built deterministically by the zoo on first run, then cached) with
-``seethrough audit``, then runs the quick ground-truth benchmark (``seethrough bench --quick``),
+``seethrough audit --repair --attack``, then runs the quick ground-truth benchmark (``seethrough bench --quick``),
 and prints where the two reports are.
 """
 
@@ -57,7 +57,7 @@ def main() -> None:
         standalone_mode=False)
     weights, clean = _demo_trojaned_model(path.parent)
     audit_args = ["audit", "--model", "seethrough.bench.zoo:DigitsMLP", "--weights", str(weights), "--data",
-                  str(clean), "--out", "seethrough-demo/audit"]
+                  str(clean), "--out", "seethrough-demo/audit", "--repair", "--attack"]
     print("\n$ seethrough " + " ".join(audit_args))  # noqa: T201 - a demo script
     app(audit_args, prog_name="seethrough", standalone_mode=False)
     print("\n$ seethrough bench --quick   (trains the zoo on first run; resumes afterwards)")  # noqa: T201
