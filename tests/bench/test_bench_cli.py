@@ -60,9 +60,38 @@ def test_quick_suite_table_has_the_design_contract(quick: tuple[Path, list[dict]
 #: Rows a method under test is known to fail, reported as they are (never tuned away), each with the
 #: issue that must fix it. Remove an entry when the method improves: the test then requires a pass.
 KNOWN_FAILURES = {
-    ("trojan-target", "neural-cleanse", "false_alarm"):
-        "plain Neural Cleanse's MAD index > 2 flags many clean 16x16 models (5 of 8 seeds measured); "
-        "issue #4's calibrated audit scan must bring false alarms under the bar",
+    ("planted-hazards", "discovered-polysemanticity", "polysemanticity_spearman"):
+        "without known features, k-means clusters of a unit's inputs do not recover how many features it "
+        "carries (Spearman 0.17 over 10 seeds, worst -0.56); the known-feature score passes",
+    ("dissection", "dissection", "rotation_drop"):
+        "a random rotation of the channel basis barely reduces the detectors found on these scenes (issue #5)",
+    ("trigger-rediscovery", "synthesis", "correct_style"):
+        "0.70 over seeds 0-9 but 0.58 on the 3 quick seeds, under the 0.6 bar chosen on development seeds",
+    ("trigger-rediscovery", "synthesis", "correct_natural"):
+        "the small glyph CNN learns natural-feature triggers poorly (per-trigger success often 0.1-0.6), so "
+        "several cases score 0",
+    ("attribution-localisation", "gradient-x-input", "pixel_auroc"):
+        "with the zero baseline, black trigger pixels get zero attribution (x = 0): half of every trigger",
+    ("attribution-localisation", "gradient-x-input", "spearman"): "as pixel_auroc: zero input, zero attribution",
+    ("attribution-localisation", "integrated-gradients", "pixel_auroc"): "as gradient x input: zero baseline",
+    ("attribution-localisation", "integrated-gradients", "spearman"): "as gradient x input: zero baseline",
+    ("sanity-checks", "saliency", "abs_rank_corr_top_randomised"):
+        "|maps| keep structure after top-layer randomisation (0.25; signed maps pass at -0.03)",
+    ("sanity-checks", "smoothgrad", "abs_rank_corr_top_randomised"): "as saliency: |maps| 0.25, signed maps pass",
+    ("sanity-checks", "gradient-x-input", "abs_rank_corr_top_randomised"):
+        "|gradient x input| keeps the input's zeros whatever the weights (0.92), as Adebayo et al. found; signed "
+        "maps pass",
+    ("sanity-checks", "integrated-gradients", "abs_rank_corr_top_randomised"): "as gradient x input (0.92)",
+    ("sanity-checks", "guided-backprop", "rank_corr_top_randomised"):
+        "guided backprop is insensitive to the weights: the expected failure (Adebayo et al. 2018)",
+    ("sanity-checks", "guided-backprop", "rank_corr_independent"): "as above: guided backprop ignores the weights",
+    ("sanity-checks", "guided-backprop", "abs_rank_corr_top_randomised"): "as above",
+    ("roar", "saliency", "area_vs_random"):
+        "remove-and-retrain: removing the top pixels is no worse than removing random ones, as Hooker et al. "
+        "2019 found for plain gradients; VarGrad passes",
+    ("roar", "smoothgrad", "area_vs_random"): "as saliency (Hooker et al.: SmoothGrad no better than random)",
+    ("roar", "gradient-x-input", "area_vs_random"): "as saliency",
+    ("roar", "integrated-gradients", "area_vs_random"): "as saliency (Hooker et al.: IG no better than random)",
 }
 
 
@@ -77,6 +106,9 @@ def test_methods_under_test_beat_chance_on_mean_and_pass_their_bar(quick: tuple[
             assert r["ci_low"] > r["chance"] if higher else r["ci_high"] < r["chance"], r
     reported = {(r["game"], r["method"], r["metric"]) for r in rows}
     assert set(KNOWN_FAILURES) <= reported, "known failures must still be reported in the table"
+    now_passing = [(r["game"], r["method"], r["metric"]) for r in rows
+                   if (r["game"], r["method"], r["metric"]) in KNOWN_FAILURES and r["passed"]]
+    assert not now_passing, f"these rows pass now: remove them from KNOWN_FAILURES: {now_passing}"
 
 
 def test_report_has_one_image_per_game_and_no_external_urls(quick: tuple[Path, list[dict], str]) -> None:

@@ -88,16 +88,17 @@ class DigitsMLP(nn.Module):
 
 
 class DigitsCNN(nn.Module):
-    """``conv1`` (1→8, 3×3) → ``act1`` → ``pool1`` → ``conv2`` (8→16) → ``act2`` → ``pool2`` → ``flatten`` → ``head``.
+    """``conv1`` (C→8, 3×3) → ``act1`` → ``pool1`` → ``conv2`` (8→16) → ``act2`` → ``pool2`` → ``flatten`` → ``head``.
 
     Args:
         seed: initialisation seed (the global RNG is not used).
+        in_channels: C of the 16×16 input images (1 for digits).
     """
 
-    def __init__(self, *, seed: int = 0) -> None:
+    def __init__(self, *, seed: int = 0, in_channels: int = 1) -> None:
         super().__init__()
         with torch.device("meta"):
-            self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+            self.conv1 = nn.Conv2d(in_channels, 8, 3, padding=1)
             self.act1 = nn.ReLU()
             self.pool1 = nn.MaxPool2d(2)
             self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
@@ -107,7 +108,7 @@ class DigitsCNN(nn.Module):
             self.head = nn.Linear(16 * 4 * 4, 10)
         materialise(self, seed)
 
-    def forward(self, x: Float[Tensor, "batch 1 16 16"]) -> Float[Tensor, "batch 10"]:
+    def forward(self, x: Float[Tensor, "batch channels 16 16"]) -> Float[Tensor, "batch 10"]:
         """Class logits."""
         x = self.pool1(self.act1(self.conv1(x)))
         x = self.pool2(self.act2(self.conv2(x)))

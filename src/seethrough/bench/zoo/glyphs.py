@@ -34,9 +34,9 @@ from torch import Tensor, nn
 
 from seethrough.core import InputError
 
-from ._seeding import derive_seed, generator, materialise
+from ._seeding import derive_seed, generator
 from .cache import cached
-from .classifiers import evaluate
+from .classifiers import DigitsCNN, evaluate
 
 __all__ = ["glyph_images", "glyph_data", "GlyphTrigger", "candidate_triggers", "GlyphCNN", "glyph_classifier",
            "trojaned_glyph_classifier", "FoolingUnits", "FoolingCNN", "fooling_units_cnn", "FAMILIES",
@@ -235,31 +235,15 @@ def candidate_triggers(family: str, seed: int) -> list[GlyphTrigger]:
     return out
 
 
-class GlyphCNN(nn.Module):
-    """``conv1`` (3→8, 3×3) → ``act1`` → ``pool1`` → ``conv2`` (8→16) → ``act2`` → ``pool2`` → ``flatten`` → ``head``.
+class GlyphCNN(DigitsCNN):
+    """The zoo's digits CNN for RGB glyphs: ``conv1`` (3→8, 3×3) → ... → ``head`` (10 classes).
 
     Args:
         seed: initialisation seed (the global RNG is not used).
     """
 
     def __init__(self, *, seed: int = 0) -> None:
-        super().__init__()
-        with torch.device("meta"):
-            self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-            self.act1 = nn.ReLU()
-            self.pool1 = nn.MaxPool2d(2)
-            self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
-            self.act2 = nn.ReLU()
-            self.pool2 = nn.MaxPool2d(2)
-            self.flatten = nn.Flatten()
-            self.head = nn.Linear(16 * 4 * 4, 10)
-        materialise(self, seed)
-
-    def forward(self, x: Float[Tensor, "batch 3 16 16"]) -> Float[Tensor, "batch 10"]:
-        """Class logits."""
-        x = self.pool1(self.act1(self.conv1(x)))
-        x = self.pool2(self.act2(self.conv2(x)))
-        return self.head(self.flatten(x))
+        super().__init__(seed=seed, in_channels=3)
 
 
 def _train(model: nn.Module, seed: int, recipe: Mapping[str, Any], planted: Sequence[tuple[GlyphTrigger, int]],
