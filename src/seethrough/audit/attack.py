@@ -77,6 +77,22 @@ class DesignedAttack:
         return pd.DataFrame({"trigger": ["designed"] + ["random"] * len(self.control_success),
                              "attack_success": [self.attack_success, *self.control_success]})
 
+    def plot(self) -> Any:
+        """The random triggers' attack success, with the designed trigger's (and its CI) marked."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4.5, 2.6))
+        ax = fig.add_subplot()
+        ax.hist(self.control_success, bins=20, range=(0, 1), color="0.7", label="random triggers")
+        ax.axvline(self.attack_success, color="crimson", label=f"designed (p={self.p_value:.3f})")
+        ax.axvspan(self.ci_low, self.ci_high, color="crimson", alpha=0.15)
+        ax.set_xlabel("attack success on held-out inputs")
+        ax.legend(fontsize=7)
+        return fig
+
+    def _repr_html_(self) -> str:
+        return str(self.to_frame().to_html(index=False))
+
 
 def _random_control(mask: Tensor, family: str, channels: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
     h, w = mask.shape

@@ -75,6 +75,21 @@ class TriggerUnits:
         return pd.DataFrame({"unit": range(len(self.rise)), "rise": self.rise.tolist(),
                              "implicated": [u in self.units for u in range(len(self.rise))]})
 
+    def plot(self) -> Any:
+        """Each unit's standardised rise under the trigger; the implicated units in red."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6, 2.6))
+        ax = fig.add_subplot()
+        ax.bar(range(len(self.rise)), self.rise.tolist(),
+               color=["crimson" if u in self.units else "0.6" for u in range(len(self.rise))])
+        ax.set_xlabel(f"unit of {self.site.path}")
+        ax.set_ylabel("rise under trigger (clean sd)")
+        return fig
+
+    def _repr_html_(self) -> str:
+        return str(self.to_frame().to_html(index=False))
+
 
 def _per_unit(act: Tensor) -> Tensor:
     """(batch, units, ...) → (batch, units): the mean over any trailing (spatial) dims."""

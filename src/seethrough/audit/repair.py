@@ -50,6 +50,30 @@ class RepairResult:
                 "attack_success_before": self.attack_success_before,
                 "attack_success_after": self.attack_success_after}
 
+    def to_frame(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame({"when": ["before", "after"],
+                             "clean_accuracy": [self.clean_accuracy_before, self.clean_accuracy_after],
+                             "attack_success": [self.attack_success_before, self.attack_success_after]})
+
+    def plot(self) -> Any:
+        """Clean accuracy and the reversed trigger's attack success, before and after the repair."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4.5, 2.6))
+        ax = fig.add_subplot()
+        frame = self.to_frame()
+        for i, column in enumerate(("clean_accuracy", "attack_success")):
+            ax.bar([i - 0.2, i + 0.2], frame[column], width=0.4, color=["0.6", "tab:blue"])
+        ax.set_xticks([0, 1], ["clean accuracy", "attack success"])
+        ax.set_ylim(0, 1)
+        ax.set_title("before (grey) and after (blue), held out", fontsize=9)
+        return fig
+
+    def _repr_html_(self) -> str:
+        return str(self.to_frame().to_html(index=False))
+
 
 def repair_by_unlearning(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, pattern: Tensor, target: int, *,
                          also: Sequence[tuple[Tensor, Tensor]] = (), epochs: int = 20, lr: float = 1e-3,

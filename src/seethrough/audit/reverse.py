@@ -179,6 +179,27 @@ class NeuralCleanse:
                              "attack_success": [t.attack_success for t in self.triggers],
                              "anomaly_index": self.anomaly.tolist()})
 
+    def plot(self) -> Any:
+        """The reversed trigger size per class, the flag threshold's view (MAD index) beside it."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(7, 2.6))
+        ax1, ax2 = fig.subplots(1, 2)
+        classes = [t.target for t in self.triggers]
+        ax1.bar(classes, self.norms.tolist(), color=["crimson" if c == self.suspect else "0.6" for c in classes])
+        ax1.set_xlabel("class")
+        ax1.set_ylabel("reversed mask L1")
+        ax2.bar(classes, self.anomaly.tolist(), color="0.6")
+        ax2.axhline(self.threshold, color="black", linestyle="--", label=f"threshold {self.threshold:g}")
+        ax2.set_xlabel("class")
+        ax2.set_ylabel("anomaly index")
+        ax2.legend(fontsize=7)
+        fig.tight_layout()
+        return fig
+
+    def _repr_html_(self) -> str:
+        return str(self.to_frame().to_html(index=False))
+
 
 def neural_cleanse(model: nn.Module, inputs: Tensor, *, n_classes: int, threshold: float = 2.0, steps: int = 300,
                    kind: str = "patch", seed: int = 0, progress: Callable[[int, int], None] | None = None,

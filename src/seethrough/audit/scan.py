@@ -114,6 +114,26 @@ class AuditResult:
         frames = [r.to_frame().assign(family=family) for family, r in self.scans.items()]
         return pd.concat(frames, ignore_index=True)
 
+    def plot(self) -> Any:
+        """Per trigger family, the reversed trigger size of every class (flagged classes in red)."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(3.6 * len(self.scans), 2.6))
+        axes = fig.subplots(1, len(self.scans), squeeze=False)[0]
+        flagged = {(f.evidence["trigger_family"], f.target) for f in self.findings}
+        for ax, (family, scan) in zip(axes, self.scans.items(), strict=True):
+            classes = [t.target for t in scan.triggers]
+            ax.bar(classes, scan.norms.tolist(),
+                   color=["crimson" if (family, c) in flagged else "0.6" for c in classes])
+            ax.set_title(f"{family}: gap {self.gaps[family]:.2f}", fontsize=9)
+            ax.set_xlabel("class")
+        axes[0].set_ylabel("reversed trigger L1")
+        fig.tight_layout()
+        return fig
+
+    def _repr_html_(self) -> str:
+        return str(self.to_frame().to_html(index=False))
+
 
 def audit_classifier(model: nn.Module, x: Tensor, *, class_names: Sequence[str] | None = None, n_classes: int | None = None,
                      steps: int = 300, n_scan: int = 200, min_gap: float = 2.0,

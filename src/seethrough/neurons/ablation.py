@@ -64,6 +64,9 @@ class UnitImportance:
         ax.set_ylabel("metric drop")
         return fig
 
+    def _repr_html_(self) -> str:
+        return str(self.to_frame().to_html(index=False))
+
 
 def unit_importance(model: nn.Module, inputs: Inputs, site: Site | str, metric: Callable[[Any], Tensor], *,
                     ablation: Ablation = "zero", reference: Inputs | None = None, max_rows: int = 4096,

@@ -124,6 +124,9 @@ class FrivolousUnits:
         ax.legend(fontsize=7)
         return fig
 
+    def _repr_html_(self) -> str:
+        return str(self.to_frame().to_html(index=False))
+
 
 def frivolous_units(model: nn.Module, inputs: Inputs, site: Site | str, *,
                     metric: Callable[[Any], Tensor] | None = None, dead_eps: float = 1e-6, corr: float = 0.99,

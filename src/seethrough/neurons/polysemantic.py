@@ -77,6 +77,9 @@ class Polysemanticity:
         bx.set_xlabel("effective # features")
         return fig
 
+    def _repr_html_(self) -> str:
+        return str(self.to_frame().to_html(index=False))
+
 
 def polysemanticity(model: nn.Module, inputs: Inputs, site: Site | str,
                     features: Float[Tensor, "batch n_features"] | None = None, *, threshold: float = 0.5,
