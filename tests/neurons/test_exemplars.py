@@ -158,3 +158,13 @@ def test_exemplar_findings_name_the_majority_class_and_validate_by_ablation() ->
     assert [(f.units, f.target) for f in findings] == [((0,), 0), ((1,), 1), ((2,), 2)]
     result = validate(findings[0], model, x[labels == 0], n_controls=2)
     assert result.effect > 1.0  # ablating the class-0 unit removes its logit of 4
+
+
+def test_selectivity_is_nan_for_units_with_a_negative_class_mean() -> None:
+    # unit 0 copies the input (negative for class 0), unit 1 is its ReLU: only unit 1 has a selectivity
+    model = nn.Sequential(nn.Identity())
+    x = torch.tensor([[-2.0, 0.0], [-1.0, 0.0], [1.0, 1.0], [3.0, 3.0]])
+    stats = activation_stats(model, x, "0", labels=torch.tensor([0, 0, 1, 1]))
+    assert torch.isnan(stats.selectivity[0])
+    assert float(stats.selectivity[1]) == pytest.approx((2.0 - 0.0) / (2.0 + 0.0))
+    assert [tuple(f.units) for f in stats.to_findings(min_selectivity=0.5)] == [(1,)]

@@ -398,7 +398,9 @@ class ActivationStats:
         class_means: ``(n_classes, n_units)`` mean per class (``None`` without labels).
         selectivity: ``(n_units,)`` Morcos et al.'s class selectivity ``(μ_max − μ_rest) /
             (μ_max + μ_rest)``, where ``μ_max`` is the largest class mean and ``μ_rest`` the mean of
-            the other class means; in [0, 1] for non-negative units, 0 where both are 0.
+            the other class means; in [0, 1] for non-negative units, 0 where both are 0, NaN for a
+            unit with a negative class mean (the index is defined for non-negative activations, e.g.
+            after a ReLU; read ``class_means`` for signed sites).
         preferred_class: ``(n_units,)`` the class with the largest mean.
     """
 
@@ -570,7 +572,8 @@ def activation_stats(model: nn.Module, data: Data, site: Site | str, *, labels: 
         best, arg = class_means.double().max(0)
         rest = (class_means.double().sum(0) - best) / max(1, len(classes) - 1)
         denom = best + rest
-        selectivity = torch.where(denom != 0, (best - rest) / torch.where(denom != 0, denom, 1.0), 0.0).float()
+        selectivity = torch.where(denom != 0, (best - rest) / torch.where(denom != 0, denom, 1.0), 0.0)
+        selectivity = torch.where((class_means.double() < 0).any(0), math.nan, selectivity).float()
         preferred = classes[arg]
         class_means_full = torch.full((len(class_count), len(mean)), math.nan)
         class_means_full[present] = class_means

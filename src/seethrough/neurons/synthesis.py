@@ -101,8 +101,8 @@ class Objective:
 
     def _check_index(self, size: int, what: str) -> None:
         assert self.index is not None  # set by the builders
-        if not -size <= self.index < size:
-            raise InputError(f"{self.label}: {what} {self.index} is out of range for {size} {what}s at "
+        if not 0 <= self.index < size:  # no negative indices: findings name units by their index
+            raise InputError(f"{self.label}: {what} {self.index} is out of range 0..{size - 1} for {size} {what}s at "
                              f"{self.site.path or 'the output'!r}.")
 
 
