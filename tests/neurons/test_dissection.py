@@ -96,3 +96,21 @@ def test_bad_masks_and_settings_are_refused_before_any_forward() -> None:
     with pytest.raises(InputError, match="names 3 concepts"):
         dissect(model, x, masks, "0", concepts=["a", "b", "c"])
     assert not calls
+
+
+def test_dissection_is_blind_to_a_positive_affine_map_of_each_unit() -> None:
+    """Thresholds are per-unit quantiles, so rescaling and shifting a unit changes nothing (the reason the
+    dissection game standardises the channels before its random rotation)."""
+    gen = torch.Generator().manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
+    x = torch.rand(30, 3, 8, 8, generator=gen)
+    masks = torch.rand(30, 3, 8, 8, generator=gen) > 0.85
+    scaled = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
+    scale, shift = torch.tensor([0.5, 2.0, 7.0, 1.0]), torch.tensor([1.0, -3.0, 0.0, 10.0])
+    with torch.no_grad():
+        scaled[0].weight.copy_(model[0].weight * scale.view(-1, 1, 1, 1))
+        scaled[0].bias.copy_(model[0].bias * scale + shift)
+    a = dissect(model, x, masks, "0", quantile=0.9)
+    b = dissect(scaled, x, masks, "0", quantile=0.9)
+    assert a.labels == b.labels
+    torch.testing.assert_close(a.iou, b.iou, atol=0.02, rtol=0.0)  # float rounding may flip a tied pixel
