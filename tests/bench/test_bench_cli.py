@@ -63,8 +63,6 @@ KNOWN_FAILURES = {
     ("planted-hazards", "discovered-polysemanticity", "polysemanticity_spearman"):
         "without known features, k-means clusters of a unit's inputs do not recover how many features it "
         "carries (Spearman 0.17 over 10 seeds, worst -0.56); the known-feature score passes",
-    ("dissection", "dissection", "rotation_drop"):
-        "a random rotation of the channel basis barely reduces the detectors found on these scenes (issue #5)",
     ("trigger-rediscovery", "synthesis", "correct_style"):
         "0.70 over seeds 0-9 but 0.58 on the 3 quick seeds, under the 0.6 bar chosen on development seeds",
     ("trigger-rediscovery", "synthesis", "correct_natural"):
