@@ -52,8 +52,8 @@ def pattern_correlation(predicted: Tensor, planted: Tensor) -> float:
     """Pearson correlation of two patterns over all their values (0 when either is constant).
 
     Example:
-        >>> pattern_correlation(torch.tensor([0.0, 1.0, 1.0]), torch.tensor([0.1, 0.9, 0.8]))
-        0.9933992677987828
+        >>> round(pattern_correlation(torch.tensor([0.0, 1.0, 1.0]), torch.tensor([0.1, 0.9, 0.8])), 6)
+        0.993399
     """
     a, b = predicted.flatten().double(), planted.flatten().double()
     a, b = a - a.mean(), b - b.mean()
