@@ -321,6 +321,8 @@ EXEMPT: dict[Any, str] = {
     evidence.Validation: "a result dataclass",
     evidence.Summary: "a result dataclass",
     evidence.summarize: "statistics over numbers; takes no model",
+    evidence.auroc: "statistics over numbers; takes no model",
+    evidence.spearman: "statistics over numbers; takes no model",
     evidence.bootstrap_ci: "statistics over numbers; takes no model",
     evidence.stamp: "edits images; takes no model",
     evidence.target_log_prob: "builds a metric function; takes no model",

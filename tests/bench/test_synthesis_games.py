@@ -10,7 +10,6 @@ from seethrough.bench.games.synthesis import (
     N_TRIGGERS,
     TriggerRediscoveryGame,
     VisualisationFaithfulnessGame,
-    auroc,
     judge_candidates,
 )
 from seethrough.bench.zoo.glyphs import (
@@ -105,13 +104,6 @@ def test_fooling_units_copy_their_source_on_natural_data_and_not_in_optimisation
         source = acts["base.act2"][2 * i:2 * i + 2, meta["source"][j]].flatten(1).mean(1)
         assert bool((unit > natural_max[j]).all()), "the visualisation drives the unit beyond its natural range"
         assert bool((unit > 2 * source).all()), "mostly through the planted path, not the source channel"
-
-
-def test_auroc_closed_form() -> None:
-    assert auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75  # sklearn's roc_auc_score gives 0.75
-    assert auroc([1, 1, 1, 1], [0, 1, 0, 1]) == 0.5
-    with pytest.raises(ValueError, match="positive"):
-        auroc([0.1], [0])
 
 
 @pytest.mark.parametrize("game", [TriggerRediscoveryGame(), VisualisationFaithfulnessGame()], ids=lambda g: g.name)

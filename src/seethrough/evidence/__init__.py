@@ -5,10 +5,11 @@ matched random controls; `summarize` reports every case (mean, median, worst, bo
 """
 
 from .finding import Finding, FindingKind
+from .ranks import auroc, spearman
 from .summary import Summary, bootstrap_ci, summarize
 from .trigger import attack_success, stamp
 from .validate import Validation, target_hit, target_log_prob, validate
 
 __all__ = ["Finding", "FindingKind", "validate", "Validation", "target_log_prob", "target_hit",
            "summarize", "Summary", "bootstrap_ci",
-           "stamp", "attack_success"]
+           "stamp", "attack_success", "auroc", "spearman"]

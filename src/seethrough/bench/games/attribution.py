@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 from torch import Tensor, nn
 
+from ...evidence.ranks import auroc, spearman
 from ...neurons.attribution import gradient_x_input, integrated_gradients, saliency
 from ...neurons.guided import guided_backprop
 from ...neurons.smoothing import smoothgrad, vargrad
@@ -64,35 +64,24 @@ def attribution_map(method: str, model: nn.Module, x: Tensor, target: Tensor) ->
     raise KeyError(f"unknown attribution method {method!r}; known: {[*GRADIENT_METHODS, 'vargrad']}.")
 
 
-def _rank_rows(a: np.ndarray) -> np.ndarray:
-    return rankdata(a, axis=1)
-
-
 def spearman_rows(a: Tensor, b: Tensor) -> Tensor:
-    """Spearman's rank correlation of each row of ``a`` with the same row of ``b`` (ties averaged; 0 if constant).
+    """Spearman's rank correlation of each row of ``a`` with the same row of ``b`` (`seethrough.evidence.spearman`).
 
     Example:
         >>> spearman_rows(torch.tensor([[1.0, 2, 3]]), torch.tensor([[10.0, 30, 20]])).tolist()
         [0.5]
     """
-    ra, rb = (_rank_rows(t.detach().flatten(1).double().cpu().numpy()) for t in (a, b))
-    ra, rb = ra - ra.mean(1, keepdims=True), rb - rb.mean(1, keepdims=True)
-    denom = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
-    return torch.from_numpy(np.where(denom > 0, (ra * rb).sum(1) / np.where(denom > 0, denom, 1), 0.0))
+    return torch.from_numpy(np.atleast_1d(spearman(a.flatten(1), b.flatten(1))))
 
 
 def auroc_rows(scores: Tensor, mask: Tensor) -> Tensor:
-    """Per row, the AUROC of ``scores`` for the binary ``mask`` (Mann–Whitney U with averaged ties).
+    """Per row, the AUROC of ``scores`` for the binary ``mask`` (`seethrough.evidence.auroc`).
 
     Example:
         >>> auroc_rows(torch.tensor([[0.1, 0.9, 0.5, 0.5]]), torch.tensor([0.0, 1, 1, 0])).tolist()
         [0.875]
     """
-    truth = mask.flatten().bool().numpy()
-    ranks = _rank_rows(scores.detach().flatten(1).double().cpu().numpy())
-    pos, neg = int(truth.sum()), int((~truth).sum())
-    u = ranks[:, truth].sum(1) - pos * (pos + 1) / 2
-    return torch.from_numpy(u / (pos * neg))
+    return torch.from_numpy(np.atleast_1d(auroc(scores.flatten(1), mask.flatten())))
 
 
 def sobel_map(x: Tensor) -> Tensor:

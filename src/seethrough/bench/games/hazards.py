@@ -12,14 +12,13 @@ rank correlation with that number.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
-from scipy.stats import spearmanr
 
 from ...core.sites import Site
+from ...evidence.ranks import spearman
 from ...neurons.frivolous import frivolous_units
 from ...neurons.polysemantic import polysemanticity
 from ..zoo.data import digits16
@@ -88,7 +87,7 @@ class HazardsGame(Game):
         known = toy_meta["features_per_unit"]
         if method == "discovered-polysemanticity":  # no features given: k-means clusters stand in for them
             found_poly = polysemanticity(toy, features, Site(toy_meta["site"]), seed=case["seed"])
-            return {"polysemanticity_spearman": _spearman(found_poly.effective.tolist(), known)}
+            return {"polysemanticity_spearman": spearman(found_poly.effective.tolist(), known)}
         if method == "hazard-report":
             report = frivolous_units(model, x, Site(meta["site"]), tolerance=PRUNE_TOLERANCE)
             dead = set(torch.nonzero(report.dead).flatten().tolist())
@@ -109,14 +108,6 @@ class HazardsGame(Game):
         for name, found, truth in (("dead", dead, set(meta["dead"])), ("redundant", pairs, truth_pairs),
                                    ("prunable", prunable, set(meta["prunable"]))):
             scores[f"{name}_precision"], scores[f"{name}_recall"] = precision_recall(found, truth)
-        scores["polysemanticity_spearman"] = _spearman(effective, known)
-        scores["feature_count_spearman"] = _spearman(count, known)
+        scores["polysemanticity_spearman"] = spearman(effective, known)
+        scores["feature_count_spearman"] = spearman(count, known)
         return scores
-
-
-def _spearman(scores: Sequence[float | int], truth: Sequence[int]) -> float:
-    """Spearman's rho; 0 (no information) when either side is constant."""
-    if len(set(scores)) < 2 or len(set(truth)) < 2:
-        return 0.0
-    rho = float(spearmanr(scores, truth).statistic)
-    return rho if math.isfinite(rho) else 0.0

@@ -18,13 +18,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
 from ...core.hooks import capture
 from ...core.sites import Site
+from ...evidence.ranks import auroc
 from ...neurons.synthesis import Transforms, channel_objective, logit_objective, synthesize
 from ..zoo._seeding import generator
 from ..zoo.glyphs import (
@@ -37,7 +37,7 @@ from ..zoo.glyphs import (
 )
 from .base import Game, Metric, case_generator
 
-__all__ = ["TriggerRediscoveryGame", "VisualisationFaithfulnessGame", "judge_candidates", "auroc",
+__all__ = ["TriggerRediscoveryGame", "VisualisationFaithfulnessGame", "judge_candidates",
            "flag_fooling_units"]
 
 N_CANDIDATES = 8
@@ -142,21 +142,6 @@ class TriggerRediscoveryGame(Game):
                 choice = int(torch.randint(0, N_CANDIDATES, (1,), generator=rng))
             correct.append(choice == truth)
         return {f"correct_{family}": sum(correct) / len(correct)}
-
-
-def auroc(scores: Sequence[float | int], labels: Sequence[int]) -> float:
-    """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count half; Mann-Whitney U).
-
-    Example:
-        >>> auroc([0.9, 0.8, 0.1, 0.5], [1, 1, 0, 0])
-        1.0
-    """
-    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels)
-    pos, neg = s[y == 1], s[y == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        raise ValueError("auroc needs at least one positive and one negative label.")
-    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(wins / (len(pos) * len(neg)))
 
 
 def flag_fooling_units(model: nn.Module, data: Tensor, site: Site | str, upstream: Site | str, *,

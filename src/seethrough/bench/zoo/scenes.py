@@ -21,6 +21,7 @@ from jaxtyping import Bool, Float, Int64
 from torch import Tensor, nn
 
 from seethrough.core import InputError
+from seethrough.evidence.ranks import auroc
 
 from ._seeding import derive_seed, generator, materialise
 from .cache import cached
@@ -197,7 +198,7 @@ def planted_detectors(seed: int) -> tuple[nn.Module, dict[str, Any]]:
         with torch.no_grad():
             pre = model.conv2(model.act1(model.conv1(xt)))
             accuracy = float((model(xt).argmax(1) == yt).double().mean())
-        aucs = {str(c): _auc(pre[:, c].flatten(), mt[:, k].flatten()) for c, k in designated.items()}
+        aucs = {str(c): auroc(pre[:, c].flatten(), mt[:, k].flatten()) for c, k in designated.items()}
         tt = _texture(gt, filters)
         r2 = 1.0 - ((pre[:, others] - tt) ** 2).mean(dim=(0, 2, 3)) / tt.var(dim=(0, 2, 3))
         return {"site": "conv2", "designated": {str(c): k for c, k in designated.items()},
@@ -222,13 +223,3 @@ def _texture(grain: Tensor, filters: Tensor) -> Tensor:
     """
     maps = F.conv2d(grain, filters, padding=1)
     return maps / maps.std(dim=(0, 2, 3), keepdim=True) / 3 ** 0.5
-
-
-def _auc(scores: Tensor, positive: Tensor) -> float:
-    """ROC AUC by the rank-sum formula (ties get average ranks)."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(scores.double().numpy())
-    pos = positive.numpy()
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
