@@ -97,7 +97,7 @@ def _per_unit(act: Tensor) -> Tensor:
 
 
 def trigger_units(model: nn.Module, x: Tensor, mask: Tensor, pattern: Tensor, target: int, *,
-                  site: str | Site | None = None, k: int = 8, n_controls: int = 50,
+                  site: str | Site | None = None, k: int | None = None, n_controls: int = 50,
                   seed: int = 0) -> TriggerUnits:
     """Find and validate the ``k`` units at ``site`` that respond most to the stamped trigger.
 
@@ -108,7 +108,7 @@ def trigger_units(model: nn.Module, x: Tensor, mask: Tensor, pattern: Tensor, ta
         target: the class the trigger sends inputs to.
         site: where to look (default `default_feature_site`); units are its dim 1 (conv channels
             are averaged over space).
-        k: how many units to name.
+        k: how many units to name (default: a quarter of the site's units, at most 8).
         n_controls: random unit sets for the validation.
 
     Raises:
@@ -126,6 +126,8 @@ def trigger_units(model: nn.Module, x: Tensor, mask: Tensor, pattern: Tensor, ta
     units = _per_unit(acts).double()
     clean, triggered = units[: x.shape[0]], units[x.shape[0]:]
     n_units = clean.shape[1]
+    if k is None:  # a quarter of the units, at most 8, at least 1
+        k = max(1, min(8, n_units // 4))
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n_units:
         raise InputError(f"k must be an int in 1..{n_units - 1} (the site has {n_units} units), got {k!r}.")
     rise = (triggered.mean(0) - clean.mean(0)) / (clean.std(0) + 1e-6)

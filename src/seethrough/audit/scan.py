@@ -30,7 +30,6 @@ import torch
 from torch import Tensor, nn
 
 from ..core.errors import InputError
-from ..core.hooks import capture
 from ..core.inputs import validate_inputs
 from ..evidence import Finding, Validation, validate
 from .internal import TriggerUnits, default_feature_site, trigger_units
@@ -221,14 +220,12 @@ def audit_classifier(model: nn.Module, x: Tensor, *, class_names: Sequence[str] 
 
 def _internal_evidence(model: nn.Module, held_x: Tensor, mask: Tensor, pattern: Tensor, target: int,
                        n_controls: int, seed: int) -> TriggerUnits | None:
-    """The units that carry a flagged trigger (`trigger_units` at the last linear layer's input), if there is one."""
+    """The units that carry a flagged trigger (`trigger_units` at the last linear layer's input), if there is one.
+
+    ``None`` for a model without an ``nn.Linear`` or whose feature layer is too narrow to name units in.
+    """
     try:
-        site = default_feature_site(model)
+        return trigger_units(model, held_x, mask, pattern, target, site=default_feature_site(model),
+                             n_controls=n_controls, seed=seed)
     except InputError:
         return None
-    units = capture(model, held_x[:1], [site])[site]
-    n_units = int(units.shape[1]) if units.ndim > 1 else 0
-    if n_units < 3:
-        return None
-    k = max(1, min(8, n_units // 4))
-    return trigger_units(model, held_x, mask, pattern, target, site=site, k=k, n_controls=n_controls, seed=seed)
