@@ -4,6 +4,7 @@ Imports only torch and numpy (plus safetensors for I/O and jaxtyping for shape a
 """
 
 from .batching import batches, stream
+from .checks import check_float, check_int
 from .errors import (
     ForwardError,
     HookNotFiredError,
@@ -29,6 +30,7 @@ from .io import (
     load_weights,
     save_tensors,
 )
+from .results import Result, jsonable, new_figure
 from .sites import Site, select_sites
 from .stats import RunningCovariance, RunningMean, TopK
 from .types import Inputs
@@ -38,6 +40,7 @@ __all__ = [
     "Inputs", "validate_inputs", "call_model", "batches", "stream",
     "RunningMean", "RunningCovariance", "TopK",
     "ModelSummary", "ModuleRow", "inspect_model",
+    "Result", "jsonable", "new_figure", "check_int", "check_float",
     "ArrayData", "atomic_write", "cache_dir", "load_factory", "load_model", "load_weights", "load_data", "save_tensors", "load_tensors",
     "SeethroughError", "SiteNotFoundError", "SiteError", "HookNotFiredError", "InputError", "InputTypeError",
     "ForwardError", "LoadError", "NotFittedError",
