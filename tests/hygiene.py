@@ -349,7 +349,6 @@ EXEMPT: dict[Any, str] = {
     executors.RayExecutor: "runs bench units; takes no model",
     games.Game: "the game base class; games build their own models",
     games.Metric: "a value object",
-    games.AblationGame: "a game; builds its own models (tested in tests/bench)",
     games.TrojanDetectionGame: "a game; builds its own models (tested in tests/bench)",
     games.TrojanRepairGame: "a game; builds its own models (tested in tests/bench)",
     games.AttributionLocalisationGame: "a game; builds its own models (tested in tests/bench)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seethrough.bench.games.ablation import AblationGame
+from seethrough.bench.games import GAMES
 from seethrough.bench.games.hazards import HazardsGame, precision_recall
 from seethrough.bench.zoo import LOADING_THRESHOLD, digits16, trojaned_classifier
 from seethrough.bench.zoo.hazards import PRUNE_TOLERANCE, planted_hazards, superposed_units
@@ -75,7 +75,7 @@ def test_every_method_plays_a_quick_case_and_the_report_beats_random() -> None:
 
 
 def test_ablation_game_plays_resample_ablation() -> None:
-    game = AblationGame()
+    game = GAMES["ablation"]
     assert "resample-ablation" in game.methods
     result = game.play("resample-ablation", game.cases(0, True)[0])
     assert set(result) == {"precision_at_k", "validated"} and 0 <= result["precision_at_k"] <= 1

@@ -33,7 +33,8 @@ from ..zoo.classifiers import DigitsCNN, DigitsMLP, evaluate, train_classifier, 
 from ..zoo.data import digits16
 from ..zoo.tabular import tabular_task, trained_tabular_mlp
 from ..zoo.trojans import Trigger, stamp
-from .base import Game, Metric, case_generator
+from .base import LegacyGame as Game
+from .base import Metric, case_generator
 
 __all__ = ["AttributionLocalisationGame", "SanityCheckGame", "FaithfulnessGame", "RoarGame", "attribution_map",
            "spearman_rows", "auroc_rows", "sobel_map", "weight_layers", "randomise_layers", "random_label_twin",

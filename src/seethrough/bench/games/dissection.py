@@ -23,7 +23,8 @@ from ...core.hooks import capture
 from ...neurons.dissection import dissect
 from ..zoo._seeding import derive_seed, generator
 from ..zoo.scenes import CONCEPTS, planted_detectors, scenes
-from .base import Game, Metric, case_generator
+from .base import LegacyGame as Game
+from .base import Metric, case_generator
 
 __all__ = ["DissectionGame"]
 

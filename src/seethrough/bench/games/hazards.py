@@ -24,7 +24,8 @@ from ...neurons.polysemantic import polysemanticity
 from ..zoo.data import digits16
 from ..zoo.hazards import PRUNE_TOLERANCE, planted_hazards, superposed_units
 from ..zoo.superposition import sample_features
-from .base import Game, Metric, case_generator
+from .base import LegacyGame as Game
+from .base import Metric, case_generator
 
 __all__ = ["HazardsGame", "precision_recall"]
 

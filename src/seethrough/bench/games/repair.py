@@ -21,7 +21,8 @@ from ...audit.scan import audit_classifier
 from ..zoo.classifiers import attack_success_rate, trojaned_classifier
 from ..zoo.data import digits16
 from ..zoo.trojans import Trigger
-from .base import Game, Metric
+from .base import LegacyGame as Game
+from .base import Metric
 from .trojan import N_CLEAN_IMAGES
 
 #: Zoo seeds 2000 + seed: no repair setting was chosen on these models (see `repair_by_unlearning`).

@@ -35,7 +35,8 @@ from ..zoo.glyphs import (
     glyph_data,
     trojaned_glyph_classifier,
 )
-from .base import Game, Metric, case_generator
+from .base import LegacyGame as Game
+from .base import Metric, case_generator
 
 __all__ = ["TriggerRediscoveryGame", "VisualisationFaithfulnessGame", "judge_candidates",
            "flag_fooling_units"]

@@ -22,7 +22,8 @@ from ...audit.reverse import neural_cleanse
 from ...audit.scan import audit_classifier
 from ..zoo.classifiers import trojaned_classifier
 from ..zoo.data import digits16
-from .base import Game, Metric, case_generator
+from .base import LegacyGame as Game
+from .base import Metric, case_generator
 
 __all__ = ["TrojanDetectionGame", "mask_iou", "pattern_correlation"]
 
