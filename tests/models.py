@@ -163,6 +163,32 @@ class DictOutput(nn.Module):
         return out["hidden"] + out["extra"]
 
 
+class PairOutput(nn.Module):
+    """``inner`` returns ``(a, b)`` (a tuple) and ``{"a": a, "b": b}`` (a dict); the model uses both elements."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.inner = _PairInner()
+        self.keyed = _PairInner(keyed=True)
+        _init(self, seed)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.inner(x)
+        out = self.keyed(x)
+        return a * b + out["a"] - out["b"]
+
+
+class _PairInner(nn.Module):
+    def __init__(self, keyed: bool = False) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.keyed = keyed
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor] | dict[str, Tensor]:
+        h = self.fc(x)
+        return {"a": h, "b": h.tanh()} if self.keyed else (h, h.tanh())
+
+
 class _DictInner(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -71,3 +71,22 @@ def test_unknown_bert_site_suggests_the_real_name(minilm: tuple) -> None:
     _, model, inputs = minilm
     with pytest.raises(st.SiteNotFoundError, match="encoder.layer.3"):
         st.capture(model, inputs, ["encoder.layers.3"])
+
+
+def test_attention_probabilities_are_a_site_element_equal_to_the_models_own() -> None:
+    """Issue #10: Site(element=1) reads an HF attention module's probabilities (eager attention)."""
+    tokenizer, model = load_minilm(eager_attention=True)
+    inputs = tokenize(tokenizer, TEXTS)  # padded: the third sentence is short
+    sites = [Site(f"encoder.layer.{n}.attention.self", element=1) for n in range(6)]
+    before = snapshot(model)
+    with torch.no_grad():
+        reference = model(**inputs, output_attentions=True).attentions
+        got = st.capture(model, inputs, sites)
+    assert_unchanged(before, snapshot(model), "capturing attention probabilities")
+    for n, site in enumerate(sites):
+        torch.testing.assert_close(got[site], reference[n], rtol=0, atol=0)
+    probs = got[sites[0]]
+    assert probs.shape == (3, 12, inputs["input_ids"].shape[1], inputs["input_ids"].shape[1])
+    torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]), rtol=0, atol=1e-5)
+    pads = inputs["attention_mask"][2] == 0
+    assert bool(pads.any()) and float(probs[2][..., pads].abs().max()) < 1e-6  # no attention to padding

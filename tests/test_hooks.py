@@ -6,12 +6,15 @@ self-patch identity, and direct computation of module inputs/outputs.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from models import (
     DictOutput,
     InplaceReLU,
     KeywordModel,
+    PairOutput,
     TinyCNN,
     TinyMLP,
     TinyTransformer,
@@ -250,3 +253,68 @@ def test_bad_callback_results_are_refused(bad, message: str) -> None:
     with pytest.raises(st.SiteError, match=message):
         st.patch(model, vectors(), {"fc1": bad})
     assert len(model.fc1._forward_hooks) == 0
+
+
+# -- Site(element=...): any element of a structured output or input (issue #10) ---------------------
+
+
+def test_element_reads_and_patches_any_tuple_or_dict_element() -> None:
+    model, x = PairOutput(), vectors()
+    h, hk = model.inner.fc(x), model.keyed.fc(x)
+    got = st.capture(model, x, [Site("inner", element=1), Site("keyed", element="b"), Site("inner", element=-2)])
+    torch.testing.assert_close(got[Site("inner", element=1)], h.tanh(), rtol=0, atol=0)
+    torch.testing.assert_close(got[Site("keyed", element="b")], hk.tanh(), rtol=0, atol=0)
+    torch.testing.assert_close(got[Site("inner", element=-2)], h, rtol=0, atol=0)
+    new_b, new_kb = torch.full_like(h, 2.0), torch.full_like(h, 3.0)
+    out = st.patch(model, x, {Site("inner", element=1): new_b, Site("keyed", element="b"): new_kb})
+    # hand-written forward with the two elements replaced and the others kept
+    torch.testing.assert_close(out, h * new_b + hk - new_kb, rtol=0, atol=0)
+    # a unit selection applies inside the element
+    out = st.patch(model, x, {Site("inner", element=1, units=[0]): torch.zeros(5, 1)})
+    b = h.tanh().clone()
+    b[:, 0] = 0
+    torch.testing.assert_close(out, h * b + hk - hk.tanh(), rtol=0, atol=0)
+
+
+def test_element_of_attention_output_is_the_weights() -> None:
+    model, x = TinyTransformer(), tokens()
+    attn = model.blocks[0].attn
+    ln = model.blocks[0].ln(model.embed(x["input_ids"]))
+    _, weights = attn(ln, mask=x["attention_mask"])
+    got = st.capture(model, x, [Site("blocks.0.attn", element=1)])[Site("blocks.0.attn", element=1)]
+    torch.testing.assert_close(got, weights, rtol=0, atol=0)
+    assert torch.allclose(got.sum(-1), torch.ones(()))  # rows of attention probabilities
+
+
+def test_element_of_an_input_by_position_or_keyword() -> None:
+    tmodel, t = TinyTransformer(), tokens()
+    site = Site("blocks.0", point="input", element="mask")
+    got = st.capture(tmodel, t, [site])[site]
+    assert torch.equal(got, t["attention_mask"])
+    first = Site("blocks.0", point="input", element=0)
+    torch.testing.assert_close(st.capture(tmodel, t, [first])[first], tmodel.embed(t["input_ids"]), rtol=0, atol=0)
+    # patching the keyword mask changes the block as a hand-written call with that mask does
+    ones = torch.ones_like(t["attention_mask"])
+    seen = {}
+    with st.hooks(tmodel, {"blocks.0": lambda value, s: seen.setdefault("out", value)}):
+        st.patch(tmodel, t, {site: ones})
+    expected = tmodel.blocks[0](tmodel.embed(t["input_ids"]), mask=ones)
+    torch.testing.assert_close(seen["out"], expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("site", "message"), [
+    (Site("inner", element=2), "no element 2; it holds 2 elements"),
+    (Site("inner", element="a"), "needs a dict output"),
+    (Site("keyed", element="c"), "no element 'c'; it holds keys ['a', 'b']"),
+    (Site("keyed", element=0), "needs a tuple/list output"),
+    (Site("inner", point="input", element="x"), "no element 'x'"),
+])
+def test_bad_elements_are_refused_with_what_the_value_holds(site: Site, message: str) -> None:
+    with pytest.raises(st.SiteError, match=re.escape(message)):
+        st.capture(PairOutput(), vectors(), [site])
+
+
+def test_element_must_be_an_int_or_a_str() -> None:
+    with pytest.raises(st.SiteError, match="element must be an int index, a str key or None"):
+        Site("inner", element=True)
+    assert Site("a", element=1) != Site("a") and hash(Site("a", element=1)) == hash(Site("a", element=1))

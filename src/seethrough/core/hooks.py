@@ -37,7 +37,10 @@ class _Stop(Exception):
 
 
 def _output_value(output: Any, site: Site) -> Tensor:
-    """The tensor a site's output point means: the output, its first element, or its first value."""
+    """The tensor a site's output point means: ``output[site.element]``, or by default the output
+    itself, its first element or its first value."""
+    if site.element is not None:
+        return _element(output, site.element, site, "output")
     if isinstance(output, Tensor):
         return output
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
@@ -48,32 +51,66 @@ def _output_value(output: Any, site: Site) -> Tensor:
             return output[key]
     raise SiteError(
         f"{site!r}: the module returned {type(output).__name__}, which holds no tensor in first place; "
-        "sites read a Tensor output, the first element of a tuple/list, or the first value of a dict. "
-        "Pick a submodule that returns a tensor.",
+        "sites read a Tensor output, the first element of a tuple/list, or the first value of a dict "
+        "(name another one with Site(..., element=i or 'key')). Or pick a submodule that returns a tensor.",
         site=site,
     )
 
 
-def _rebuild_output(output: Any, new: Tensor) -> Any:
+def _element(container: Any, element: int | str, site: Site, what: str) -> Tensor:
+    """``container[element]`` as a tensor, or a `SiteError` that lists what the container holds."""
+    if isinstance(element, int) and isinstance(container, (tuple, list)):
+        found = container[element] if -len(container) <= element < len(container) else _MISSING
+        holds = f"{len(container)} elements"
+    elif isinstance(element, str) and isinstance(container, Mapping):
+        found = container[element] if element in container else _MISSING
+        holds = f"keys {list(container.keys())}"
+    else:
+        raise SiteError(f"{site!r}: element={element!r} needs a {'tuple/list' if isinstance(element, int) else 'dict'} "
+                        f"{what}, but the module's {what} is {type(container).__name__}.", site=site)
+    if found is _MISSING:
+        raise SiteError(f"{site!r}: the module's {what} has no element {element!r}; it holds {holds}.", site=site)
+    if not isinstance(found, Tensor):
+        hint = (" (HuggingFace attention modules return their probabilities only under eager attention: load "
+                "the model with attn_implementation='eager', e.g. seethrough.hf.load_minilm(eager_attention=True))"
+                if found is None else "")
+        raise SiteError(f"{site!r}: element {element!r} of the module's {what} is {type(found).__name__}, "
+                        f"not a Tensor{hint}.", site=site)
+    return found
+
+
+_MISSING = object()
+
+
+def _rebuild_output(output: Any, new: Tensor, site: Site) -> Any:
     """``output`` with the value `_output_value` read replaced by ``new``."""
     if isinstance(output, Tensor):
         return new
+    element = site.element
     if isinstance(output, (tuple, list)):
+        index = 0 if element is None else int(element) % len(output)
         if hasattr(output, "_replace"):  # namedtuple
-            return output._replace(**{output._fields[0]: new})
-        return type(output)([new, *output[1:]])
+            return output._replace(**{output._fields[index]: new})
+        items = list(output)
+        items[index] = new
+        return type(output)(items)
     out = output.copy()  # HuggingFace ModelOutput and dict both support copy + setitem
-    out[next(iter(output))] = new
+    out[next(iter(output)) if element is None else element] = new
     return out
 
 
-def _input_value(args: tuple[Any, ...], kwargs: dict[str, Any], site: Site) -> tuple[Tensor, str | None]:
-    """The tensor a site's input point means, and its keyword name (None: first positional)."""
+def _input_value(args: tuple[Any, ...], kwargs: dict[str, Any], site: Site) -> tuple[Tensor, int | str]:
+    """The tensor a site's input point means, and where it is: a positional index or a keyword name."""
+    if isinstance(site.element, int):
+        value = _element(args, site.element, site, "positional arguments")
+        return value, site.element % len(args)
+    if isinstance(site.element, str):
+        return _element(kwargs, site.element, site, "keyword arguments"), site.element
     if args:
         if not isinstance(args[0], Tensor):
             raise SiteError(f"{site!r}: the module's first positional argument is {type(args[0]).__name__}, "
-                            "not a Tensor.", site=site)
-        return args[0], None
+                            "not a Tensor; name another argument with Site(..., element=i or 'keyword').", site=site)
+        return args[0], 0
     for key, value in kwargs.items():
         if isinstance(value, Tensor):
             return value, key
@@ -162,7 +199,7 @@ class Hooks:
 
             def forward_hook(module: nn.Module, args: Any, output: Any) -> Any:
                 new = self._run(st, _output_value(output, st.site))
-                return None if new is None else _rebuild_output(output, new)
+                return None if new is None else _rebuild_output(output, new, st.site)
 
             handle = st.module.register_forward_hook(forward_hook)
         else:
@@ -172,7 +209,9 @@ class Hooks:
                 new = self._run(st, value)
                 if new is None:
                     return None
-                return ((new, *args[1:]), kwargs) if key is None else (args, {**kwargs, key: new})
+                if isinstance(key, int):
+                    return (*args[:key], new, *args[key + 1:]), kwargs
+                return args, {**kwargs, key: new}
 
             handle = st.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
         stack.callback(handle.remove)

@@ -56,6 +56,12 @@ class Site:
             values); negative indices count from the end. ``None`` selects all positions.
         call: which call of the module to use (0-based) when it runs several times in one
             forward; ``None`` means "it must run exactly once" for `capture` and `patch`.
+        element: which element of a structured value: for an output, an index into a tuple/list
+            output or a key of a dict / HuggingFace ``ModelOutput`` (``1`` is the attention
+            probabilities of an HF attention module run with ``output_attentions=True``); for an
+            input, the index of a positional argument or the name of a keyword argument. ``None``
+            (default) is the output itself, its first element or its first value, and the first
+            positional argument (else the first tensor keyword argument) of an input.
         unit_dim: the unit dimension. ``None`` uses the convention: dim 1 for ``(batch, d)`` and
             ``(batch, C, H, W)`` values (features, channels), the last dim for
             ``(batch, seq, d_model)`` values.
@@ -65,6 +71,8 @@ class Site:
         Site('blocks.0.mlp')
         >>> Site("conv1", units=[3, 5])
         Site('conv1', units=(3, 5))
+        >>> Site("encoder.layer.0.attention.self", element=1)
+        Site('encoder.layer.0.attention.self', element=1)
     """
 
     path: str
@@ -73,6 +81,7 @@ class Site:
     positions: Sequence[int] | None = None  # stored as a tuple
     call: int | None = None
     unit_dim: int | None = None
+    element: int | str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str):
@@ -85,9 +94,11 @@ class Site:
             raise SiteError(f"Site.call must be a non-negative int or None, got {self.call!r}.")
         if self.unit_dim is not None and (isinstance(self.unit_dim, bool) or not isinstance(self.unit_dim, int)):
             raise SiteError(f"Site.unit_dim must be an int or None, got {self.unit_dim!r}.")
+        if self.element is not None and (isinstance(self.element, bool) or not isinstance(self.element, (int, str))):
+            raise SiteError(f"Site.element must be an int index, a str key or None, got {self.element!r}.")
         # Sites key many dicts on the hot path of every capture; hash the fields once.
         object.__setattr__(self, "_hash", hash((self.path, self.point, self.units, self.positions, self.call,
-                                                self.unit_dim)))
+                                                self.unit_dim, self.element)))
 
     def __hash__(self) -> int:
         return self._hash  # type: ignore[attr-defined]  # set in __post_init__
@@ -99,7 +110,7 @@ class Site:
 
     def __repr__(self) -> str:
         parts = [repr(self.path)]
-        for name in ("point", "units", "positions", "call", "unit_dim"):
+        for name in ("point", "units", "positions", "call", "unit_dim", "element"):
             value = getattr(self, name)
             default = "output" if name == "point" else None
             if value != default:
