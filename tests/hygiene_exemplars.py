@@ -8,7 +8,6 @@ import torch
 from hygiene import Case
 from models import TinyCNN, TinyMLP, images, vectors
 
-from seethrough.bench.games import dissection as dissection_game
 from seethrough.bench.zoo import scenes
 from seethrough.neurons import dissection, exemplars
 
@@ -50,5 +49,4 @@ EXEMPT: dict[Any, str] = {
     scenes.scenes: "builds data",
     scenes.SceneCNN: "a model class",
     scenes.planted_detectors: "builds a new model",
-    dissection_game.DissectionGame: "a game; builds its own models (tested in tests/bench)",
 }

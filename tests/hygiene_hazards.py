@@ -66,6 +66,5 @@ EXEMPT: dict[Any, str] = {
     polysemantic.Polysemanticity: "a result dataclass",
     hazards_zoo.planted_hazards: "builds a new model",
     hazards_zoo.superposed_units: "builds a new model",
-    hazards_game.HazardsGame: "a game; builds its own models (tested in tests/bench/test_hazards_game.py)",
     hazards_game.precision_recall: "compares sets; takes no model",
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from seethrough.bench.games.dissection import DissectionGame
+from seethrough.bench.games import GAMES
 from seethrough.bench.zoo.scenes import CONCEPTS, planted_detectors, scenes
 
 
@@ -32,7 +32,7 @@ def test_planted_detectors_detect_their_concepts_and_the_other_channels_map_grai
 
 
 def test_the_game_scores_both_methods_and_the_rotation_control_drops() -> None:
-    game = DissectionGame()
+    game = GAMES["dissection"]
     case = game.cases(0, quick=True)[0]
     scores = {m: game.play(m, case) for m in game.methods}
     for row in scores.values():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seethrough.bench.games import GAMES
-from seethrough.bench.games.hazards import HazardsGame, precision_recall
+from seethrough.bench.games.hazards import precision_recall
 from seethrough.bench.zoo import LOADING_THRESHOLD, digits16, trojaned_classifier
 from seethrough.bench.zoo.hazards import PRUNE_TOLERANCE, planted_hazards, superposed_units
 
@@ -55,7 +55,7 @@ def test_superposed_units_load_on_exactly_their_features() -> None:
 
 
 def test_every_method_plays_a_quick_case_and_the_report_beats_random() -> None:
-    game = HazardsGame()
+    game = GAMES["planted-hazards"]
     case = game.cases(0, True)[0]
     assert game.cases(0, True) == [case] and game.cases(1, True) != [case]
     scores = {m: game.play(m, case) for m in game.methods}
