@@ -620,3 +620,67 @@ def test_unserialisable_metadata_writes_nothing(tmp_path: Path) -> None:
     tensors, meta = load_tensors(path)
     assert torch.equal(tensors["a"], torch.zeros(2)), "tensors and sidecar no longer belong together"
     assert meta == {"version": 1}
+
+
+# -- issue #10: memory, directories, ranges ------------------------------------------------------
+
+
+def test_load_data_max_rows_reads_only_the_first_rows(tmp_path: Path) -> None:
+    arrays = _good_arrays()
+    full = load_data(_save_npz(tmp_path / "d.npz", **arrays))
+    head = load_data(tmp_path / "d.npz", max_rows=4)
+    assert torch.equal(head.x, full.x[:4]) and torch.equal(head.y, full.y[:4])
+    assert len(load_data(tmp_path / "d.npz", max_rows=10_000)) == len(full)
+    with pytest.raises(LoadError, match="max_rows must be a positive int"):
+        load_data(tmp_path / "d.npz", max_rows=0)
+
+
+def test_load_data_of_a_huge_compressed_file_reads_only_what_is_asked(tmp_path: Path) -> None:
+    """A 1.6 GB array of zeros compresses to ~1.6 MB; showing 8 rows must not expand it all."""
+    import resource
+
+    path = tmp_path / "zeros.npz"
+    n = 100_000
+    np.savez_compressed(path, x=np.zeros((n, 1, 64, 64), dtype=np.float32), y=np.zeros(n, dtype=np.int64))
+    assert path.stat().st_size < 8 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    data = load_data(path, max_rows=8)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert tuple(data.x.shape) == (8, 1, 64, 64)
+    assert grown_mib < 200, f"peak memory grew by {grown_mib:.0f} MiB to read 8 rows of a 1.6 GB array"
+
+
+def test_load_data_chunked_reading_equals_numpy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = np.random.default_rng(0)
+    x, y = gen.normal(size=(37, 3)).astype(np.float64), gen.integers(0, 4, size=37).astype(np.int32)
+    path = _save_npz(tmp_path / "d.npz", x=x, y=y)
+    data = load_data(path)
+    assert torch.equal(data.x, torch.from_numpy(x.astype(np.float32)))
+    assert torch.equal(data.y, torch.from_numpy(y.astype(np.int64)))
+    fortran = _save_npz(tmp_path / "f.npz", x=np.asfortranarray(x), y=y)
+    assert torch.equal(load_data(fortran).x, data.x)
+
+
+def test_load_data_refuses_float64_beyond_float32_range(tmp_path: Path) -> None:
+    arrays = _good_arrays()
+    x = arrays["x"].astype(np.float64)
+    x[1, 0] = 1e300
+    with pytest.raises(LoadError, match="beyond float32's range .* rescale the data"):
+        load_data(_save_npz(tmp_path / "d.npz", x=x, y=arrays["y"]))
+
+
+def test_load_data_refuses_labels_beyond_int64(tmp_path: Path) -> None:
+    arrays = _good_arrays()
+    y = arrays["y"].astype(np.uint64)
+    y[0] = np.iinfo(np.uint64).max  # would wrap to -1 as int64
+    with pytest.raises(LoadError, match="beyond int64's range"):
+        load_data(_save_npz(tmp_path / "d.npz", x=arrays["x"], y=y))
+
+
+def test_directories_are_refused_as_weights_or_data(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(LoadError, match=r"is a directory \(it holds model.safetensors\); give the .safetensors"):
+        load_weights(tmp_path / "run")
+    with pytest.raises(LoadError, match="is a directory; give the .npz file itself"):
+        load_data(tmp_path / "run")

@@ -87,6 +87,10 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
             never retried unsafely), or content that is not a mapping of names to tensors.
     """
     p = Path(path)
+    if p.is_dir():
+        found = sorted(q.name for q in p.iterdir() if q.suffix.lower() in (".safetensors", ".pt", ".pth", ".bin"))[:3]
+        hint = f" (it holds {', '.join(found)})" if found else ""
+        raise LoadError(f"weights {str(p)!r} is a directory{hint}; give the .safetensors (or .pt) file itself.")
     if not p.is_file():
         raise LoadError(f"weights file {str(p)!r} does not exist.")
     suffix = p.suffix.lower()
@@ -170,18 +174,31 @@ class ArrayData:
         return int(self.x.shape[0])
 
 
-def load_data(path: str | os.PathLike[str]) -> ArrayData:
+def load_data(path: str | os.PathLike[str], *, max_rows: int | None = None) -> ArrayData:
     """Load ``x``, ``y`` and optional ``class_names`` from ``.npz`` with ``allow_pickle=False``.
 
+    Arrays are read straight from the archive into their final float32 / int64 buffers, a chunk at
+    a time, so memory stays near the size of what is returned (a highly compressed file of a few
+    MB can expand to gigabytes: its shape is known from the header before anything is read), and
+    ``max_rows`` reads only the first rows.
+
+    Args:
+        path: the ``.npz`` file.
+        max_rows: read at most this many examples (all when ``None``).
+
     Raises:
-        LoadError: missing file or keys, object arrays (pickles), wrong dtypes or shapes, NaN/inf,
-            empty data, labels outside ``class_names``.
+        LoadError: missing file or keys, object arrays (pickles), wrong dtypes or shapes, NaN/inf or
+            values beyond float32's range, empty data, labels outside ``class_names``.
     """
+    if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
+        raise LoadError(f"max_rows must be a positive int or None, got {max_rows!r}.")
     p = Path(path)
+    if p.is_dir():
+        raise LoadError(f"data {str(p)!r} is a directory; give the .npz file itself.")
     if not p.is_file():
         raise LoadError(f"data file {str(p)!r} does not exist.")
     try:
-        loaded = np.load(p, allow_pickle=False)
+        loaded = np.load(p, allow_pickle=False)  # an NpzFile reads no array until asked
     except ValueError as err:
         reason = "holds pickled data, which is never loaded" if "pickle" in str(err) else "is not a readable .npz file"
         raise LoadError(f"{str(p)!r} {reason}; save with np.savez(f, x=..., y=...).") from None
@@ -189,40 +206,109 @@ def load_data(path: str | os.PathLike[str]) -> ArrayData:
         raise LoadError(f"{str(p)!r} is not a readable .npz file: {err}") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise LoadError(f"{str(p)!r} is a single .npy array, not an .npz archive; save with np.savez(f, x=..., y=...).")
+    loaded.close()
     try:
-        with loaded as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except ValueError:
-        raise LoadError(f"{str(p)!r} holds object arrays (pickled data), which are never loaded.") from None
+        with zipfile.ZipFile(p) as archive:
+            return _read_arrays(p, archive, max_rows)
     except (OSError, zipfile.BadZipFile, EOFError) as err:
         raise LoadError(f"{str(p)!r} is not a readable .npz file: {err}") from None
+
+
+def _read_arrays(p: Path, archive: zipfile.ZipFile, max_rows: int | None) -> ArrayData:
+    members = {name[:-4]: name for name in archive.namelist() if name.endswith(".npy")}
     for key in ("x", "y"):
-        if key not in arrays:
-            raise LoadError(f"{str(p)!r} has no array {key!r} (found {sorted(arrays)}); save with np.savez(f, x=..., y=...).")
-    x, y = arrays["x"], arrays["y"]
-    if not np.issubdtype(x.dtype, np.floating):
-        raise LoadError(f"x must be floating point (float32), got {x.dtype}.")
-    if x.ndim not in (2, 4):
-        raise LoadError(f"x must have shape (N, D) or (N, C, H, W), got {x.shape}.")
-    if x.shape[0] == 0:
-        raise LoadError(f"{str(p)!r} holds no examples (x has shape {x.shape}).")
-    if not np.isfinite(x).all():
-        raise LoadError(f"x contains {int((~np.isfinite(x)).sum())} NaN/inf values; clean the data first.")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise LoadError(f"y must hold integer class labels (int64), got {y.dtype}.")
-    if y.shape != (x.shape[0],):
-        raise LoadError(f"y must have shape ({x.shape[0]},) to match x, got {y.shape}.")
+        if key not in members:
+            raise LoadError(f"{str(p)!r} has no array {key!r} (found {sorted(members)}); "
+                            "save with np.savez(f, x=..., y=...).")
+    headers = {key: _header(p, archive, name) for key, name in members.items()}
+    (x_shape, x_dtype), (y_shape, y_dtype) = headers["x"][:2], headers["y"][:2]
+    if not np.issubdtype(x_dtype, np.floating):
+        raise LoadError(f"x must be floating point (float32), got {x_dtype}.")
+    if len(x_shape) not in (2, 4):
+        raise LoadError(f"x must have shape (N, D) or (N, C, H, W), got {x_shape}.")
+    if x_shape[0] == 0:
+        raise LoadError(f"{str(p)!r} holds no examples (x has shape {x_shape}).")
+    if not np.issubdtype(y_dtype, np.integer):
+        raise LoadError(f"y must hold integer class labels (int64), got {y_dtype}.")
+    if y_shape != (x_shape[0],):
+        raise LoadError(f"y must have shape ({x_shape[0]},) to match x, got {y_shape}.")
+    rows = x_shape[0] if max_rows is None else min(max_rows, x_shape[0])
+    x = _read_rows(archive, members["x"], rows, np.dtype(np.float32), "x")
+    y = _read_rows(archive, members["y"], rows, np.dtype(np.int64), "y")
     if (y < 0).any():
         raise LoadError("y holds negative labels; class labels are 0..n_classes-1.")
     names: tuple[str, ...] | None = None
-    if "class_names" in arrays:
-        cn = arrays["class_names"]
-        if cn.dtype.kind not in ("U", "S") or cn.ndim != 1:
-            raise LoadError(f"class_names must be a 1-d array of strings, got {cn.dtype} {cn.shape}.")
+    if "class_names" in members:
+        cn_shape, cn_dtype = headers["class_names"][:2]
+        if cn_dtype.kind not in ("U", "S") or len(cn_shape) != 1:
+            raise LoadError(f"class_names must be a 1-d array of strings, got {cn_dtype} {cn_shape}.")
+        with archive.open(members["class_names"]) as f:
+            cn = np.lib.format.read_array(f, allow_pickle=False)
         names = tuple(str(s.decode() if isinstance(s, bytes) else s) for s in cn.tolist())
         if int(y.max()) >= len(names):
             raise LoadError(f"y has label {int(y.max())} but class_names lists only {len(names)} classes.")
-    return ArrayData(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64)), names)
+    return ArrayData(torch.from_numpy(x), torch.from_numpy(y), names)
+
+
+def _header(p: Path, archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """``(shape, dtype, fortran_order)`` of one array of the archive, read from its .npy header alone."""
+    with archive.open(name) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+        except ValueError as err:
+            raise LoadError(f"{str(p)!r}: the array {name!r} is not a readable .npy member: {err}") from None
+    if dtype.hasobject:
+        raise LoadError(f"{str(p)!r} holds object arrays (pickled data), which are never loaded.")
+    return tuple(shape), dtype, fortran
+
+
+def _read_rows(archive: zipfile.ZipFile, name: str, rows: int, out_dtype: np.dtype, what: str) -> np.ndarray:
+    """The first ``rows`` rows of an archive array as ``out_dtype``, read and checked chunk by chunk."""
+    with archive.open(name) as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        if fortran and len(shape) > 1:  # rows are not contiguous on disk: read it whole (rare)
+            with archive.open(name) as whole:
+                return _convert(np.lib.format.read_array(whole, allow_pickle=False)[:rows], out_dtype, what)
+        out = np.empty((rows, *shape[1:]), dtype=out_dtype)
+        row_items = int(np.prod(shape[1:], dtype=np.int64))
+        chunk_rows = max(1, (64 << 20) // max(1, row_items * dtype.itemsize))
+        non_finite = 0
+        for start in range(0, rows, chunk_rows):
+            n = min(chunk_rows, rows - start)
+            buffer = np.empty((n, *shape[1:]), dtype=dtype)
+            view = memoryview(buffer).cast("B")
+            got = f.readinto(view)
+            if got != view.nbytes:
+                raise LoadError(f"the array {what!r} is truncated: expected {shape} of {dtype}.")
+            if np.issubdtype(dtype, np.floating):
+                non_finite += int(buffer.size - np.count_nonzero(np.isfinite(buffer)))
+                if non_finite:
+                    continue
+            out[start:start + n] = _convert(buffer, out_dtype, what)
+    if non_finite:
+        raise LoadError(f"{what} contains {non_finite} NaN/inf values; clean the data first.")
+    return out
+
+
+def _convert(chunk: np.ndarray, out_dtype: np.dtype, what: str) -> np.ndarray:
+    if np.issubdtype(chunk.dtype, np.floating):
+        if not np.isfinite(chunk).all():
+            raise LoadError(f"{what} contains {int(chunk.size - np.count_nonzero(np.isfinite(chunk)))} NaN/inf "
+                            "values; clean the data first.")
+        limit = float(np.finfo(out_dtype).max) if np.issubdtype(out_dtype, np.floating) else None
+        if limit is not None and chunk.size and float(np.abs(chunk).max()) > limit:
+            raise LoadError(f"{what} holds values beyond {out_dtype}'s range (largest |{what}| = "
+                            f"{float(np.abs(chunk).max()):.3g}); rescale the data.")
+    elif np.issubdtype(out_dtype, np.integer) and chunk.size:
+        info = np.iinfo(out_dtype)
+        if chunk.max() > info.max:
+            raise LoadError(f"{what} holds the value {int(chunk.max())}, beyond {out_dtype}'s range; "
+                            "labels are 0..n_classes-1.")
+    return chunk.astype(out_dtype, copy=False)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
