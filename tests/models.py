@@ -56,6 +56,26 @@ class TinyCNN(nn.Module):
         return self.head(self.act(self.conv(x)).mean(dim=(2, 3)))
 
 
+class BatchNormCNN(nn.Module):
+    """x (batch, 1, 6, 6) → conv (4 ch) → BatchNorm2d → ReLU → mean-pool → linear (3); running stats not at their defaults."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(4, 3)
+        _init(self, seed)
+        gen = seeded(seed + 1)
+        with torch.no_grad():
+            self.bn.running_mean.copy_(torch.randn(4, generator=gen))
+            self.bn.running_var.copy_(torch.rand(4, generator=gen) + 0.5)
+            self.bn.num_batches_tracked.fill_(7)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.act(self.bn(self.conv(x))).mean(dim=(2, 3)))
+
+
 class SelfAttention(nn.Module):
     """Single-head attention returning ``(output, weights)``: exercises tuple outputs."""
 

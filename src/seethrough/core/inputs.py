@@ -123,12 +123,44 @@ def validate_inputs(model: nn.Module, inputs: Inputs) -> int:
 
 
 def call_model(model: nn.Module, inputs: Inputs) -> Any:
-    """Call ``model`` with ``inputs`` as a tensor, positional tuple or keyword dict."""
-    if isinstance(inputs, Tensor):
-        return model(inputs)
-    if isinstance(inputs, tuple):
-        return model(*inputs)
-    return model(**inputs)
+    """Call ``model`` with ``inputs`` as a tensor, positional tuple or keyword dict.
+
+    A forward pass of a module in training mode may update its buffers (BatchNorm's running mean,
+    variance and batch count); a method that only looks must not, so the buffers of modules in
+    training mode are restored, in place, when the call returns or fails. Eval-mode models pay
+    nothing.
+
+    Example:
+        >>> bn = nn.BatchNorm1d(2).train()
+        >>> _ = call_model(bn, torch.randn(8, 2))
+        >>> bn.running_mean.tolist(), int(bn.num_batches_tracked)
+        ([0.0, 0.0], 0)
+    """
+    saved = _training_buffers(model)
+    try:
+        if isinstance(inputs, Tensor):
+            return model(inputs)
+        if isinstance(inputs, tuple):
+            return model(*inputs)
+        return model(**inputs)
+    finally:
+        # Through .data, so the write does not bump the buffers' version counters: native batch norm
+        # keeps the running stats in its autograd graph (unused by its training-mode backward), and
+        # a counted in-place write would make a later backward through this forward refuse to run.
+        for buffer, value in saved:
+            buffer.data.copy_(value)
+
+
+def _training_buffers(model: nn.Module) -> list[tuple[Tensor, Tensor]]:
+    """``(buffer, copy)`` for every buffer of a module in training mode (walked like `_parameters`)."""
+    saved: list[tuple[Tensor, Tensor]] = []
+    stack = [model]
+    while stack:
+        module = stack.pop()
+        if module.training:
+            saved.extend((b, b.detach().clone()) for b in module._buffers.values() if b is not None)
+        stack.extend(m for m in module._modules.values() if m is not None)
+    return saved
 
 
 def wrap_forward_error(err: Exception, model: nn.Module, inputs: Inputs) -> ForwardError:
