@@ -174,7 +174,7 @@ def test_discovered_features_are_seeded_clusters() -> None:
     assert torch.equal(a.effective, b.effective)
     assert bool((a.effective <= a.responses.shape[1] + 1e-4).all())
     assert list(a.to_frame().columns) == ["unit", "effective", "count"] and a.plot().axes
-    finding = a.to_finding(2)
+    (finding,) = a.to_findings(k=2)
     assert finding.units == tuple(a.top(2)) and isinstance(a, Polysemanticity)
 
 

@@ -6,7 +6,7 @@ This is what `seethrough inspect` prints; it is the first thing to look at befor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -14,8 +14,13 @@ from torch import Tensor, nn
 from .errors import SiteError
 from .hooks import _forward, hooks
 from .inputs import describe_inputs, validate_inputs
+from .results import Result, new_figure
 from .sites import Site
 from .types import Inputs
+
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
 
 __all__ = ["ModuleRow", "ModelSummary", "inspect_model"]
 
@@ -34,7 +39,7 @@ class ModuleRow:
 
 
 @dataclass(frozen=True)
-class ModelSummary:
+class ModelSummary(Result):
     """The result of `inspect_model`: one `ModuleRow` per module in ``named_modules()`` order."""
 
     model_name: str
@@ -45,7 +50,7 @@ class ModelSummary:
     def total_params(self) -> int:
         return self.rows[0].total_params if self.rows else 0
 
-    def to_frame(self) -> Any:
+    def to_frame(self) -> pandas.DataFrame:
         """The rows as a pandas DataFrame."""
         import pandas as pd
 
@@ -57,8 +62,16 @@ class ModelSummary:
             for r in self.rows
         ])
 
-    def _repr_html_(self) -> str:
-        return str(self.to_frame().to_html(escape=True))
+    def plot(self) -> Figure:
+        """Each module's own parameter count (horizontal bars, in ``named_modules()`` order)."""
+        rows = [r for r in self.rows if r.own_params] or list(self.rows[:1])
+        fig = new_figure(5, 1.0 + 0.25 * len(rows))
+        ax = fig.add_subplot()
+        ax.barh(range(len(rows)), [r.own_params for r in rows])
+        ax.set_yticks(range(len(rows)), [f"{r.path or '(model)'} ({r.kind})" for r in rows], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"own parameters (total {self.total_params:,})")
+        return fig
 
 
 def _count(module: nn.Module, recurse: bool) -> tuple[int, int]:

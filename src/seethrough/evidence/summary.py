@@ -9,11 +9,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.results import Result, new_figure
+
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
 
 __all__ = ["Summary", "summarize", "bootstrap_ci"]
 
@@ -35,7 +40,7 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, *, confidence: float = 0.
 
 
 @dataclass(frozen=True)
-class Summary:
+class Summary(Result):
     """A distribution over cases: n, mean, median, worst, best, bootstrap CI of the mean, all values."""
 
     n: int
@@ -48,17 +53,16 @@ class Summary:
     values: tuple[float, ...]
     higher_is_better: bool = True
 
-    def to_frame(self) -> Any:
+    def to_frame(self) -> pandas.DataFrame:
+        """One row: n, mean, median, worst, best and the CI bounds (the per-case values are in ``values``)."""
         import pandas as pd
 
         return pd.DataFrame([{k: getattr(self, k) for k in ("n", "mean", "median", "worst", "best", "ci_low",
                                                              "ci_high")}])
 
-    def plot(self, title: str = "") -> Any:
+    def plot(self, title: str = "") -> Figure:
         """Every case as a dot, the mean and its CI as a bar."""
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(4, 2.4))
+        fig = new_figure(4, 2.4)
         ax = fig.add_subplot()
         offsets = (np.arange(self.n) % 7 - 3) * 0.02
         ax.scatter(offsets, self.values, s=14, alpha=0.7, label="cases")
@@ -68,9 +72,6 @@ class Summary:
         ax.set_title(title or f"n={self.n}")
         ax.legend(fontsize=7)
         return fig
-
-    def _repr_html_(self) -> str:
-        return str(self.to_frame().to_html(index=False))
 
 
 def summarize(values: Sequence[float], *, higher_is_better: bool = True, confidence: float = 0.95,

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..core.checks import check_float, check_int
 from ..core.errors import InputError
 
 __all__ = ["Transforms"]
@@ -47,12 +48,10 @@ class Transforms:
     rotate: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.jitter, bool) or not isinstance(self.jitter, int) or self.jitter < 0:
-            raise InputError(f"Transforms.jitter must be a non-negative int (pixels), got {self.jitter!r}.")
-        if not (isinstance(self.scale, (int, float)) and 0.0 <= self.scale < 1.0):
-            raise InputError(f"Transforms.scale must be in [0, 1), got {self.scale!r}.")
-        if not (isinstance(self.rotate, (int, float)) and 0.0 <= self.rotate <= 180.0):
-            raise InputError(f"Transforms.rotate must be in [0, 180] degrees, got {self.rotate!r}.")
+        check_int("Transforms.jitter (pixels)", self.jitter, at_least=0)
+        if not 0.0 <= check_float("Transforms.scale", self.scale) < 1.0:
+            raise InputError(f"Transforms.scale must be in [0, 1), got {self.scale!r}; pass a fraction below 1.")
+        check_float("Transforms.rotate (degrees)", self.rotate, at_least=0.0, at_most=180.0)
 
     @property
     def identity(self) -> bool:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import html
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from ..core.results import Result, new_figure
 from ..core.sites import Site
 from ..core.types import Inputs
 from ._gradients import (
@@ -35,10 +36,14 @@ from ._gradients import (
     steps_per_pass,
 )
 
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
+
 __all__ = ["AttributionResult", "integrated_gradients", "saliency", "gradient_x_input"]
 
 @dataclass(frozen=True)
-class AttributionResult:
+class AttributionResult(Result):
     """Attributions of a per-example score to each element of the attributed tensor.
 
     Attributes:
@@ -54,7 +59,7 @@ class AttributionResult:
     method: str
     site: Site | None = None
 
-    def to_frame(self) -> Any:
+    def to_frame(self) -> pandas.DataFrame:
         """Long table: one row per example and feature (flat index into ``values[i]``, C order)."""
         import pandas as pd
 
@@ -65,13 +70,11 @@ class AttributionResult:
         return pd.DataFrame({"example": np.repeat(np.arange(n), d), "feature": np.tile(np.arange(d), n),
                              "attribution": flat.double().numpy().ravel(), "delta": delta})
 
-    def plot(self) -> Any:
+    def plot(self) -> Figure:
         """The first example's attributions: a heatmap for 2-D/3-D values (channels summed), else bars."""
-        from matplotlib.figure import Figure
-
         first = self.values[0].detach().double().cpu() if self.values.ndim > 1 else self.values.detach().double().cpu()
         where = "input" if self.site is None else self.site.path
-        fig = Figure(figsize=(5, 3))
+        fig = new_figure(5, 3)
         ax = fig.add_subplot()
         if first.ndim == 3:  # (channels, height, width): one map per image
             first = first.sum(0)
@@ -88,11 +91,12 @@ class AttributionResult:
         return fig
 
     def _repr_html_(self) -> str:
+        """A summary table (method, site, shape, largest completeness error), not the long frame."""
         delta = "—" if self.delta is None else f"{float(self.delta.abs().max()):.3g}"
         rows = [("method", self.method), ("site", "input" if self.site is None else repr(self.site)),
                 ("values shape", str(tuple(self.values.shape))), ("max |delta|", delta)]
         body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-        return f"<table>{body}</table>"
+        return f"<table><caption>{html.escape(type(self).__name__)}</caption>{body}</table>"
 
 
 def integrated_gradients(

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..core.errors import InputError
+from ..core.checks import check_int
 from ..core.sites import Site
 from ._gradients import (
     broadcast_baseline,
@@ -93,8 +93,7 @@ def conductance(
         Dhamdhere, Sundararajan and Yan, "How Important Is a Neuron?", ICLR 2019 (arXiv 2018).
         Kokhlikyan et al., "Captum", 2020 (``LayerConductance``).
     """
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise InputError(f"n_steps must be a positive int (path intervals), got {n_steps!r}.")
+    check_int("n_steps (path intervals)", n_steps, at_least=1)
     alphas, _ = quadrature(method, n_steps + 1)
     check_internal_batch_size(internal_batch_size)
     check_baseline(baseline)

@@ -9,24 +9,30 @@ site's activations), and summarises the response profile by an effective number 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from ..core.checks import check_float, check_int
 from ..core.errors import InputError, InputTypeError
 from ..core.hooks import capture
 from ..core.inputs import validate_inputs
+from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
 from ..evidence.finding import Finding
+
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
 
 __all__ = ["Polysemanticity", "polysemanticity"]
 
 
 @dataclass(frozen=True)
-class Polysemanticity:
+class Polysemanticity(Result):
     """Each unit's response to each feature and two summaries of it.
 
     ``responses[u, f]`` is unit ``u``'s response to feature ``f`` (see `polysemanticity`), and
@@ -49,25 +55,23 @@ class Polysemanticity:
         """The ``k`` most polysemantic units (largest effective number; ties: lower index first)."""
         return torch.sort(-self.effective, stable=True).indices[:k].tolist()
 
-    def to_finding(self, k: int, *, target: int | None = None) -> Finding:
-        """A ``"units"`` finding naming the ``k`` most polysemantic units (`validate` ablates them)."""
-        units = self.top(k)
-        return Finding("units", f"units {units} at {self.site.path!r} respond to the most distinct features",
+    def to_findings(self, *, k: int, target: int | None = None) -> list[Finding]:
+        """One ``"units"`` finding naming the ``k`` most polysemantic units (`validate` ablates them)."""
+        units = self.top(check_int("k", k, at_least=1, at_most=len(self.effective)))
+        return [Finding("units", f"units {units} at {self.site.path!r} respond to the most distinct features",
                        site=self.site, units=units, target=target, score=float(self.effective[units].mean()),
                        evidence={"method": "polysemanticity", "effective": self.effective[units],
-                                 "count": self.count[units], "discovered_features": self.discovered})
+                                 "count": self.count[units], "discovered_features": self.discovered})]
 
-    def to_frame(self) -> Any:
+    def to_frame(self) -> pandas.DataFrame:
         import pandas as pd
 
         return pd.DataFrame({"unit": range(len(self.effective)), "effective": self.effective.tolist(),
                              "count": self.count.tolist()})
 
-    def plot(self) -> Any:
+    def plot(self) -> Figure:
         """Heat map of ``|responses|`` (units × features) beside each unit's effective number."""
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(7, 3))
+        fig = new_figure(7, 3)
         ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
         ax.imshow(self.responses.abs().numpy(), aspect="auto", cmap="viridis")
         ax.set_xlabel("discovered feature" if self.discovered else "feature")
@@ -76,9 +80,6 @@ class Polysemanticity:
         bx.invert_yaxis()
         bx.set_xlabel("effective # features")
         return fig
-
-    def _repr_html_(self) -> str:
-        return str(self.to_frame().to_html(index=False))
 
 
 def polysemanticity(model: nn.Module, inputs: Inputs, site: Site | str,
@@ -137,8 +138,9 @@ def polysemanticity(model: nn.Module, inputs: Inputs, site: Site | str,
     if resolved.selects:
         raise InputError(f"{resolved!r} selects units or positions; polysemanticity scores every unit of a "
                          "whole site.")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-        raise InputError(f"threshold must be in (0, 1], got {threshold!r}.")
+    threshold = check_float("threshold", threshold, at_most=1.0)
+    if not threshold > 0:
+        raise InputError(f"threshold must be in (0, 1], got {threshold!r}; pass a positive fraction.")
     n = validate_inputs(model, inputs)
     if features is not None:
         if not isinstance(features, Tensor):
@@ -149,8 +151,8 @@ def polysemanticity(model: nn.Module, inputs: Inputs, site: Site | str,
                              f"{tuple(features.shape)}.")
         if not bool(torch.isfinite(features).all()):
             raise InputError("features contain NaN/inf; clean them first.")
-    elif isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or not 2 <= n_clusters <= n:
-        raise InputError(f"n_clusters must be an int in 2..{n} (the batch size), got {n_clusters!r}.")
+    else:
+        check_int("n_clusters", n_clusters, at_least=2, at_most=n)
     with torch.no_grad():
         value = capture(model, inputs, [resolved])[resolved]
     axis = resolved.unit_axis(value)

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..core.errors import InputError, InputTypeError
+from ..core.checks import check_float, check_int
+from ..core.errors import InputTypeError
 from ..core.sites import Site
 from ..core.types import Inputs
 from ._gradients import (
@@ -32,11 +33,8 @@ __all__ = ["smoothgrad", "vargrad"]
 
 
 def _check_noise(n_samples: int, stdev: float, seed: int) -> None:
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise InputError(f"n_samples must be a positive int, got {n_samples!r}.")
-    if isinstance(stdev, bool) or not isinstance(stdev, (int, float)) or not stdev >= 0 or stdev == float("inf"):
-        raise InputError(f"stdev must be a finite number ≥ 0 (the noise's standard deviation in the attributed "
-                         f"tensor's units), got {stdev!r}.")
+    check_int("n_samples", n_samples, at_least=1)
+    check_float("stdev (the noise's standard deviation in the attributed tensor's units)", stdev, at_least=0.0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InputTypeError(f"seed must be an int, got {type(seed).__name__}.")
 

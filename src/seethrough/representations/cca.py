@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.checks import check_float
 from ..core.errors import InputError
 from ._arrays import _center, _pair
 
@@ -107,9 +108,10 @@ def svcca(x: Tensor | np.ndarray, y: Tensor | np.ndarray, *, keep: float = 0.99)
         Raghu, Gilmer, Yosinski and Sohl-Dickstein, "SVCCA: Singular Vector Canonical Correlation
         Analysis for Deep Learning Dynamics and Interpretability", NeurIPS 2017.
     """
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
+    keep = check_float("svcca: keep", keep)
+    if not 0.0 < keep <= 1.0:
         raise InputError(f"svcca: keep is the fraction of variance to keep, in (0, 1]; got {keep!r}.")
-    _, _, ux, uy = _bases(x, y, "svcca", keep=float(keep))
+    _, _, ux, uy = _bases(x, y, "svcca", keep=keep)
     return float(torch.linalg.svdvals(ux.T @ uy).clamp(0.0, 1.0).mean())
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -16,10 +16,15 @@ from torch import Tensor, nn
 from ..core.batching import batches, stream
 from ..core.errors import InputError
 from ..core.inputs import validate_inputs
+from ..core.results import Result, new_figure
 from ..core.sites import Site, as_sites, resolve_site
 from ..core.types import Inputs
 from ._arrays import _center, _check_finite
 from .cka import _Centered, _Moments, _ratio
+
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
 
 __all__ = ["cka_between", "SimilarityMatrix"]
 
@@ -28,7 +33,7 @@ def _label(site: Site) -> str:
 
 
 @dataclass(frozen=True)
-class SimilarityMatrix:
+class SimilarityMatrix(Result):
     """Linear CKA between every site of ``sites_a`` (rows) and every site of ``sites_b`` (columns).
 
     ``values`` is a float64 tensor of shape ``(len(sites_a), len(sites_b))``.
@@ -38,7 +43,7 @@ class SimilarityMatrix:
     sites_a: tuple[Site, ...]
     sites_b: tuple[Site, ...]
 
-    def to_frame(self) -> Any:
+    def to_frame(self) -> pandas.DataFrame:
         """One row per pair: columns ``site_a``, ``site_b``, ``cka`` (pivot for the matrix)."""
         import pandas as pd
 
@@ -46,12 +51,10 @@ class SimilarityMatrix:
                 for i, a in enumerate(self.sites_a) for j, b in enumerate(self.sites_b)]
         return pd.DataFrame(rows, columns=["site_a", "site_b", "cka"])
 
-    def plot(self) -> Any:
+    def plot(self) -> Figure:
         """A heatmap of the matrix (a matplotlib Figure), values written in the cells."""
-        from matplotlib.figure import Figure
-
         n_a, n_b = len(self.sites_a), len(self.sites_b)
-        fig = Figure(figsize=(1.5 + 0.6 * n_b, 1.0 + 0.5 * n_a), layout="constrained")
+        fig = new_figure(1.5 + 0.6 * n_b, 1.0 + 0.5 * n_a)
         ax = fig.add_subplot()
         image = ax.imshow(self.values.cpu().numpy(), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
         ax.set_xticks(range(n_b), [_label(s) for s in self.sites_b], rotation=45, ha="right")
@@ -68,6 +71,7 @@ class SimilarityMatrix:
         return fig
 
     def _repr_html_(self) -> str:
+        """The matrix itself as an HTML table (rows: sites of model A), every label escaped."""
         head = "".join(f"<th>{html.escape(_label(s))}</th>" for s in self.sites_b)
         rows = []
         for i, a in enumerate(self.sites_a):
