@@ -137,7 +137,7 @@ def test_synthesised_trigger_is_a_finding_validate_can_test() -> None:
     clean = x[y != target][:32]
     result = synthesize(model, logit_objective(target, log_prob=True), shape=(3, 16, 16), init=clean, shared=True,
                         steps=64, lr=0.02, l2=1.0)
-    finding = result.to_finding()
+    (finding,) = result.to_findings()
     assert finding.kind == "trigger" and finding.target == target
     check = validate(finding, model, x[y != target][100:300], n_controls=10)
     assert check.effect > 0

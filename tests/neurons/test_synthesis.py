@@ -208,15 +208,15 @@ def test_bad_arguments_fail_before_any_forward_pass() -> None:
 def test_findings_are_testable_by_validate() -> None:
     model = Counting(d=12, out=3).eval()
     result = synthesize(model, unit_objective("fc", 1), shape=(12,), steps=10)
-    finding = result.to_finding(target=1)
+    (finding,) = result.to_findings(target=1)
     assert finding.kind == "units" and finding.units == (1,)
     x = torch.rand(32, 12, generator=torch.Generator().manual_seed(0))
     check = validate(finding, model, x, metric=lambda out: out[:, 1], n_controls=10)
     assert check.effect > 0  # zeroing the unit lowers its own output wherever it was positive on average
-    direction = synthesize(model, direction_objective("fc", torch.ones(3)), shape=(12,), steps=3).to_finding()
+    (direction,) = synthesize(model, direction_objective("fc", torch.ones(3)), shape=(12,), steps=3).to_findings()
     assert direction.kind == "direction"
     with pytest.raises(InputError, match="init"):
-        synthesize(model, logit_objective(0), shape=(12,), steps=2).to_finding()
+        synthesize(model, logit_objective(0), shape=(12,), steps=2).to_findings()
 
 
 def test_result_frame_plot_and_html() -> None:
@@ -228,3 +228,15 @@ def test_result_frame_plot_and_html() -> None:
     fig = result.plot()
     assert len(fig.axes) == 4
     assert "0 channel 1" in result._repr_html_()
+
+
+def test_to_findings_gives_one_finding_per_objective_or_the_one_asked_for() -> None:
+    """Issue #9: the result contract spells it ``to_findings`` and always returns a list."""
+    model = Counting(d=12, out=3).eval()
+    result = synthesize(model, [unit_objective("fc", 0), unit_objective("fc", 2)], shape=(12,), steps=2)
+    every = result.to_findings(target=1)
+    assert [f.units for f in every] == [(0,), (2,)] and all(f.target == 1 for f in every)
+    (second,) = result.to_findings(1)
+    assert second.units == (2,) and second.to_dict() == result.to_findings()[1].to_dict()
+    with pytest.raises(InputError, match="i must be an int in 0..1"):
+        result.to_findings(2)

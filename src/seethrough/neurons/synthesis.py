@@ -7,7 +7,8 @@ parametrised (pixels or a 1/f-scaled Fourier spectrum), randomly transformed eve
 blur) and optionally pushed apart by a diversity term. Objectives read the model through
 `capture`; gradients are taken with ``torch.autograd.grad`` on the image parameters, so the
 model's ``.grad`` fields, flags and modes are never touched. A synthesised image is a
-hypothesis about what a unit detects; `Synthesis.to_finding` hands it to `validate`.
+hypothesis about what a unit detects; `Synthesis.to_findings` hands it to `validate`. The
+objectives live in ``objectives`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -15,165 +16,37 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from ..core.checks import check_float, check_int
 from ..core.errors import InputError, InputTypeError
 from ..core.hooks import capture
 from ..core.inputs import validate_inputs
+from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..evidence.finding import Finding
 from ._transforms import Transforms, blur3, fourier_scale, fourier_to_image, image_to_fourier, total_variation
+from .objectives import (
+    Objective,
+    channel_objective,
+    direction_objective,
+    logit_objective,
+    unit_objective,
+)
+
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
 
 __all__ = ["Objective", "unit_objective", "channel_objective", "direction_objective", "logit_objective",
            "Transforms", "Synthesis", "synthesize"]
 
-ObjectiveKind = Literal["unit", "channel", "direction", "logit", "log_prob"]
-
-
-@dataclass(frozen=True, eq=False)
-class Objective:
-    """A per-example score read from one site's value; made by the ``*_objective`` builders.
-
-    Attributes:
-        kind: ``"unit"`` (one unit at one position), ``"channel"`` (a unit averaged over
-            positions), ``"direction"`` (projection on a vector along the unit axis, averaged over
-            positions), ``"logit"`` (one column of the model's ``(batch, n_classes)`` output) or
-            ``"log_prob"`` (that class's log-softmax probability, which saturates at 0).
-        site: where the value is read; ``Site("")`` is the model's output.
-        index: the unit, channel or class.
-        position: for ``"unit"``, indices into the value's other non-batch dims (``None``: centre).
-        direction: for ``"direction"``, a vector with one entry per unit.
-    """
-
-    kind: ObjectiveKind
-    site: Site
-    index: int | None = None
-    position: tuple[int, ...] | None = None
-    direction: Tensor | None = None
-
-    @property
-    def label(self) -> str:
-        """A short name such as ``conv2 channel 3`` or ``logit 7``."""
-        where = self.site.path or "output"
-        return {"unit": f"{where} unit {self.index}", "channel": f"{where} channel {self.index}",
-                "direction": f"{where} direction", "logit": f"logit {self.index}",
-                "log_prob": f"log p(class {self.index})"}[self.kind]
-
-    def score(self, value: Tensor) -> Tensor:
-        """One score per example from the site's whole value ``(batch, ...)``.
-
-        Raises:
-            InputError: the unit/class index or position does not fit the value's shape.
-        """
-        if self.kind in ("logit", "log_prob"):
-            if value.ndim != 2:
-                raise InputError(f"a {self.kind} objective needs a (batch, n_classes) output; got "
-                                 f"{tuple(value.shape)}.")
-            self._check_index(value.shape[1], "class")
-            return value[:, self.index] if self.kind == "logit" else torch.log_softmax(value, 1)[:, self.index]
-        if value.ndim < 2:
-            raise InputError(f"{self.label}: the value at {self.site.path!r} has shape {tuple(value.shape)}; "
-                             "an objective needs (batch, units, ...).")
-        axis = self.site.unit_axis(value)
-        moved = value.movedim(axis, 1)  # (batch, units, *rest)
-        if self.kind == "direction":
-            assert self.direction is not None  # set by direction_objective
-            if self.direction.shape[0] != moved.shape[1]:
-                raise InputError(f"the direction has {self.direction.shape[0]} entries but {self.site.path!r} has "
-                                 f"{moved.shape[1]} units along dim {axis}.")
-            d = self.direction.to(moved).view(1, -1, *[1] * (moved.ndim - 2))
-            projected = (moved * d).sum(1)
-            return projected.flatten(1).mean(1) if projected.ndim > 1 else projected
-        self._check_index(moved.shape[1], "unit")
-        chosen = moved[:, self.index]
-        if self.kind == "channel" or chosen.ndim == 1:
-            return chosen.flatten(1).mean(1) if chosen.ndim > 1 else chosen
-        rest = tuple(chosen.shape[1:])
-        position = self.position if self.position is not None else tuple(s // 2 for s in rest)
-        if len(position) != len(rest) or any(not -s <= p < s for p, s in zip(position, rest, strict=True)):
-            raise InputError(f"{self.label}: position {position} does not fit the value's other dims {rest}; "
-                             f"give one index per dim.")
-        return chosen[(slice(None), *position)]
-
-    def _check_index(self, size: int, what: str) -> None:
-        assert self.index is not None  # set by the builders
-        if not 0 <= self.index < size:  # no negative indices: findings name units by their index
-            raise InputError(f"{self.label}: {what} {self.index} is out of range 0..{size - 1} for {size} {what}s at "
-                             f"{self.site.path or 'the output'!r}.")
-
-
-def _plain_site(site: Site | str) -> Site:
-    s = Site(site) if isinstance(site, str) else site
-    if not isinstance(s, Site):
-        raise InputTypeError(f"site must be a Site or a module path string, got {type(site).__name__}.")
-    if s.selects:
-        raise InputError(f"{s!r} selects units/positions; give the plain site and the unit as an argument, "
-                         f"e.g. unit_objective({s.path!r}, 3).")
-    return s
-
-
-def _int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputTypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}).")
-    return value
-
-
-def unit_objective(site: Site | str, unit: int, *, position: Sequence[int] | None = None) -> Objective:
-    """Maximise one unit: ``value[:, unit]`` at one position of conv/sequence values (centre by default).
-
-    Example:
-        >>> unit_objective("conv", 2).score(torch.arange(2 * 3 * 3 * 3.0).view(2, 3, 3, 3)).tolist()
-        [22.0, 49.0]
-    """
-    pos = None if position is None else tuple(_int("position", p) for p in position)
-    return Objective("unit", _plain_site(site), _int("unit", unit), pos)
-
-
-def channel_objective(site: Site | str, channel: int) -> Objective:
-    """Maximise a channel: the unit ``channel`` averaged over every position (spatial mean for convs).
-
-    Example:
-        >>> channel_objective("conv", 0).score(torch.ones(2, 3, 4, 4)).tolist()
-        [1.0, 1.0]
-    """
-    return Objective("channel", _plain_site(site), _int("channel", channel))
-
-
-def direction_objective(site: Site | str, direction: Float[Tensor, " n_units"]) -> Objective:
-    """Maximise the projection of the value on ``direction`` (along the unit axis), averaged over positions.
-
-    Raises:
-        InputError: a direction that is not 1-d, finite and non-zero.
-    """
-    if not isinstance(direction, Tensor) or direction.ndim != 1 or not direction.is_floating_point():
-        raise InputError("direction must be a 1-d floating tensor with one entry per unit.")
-    if not bool(torch.isfinite(direction).all()) or float(direction.norm()) == 0.0:
-        raise InputError("direction must be finite and non-zero.")
-    return Objective("direction", _plain_site(site), direction=direction.detach().clone())
-
-
-def logit_objective(target: int, *, log_prob: bool = False) -> Objective:
-    """Maximise class ``target``'s logit in the model's ``(batch, n_classes)`` output.
-
-    With ``log_prob=True`` the score is the class's log-softmax probability instead: it
-    saturates at 0 once the class wins, so regularisers (L2, TV) then shrink the change, as
-    trigger reverse-engineering needs.
-
-    Example:
-        >>> logit_objective(1).score(torch.tensor([[0.0, 5.0], [1.0, -1.0]])).tolist()
-        [5.0, -1.0]
-        >>> logit_objective(0, log_prob=True).score(torch.zeros(1, 2)).exp().tolist()
-        [0.5]
-    """
-    return Objective("log_prob" if log_prob else "logit", Site(""), _int("target", target))
-
-
 @dataclass(frozen=True)
-class Synthesis:
+class Synthesis(Result):
     """Synthesised inputs and how strongly they drive their objectives.
 
     Attributes:
@@ -197,7 +70,7 @@ class Synthesis:
         """The ``n`` images of ``objectives[i]``."""
         return self.images[i * self.n:(i + 1) * self.n]
 
-    def to_frame(self) -> Any:
+    def to_frame(self) -> pandas.DataFrame:
         """One row per image: its objective, its index within the group and its final value."""
         import pandas as pd
 
@@ -206,12 +79,10 @@ class Synthesis:
                              "copy": [j for _ in self.objectives for j in range(self.n)],
                              "value": self.objective_values.double().tolist()})
 
-    def plot(self) -> Any:
+    def plot(self) -> Figure:
         """Image grid: one row per objective, one column per copy (channels shown as RGB or grey)."""
-        from matplotlib.figure import Figure
-
         rows, cols = len(self.objectives), self.n
-        fig = Figure(figsize=(1.4 * cols + 0.6, 1.4 * rows + 0.3))
+        fig = new_figure(1.4 * cols + 0.6, 1.4 * rows + 0.3)
         for i in range(rows):
             for j in range(cols):
                 ax = fig.add_subplot(rows, cols, i * cols + j + 1)
@@ -229,23 +100,30 @@ class Synthesis:
         return fig
 
     def _repr_html_(self) -> str:
+        """One row per objective: its label (escaped) and the mean final value of its images."""
         rows = "".join(f"<tr><td>{html.escape(o.label)}</td><td>{float(v):.4g}</td></tr>"
                        for o, v in zip(self.objectives, self.objective_values.view(len(self.objectives), -1)
                                        .mean(1), strict=True))
         return f"<table><tr><th>objective</th><th>mean value</th></tr>{rows}</table>"
 
-    def to_finding(self, i: int = 0, *, target: int | None = None) -> Finding:
-        """The claim that ``objectives[i]`` is driven by what its images show, as a testable `Finding`.
+    def to_findings(self, i: int | None = None, *, target: int | None = None) -> list[Finding]:
+        """The claim that each objective (or only ``objectives[i]``) is driven by what its images show.
 
-        Unit and channel objectives give a ``"units"`` finding (``validate`` ablates the unit),
+        One testable `Finding` per objective, in order. Unit and channel objectives give a ``"units"`` finding (``validate`` ablates the unit),
         direction objectives a ``"direction"`` finding (projected out). A logit objective
         started from given images gives a ``"trigger"`` finding: the mask is the mean absolute
         change of the images (summed over channels, scaled to [0, 1]) and the pattern the mean
         synthesised image, so `validate` stamps that change onto new inputs.
 
         Raises:
-            InputError: a logit objective without ``init`` images or on non-image inputs.
+            InputError: a logit objective without ``init`` images or on non-image inputs, or an
+                ``i`` that names no objective.
         """
+        if i is None:
+            return [self._finding(j, target) for j in range(len(self.objectives))]
+        return [self._finding(check_int("i", i, at_least=0, at_most=len(self.objectives) - 1), target)]
+
+    def _finding(self, i: int, target: int | None) -> Finding:
         o = self.objectives[i]
         values = self.objective_values[i * self.n:(i + 1) * self.n]
         evidence = {"method": "feature synthesis", "objective": o.label, "objective_values": values}
@@ -269,20 +147,17 @@ class Synthesis:
 
 def _check_options(steps: int, lr: float, param: str, bounds: tuple[float, float], weights: dict[str, float],
                    decay: float) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise InputError(f"steps must be a positive int, got {steps!r}.")
-    if not isinstance(lr, (int, float)) or not lr > 0:
-        raise InputError(f"lr must be a positive number, got {lr!r}.")
+    check_int("steps", steps, at_least=1)
+    if not check_float("lr", lr) > 0:
+        raise InputError(f"lr must be a positive number, got {lr!r}; pass e.g. lr=0.05.")
     if param not in ("pixel", "fourier"):
         raise InputError(f"param must be 'pixel' or 'fourier', got {param!r}.")
     if (not isinstance(bounds, tuple) or len(bounds) != 2 or not all(isinstance(b, (int, float)) for b in bounds)
             or not bounds[0] < bounds[1]):
         raise InputError(f"bounds must be a tuple (lo, hi) with lo < hi, got {bounds!r}.")
     for name, w in weights.items():
-        if not isinstance(w, (int, float)) or not w >= 0:
-            raise InputError(f"{name} must be a non-negative number, got {w!r}.")
-    if not isinstance(decay, (int, float)) or not decay >= 0:
-        raise InputError(f"decay must be a non-negative number, got {decay!r}.")
+        check_float(name, w, at_least=0.0)
+    check_float("decay", decay, at_least=0.0)
 
 
 def synthesize(
@@ -381,9 +256,7 @@ def synthesize(
         if not bool(((init >= lo) & (init <= hi)).all()):  # also false for NaN
             raise InputError(f"init values must lie in bounds [{lo}, {hi}] (no NaN); got "
                              f"[{float(init.min())}, {float(init.max())}]. Clamp them or widen bounds.")
-    n = 1 if n is None else n
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"n must be a positive int, got {n!r}.")
+    n = 1 if n is None else check_int("n", n, at_least=1)
     if shared and init is None:
         raise InputError("shared=True adds one perturbation to given images; pass init=... as well.")
     if diversity and n < 2:
