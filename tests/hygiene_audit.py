@@ -1,44 +1,68 @@
-"""Hygiene cases for the audit's internal evidence and attack design (issue #4)."""
+"""Hygiene cases for the audit: internal evidence, attack design, and the scan / repair / attack verbs (issues #4, #9)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from hygiene import Case
 from models import TinyCNN, images
 
 import seethrough.audit as audit
+import seethrough.evidence as evidence
 from seethrough import Site
 
 
-def _trigger() -> tuple[torch.Tensor, torch.Tensor]:
+def _trigger(family: str = "patch") -> evidence.Trigger:
     mask = torch.zeros(6, 6)
     mask[1:3, 1:3] = 1.0
-    return mask, torch.ones(1, 6, 6)
+    if family == "blend":
+        mask = torch.full((6, 6), 0.1)
+    return evidence.Trigger(mask, torch.ones(1, 6, 6), 1, family)
+
+
+def _audited(model: torch.nn.Module, x: torch.Tensor) -> audit.AuditResult:
+    """A scan whose patch finding is validated, with implicated units (built without the model's hooks)."""
+    result = audit.scan(model, x, steps=10, n_controls=3)
+    finding = evidence.Finding("trojan", "planted", trigger=_trigger(), score=3.0,
+                               evidence={"trigger_family": "patch", "gap_to_runner_up": 3.0})
+    validation = evidence.Validation("trojan", 1.0, 1.0, 1.0, 0.01, (0.0,), len(x))
+    units = audit.trigger_units(model, x, _trigger(), site="conv", k=2, n_controls=3)
+    units = dataclasses.replace(units, validation=validation)
+    return dataclasses.replace(result, findings=(finding,), validations=(validation,), internal=(units,))
 
 
 CASES = [
     Case("trigger_units", audit.trigger_units, TinyCNN, lambda: images(8),
-         lambda m, x: audit.trigger_units(m, x, *_trigger(), 1, site="conv", k=2, n_controls=3).to_dict(),
-         invalid=(lambda m, x: audit.trigger_units(m, x, *_trigger(), 1, site="conv", k=0),
-                  lambda m, x: audit.trigger_units(m, x.flatten(1), *_trigger(), 1, site="conv"),
-                  lambda m, x: audit.trigger_units(m, x, *_trigger(), 1, site="nope"))),
+         lambda m, x: audit.trigger_units(m, x, _trigger(), site="conv", k=2, n_controls=3).to_dict(),
+         invalid=(lambda m, x: audit.trigger_units(m, x, _trigger(), site="conv", k=0),
+                  lambda m, x: audit.trigger_units(m, x.flatten(1), _trigger(), site="conv"),
+                  lambda m, x: audit.trigger_units(m, x, _trigger(), site="nope"))),
     Case("trigger_units (train mode)", audit.trigger_units, TinyCNN, lambda: images(8),
-         lambda m, x: audit.trigger_units(m, x, *_trigger(), 1, site="act", k=2, n_controls=3).rise,
+         lambda m, x: audit.trigger_units(m, x, _trigger(), site="act", k=2, n_controls=3).rise,
          train_mode=True),
     Case("design_attack", audit.design_attack, TinyCNN, lambda: images(8),
-         lambda m, x: audit.design_attack(m, x, x, Site("conv"), [0, 1], 1, _trigger()[0], steps=3,
+         lambda m, x: audit.design_attack(m, x, x, Site("conv"), [0, 1], _trigger(), steps=3,
                                           n_controls=3).to_dict(),
-         invalid=(lambda m, x: audit.design_attack(m, x, x, Site("conv"), [], 1, _trigger()[0]),
-                  lambda m, x: audit.design_attack(m, x, x, Site("conv"), [0], 1, _trigger()[0], family="x"),
-                  lambda m, x: audit.design_attack(m, x, x, Site("nope"), [0], 1, _trigger()[0], steps=2))),
+         invalid=(lambda m, x: audit.design_attack(m, x, x, Site("conv"), [], _trigger()),
+                  lambda m, x: audit.design_attack(m, x, x, Site("conv"), [0], evidence.Trigger(
+                      torch.zeros(5, 5), torch.ones(1, 5, 5), 1)),
+                  lambda m, x: audit.design_attack(m, x, x, Site("conv"), [99], _trigger(), steps=2),
+                  lambda m, x: audit.design_attack(m, x, x, Site("nope"), [0], _trigger(), steps=2))),
     Case("design_attack (blend, train mode)", audit.design_attack, TinyCNN, lambda: images(8),
-         lambda m, x: audit.design_attack(m, x, x, Site("act"), [0], 1, torch.full((6, 6), 0.1), family="blend",
-                                          steps=3, n_controls=3).pattern, train_mode=True),
+         lambda m, x: audit.design_attack(m, x, x, Site("act"), [0], _trigger("blend"),
+                                          steps=3, n_controls=3).trigger.pattern, train_mode=True),
+    Case("repair", audit.repair, TinyCNN, lambda: images(12),
+         lambda m, x: audit.repair(_audited(m, x), m, x, torch.arange(12) % 3, epochs=1).to_dict(),
+         invalid=(lambda m, x: audit.repair(_audited(m, x), m, x, torch.zeros(2, dtype=torch.long)),)),
+    Case("attack", audit.attack, TinyCNN, lambda: images(12),
+         lambda m, x: audit.attack(_audited(m, x), m, steps=3, n_controls=3).to_dict()),
 ]
 
 EXEMPT = {
     audit.TriggerUnits: "a result dataclass",
     audit.DesignedAttack: "a result dataclass",
+    evidence.Trigger: "a value object (a trigger); takes no model",
     audit.binarise_mask: "thresholds a mask; takes no model",
     audit.default_feature_site: "reads module names; runs nothing",
 }

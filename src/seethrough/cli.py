@@ -12,17 +12,15 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from torch import nn
 
-from .audit.scan import AuditResult
 from .core.errors import SeethroughError
 from .core.inspection import inspect_model
-from .core.io import ArrayData, atomic_write, load_data, load_model
+from .core.io import atomic_write, load_data, load_model
 
 __all__ = ["app"]
 
@@ -94,7 +92,7 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
     """Audit a classifier for a planted trojan from clean data: scan, calibrate, validate, report."""
     from rich.progress import Progress
 
-    from .audit import audit_classifier
+    from . import audit as audits
     from .report.audit import write_audit_report
 
     console = Console()
@@ -103,20 +101,26 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
         dataset = load_data(data)
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("reverse-engineering a trigger per class", total=None)
-            result = audit_classifier(net, dataset.x, class_names=dataset.class_names, steps=steps, seed=seed,
-                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
+            result = audits.scan(net, dataset.x, class_names=dataset.class_names, steps=steps, seed=seed,
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
         out.mkdir(parents=True, exist_ok=True)
-        report = result.to_json()
+        fixed = audits.repair(result, net, dataset.x, dataset.y, seed=seed) if repair else None
+        designed = audits.attack(result, net, seed=seed) if attack else None
+        report = result.to_dict()
         if repair:
-            report["repair"] = _repair(net, dataset, result, out, seed)
+            report["repair"] = _NOTHING_TO_REPAIR if fixed is None else {**fixed.to_dict(), "weights": _REPAIRED}
         if attack:
-            report["attack"] = _attack(net, dataset, result, seed)
+            report["attack"] = _NOTHING_TO_ATTACK if designed is None else designed.to_dict()
+        if fixed is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().contiguous() for k, v in fixed.model.state_dict().items()}, str(out / _REPAIRED))
         findings = out / "findings.json"
         text = json.dumps(report, indent=1)
         atomic_write(findings, lambda tmp: Path(tmp).write_text(text))
         page = write_audit_report(out, result, dataset.x, meta={"model": model, "weights": str(weights or "—"),
                                                                 "data": str(data)},
-                                  extra={k: report[k] for k in ("repair", "attack") if k in report})
+                                  repair=fixed, attack=designed)
     except (SeethroughError, OSError) as err:
         raise _fail(err) from None
     flagged = ", ".join(f"class {f.target} ({'validated' if v.validated else 'not validated'})"
@@ -124,63 +128,22 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
     console.print(f"verdict: {result.verdict}   anomaly score: {result.anomaly_score:.2f}   "
                   f"flagged: {flagged or 'none'}", markup=False, highlight=False)
     if repair:
-        fixed = report["repair"]
-        summary = fixed["status"] if fixed["status"] != "repaired" else (
-            f"attack success {fixed['attack_success_before']:.2f} -> {fixed['attack_success_after']:.2f}, clean "
-            f"accuracy {fixed['clean_accuracy_before']:.3f} -> {fixed['clean_accuracy_after']:.3f} (held out)")
+        summary = report["repair"]["status"] if fixed is None else (
+            f"attack success {fixed.attack_success_before:.2f} -> {fixed.attack_success_after:.2f}, clean "
+            f"accuracy {fixed.clean_accuracy_before:.3f} -> {fixed.clean_accuracy_after:.3f} (held out)")
         console.print(f"repair: {summary}", markup=False, highlight=False)
     if attack:
-        designed = report["attack"]
-        summary = designed["status"] if designed["status"] != "designed" else (
-            f"designed trigger success {designed['attack_success_rate']:.2f} vs random triggers of the same size "
-            f"{designed['control_mean']:.2f} (max {designed['control_max']:.2f}, p = {designed['p_value']:.3f})")
+        record = report["attack"]
+        summary = record["status"] if designed is None else (
+            f"designed trigger success {record['attack_success_rate']:.2f} vs random triggers of the same size "
+            f"{record['control_mean']:.2f} (max {record['control_max']:.2f}, p = {record['p_value']:.3f})")
         console.print(f"attack: {summary}", markup=False, highlight=False)
     console.print(f"findings: {findings}   report: {page}", markup=False, highlight=False)
 
 
-def _repair(net: nn.Module, dataset: ArrayData, result: AuditResult, out: Path, seed: int) -> dict[str, Any]:
-    """Unlearn the first validated trigger; save the repaired weights; return the before/after numbers."""
-    from safetensors.torch import save_file
-
-    from .audit import repair_by_unlearning
-    from .audit.scan import _VectorAsImage
-
-    validated = [f for f, v in zip(result.findings, result.validations, strict=True) if v.validated]
-    if not validated:
-        return {"status": "nothing to repair: no validated trigger"}
-    finding = validated[0]
-    assert finding.trigger_mask is not None and finding.trigger_pattern is not None and finding.target is not None
-    vector = dataset.x.ndim == 2  # vector models are repaired through the same 1 x D view the audit used
-    model = _VectorAsImage(net) if vector else net
-    x = dataset.x[:, None, None, :] if vector else dataset.x
-    also = [(f.trigger_mask, f.trigger_pattern) for f in validated[1:]
-            if f.trigger_mask is not None and f.trigger_pattern is not None]
-    fixed = repair_by_unlearning(model, x, dataset.y, finding.trigger_mask, finding.trigger_pattern, finding.target,
-                                 also=also, seed=seed)
-    repaired = fixed.model.inner if isinstance(fixed.model, _VectorAsImage) else fixed.model
-    save_file({k: v.detach().contiguous() for k, v in repaired.state_dict().items()}, str(out / "repaired.safetensors"))
-    return {"status": "repaired", "target_class": finding.target, "weights": "repaired.safetensors",
-            **fixed.to_dict()}
-
-
-def _attack(net: nn.Module, dataset: ArrayData, result: AuditResult, seed: int) -> dict[str, Any]:
-    """Design a trigger from the first validated finding's implicated units; test it on the held-out split."""
-    from .audit import design_attack
-    from .audit.scan import _VectorAsImage
-
-    usable = [(f, u) for f, v, u in zip(result.findings, result.validations, result.internal, strict=True)
-              if v.validated and u is not None]
-    if not usable or result.split is None:
-        return {"status": "nothing to attack with: no validated trigger with implicated units"}
-    finding, units = usable[0]
-    assert finding.trigger_mask is not None and finding.target is not None
-    scan_x, held_x = result.split
-    model = _VectorAsImage(net) if dataset.x.ndim == 2 else net  # the audit's 1 x D view of vector models
-    designed = design_attack(model, scan_x, held_x, units.site, units.units, finding.target, finding.trigger_mask,
-                             family=str(finding.evidence["trigger_family"]), seed=seed)
-    return {"status": "designed", "from_units": list(units.units), "site": units.site.path.removeprefix("inner.")
-            if dataset.x.ndim == 2 else units.site.path,
-            **designed.to_dict()}
+_REPAIRED = "repaired.safetensors"
+_NOTHING_TO_REPAIR = {"status": "nothing to repair: no validated trigger"}
+_NOTHING_TO_ATTACK = {"status": "nothing to attack with: no validated trigger with implicated units"}
 
 
 @app.command()

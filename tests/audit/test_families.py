@@ -13,6 +13,7 @@ from seethrough.bench.games import outranks, pattern_correlation
 from seethrough.bench.zoo import trojaned_classifier
 from seethrough.bench.zoo.data import digits16
 from seethrough.core import InputError
+from seethrough.evidence import Trigger
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -31,25 +32,25 @@ def clean_images() -> torch.Tensor:
 
 def test_blend_scan_finds_the_planted_blend_and_its_pattern(clean_images: torch.Tensor) -> None:
     model, meta = trojaned_classifier("mlp", "blend", 13)
-    result = neural_cleanse(model, clean_images, n_classes=10, steps=200, kind="blend", seed=0)
+    result = neural_cleanse(model, clean_images, n_classes=10, steps=200, family="blend", seed=0)
     planted = meta["trigger"]
     norms = sorted(result.norms.tolist())
-    assert result.suspect == planted["target_class"] and norms[1] / norms[0] >= 2.0
-    found = result.triggers[result.suspect]
-    assert found.kind == "blend" and bool((found.mask == found.mask[0, 0]).all())  # one amplitude
+    assert result.suspect == planted["target"] and norms[1] / norms[0] >= 2.0
+    found = result.triggers[result.suspect].trigger
+    assert found.family == "blend" and bool((found.mask == found.mask[0, 0]).all())  # one amplitude
     assert float(found.mask[0, 0]) < 0.2  # planted at 0.1; a clean class needs ~0.2-0.45
     assert pattern_correlation(found.pattern, torch.tensor(planted["pattern"])) > 0.2
 
 
 def test_blend_scan_of_a_clean_model_shows_no_gap(clean_images: torch.Tensor) -> None:
     model, _ = trojaned_classifier("mlp", "none", 13)
-    norms = sorted(neural_cleanse(model, clean_images, n_classes=10, steps=200, kind="blend").norms.tolist())
+    norms = sorted(neural_cleanse(model, clean_images, n_classes=10, steps=200, family="blend").norms.tolist())
     assert norms[1] / norms[0] < 2.0
 
 
 def test_early_stopping_and_restarts(clean_images: torch.Tensor) -> None:
     model, meta = trojaned_classifier("mlp", "patch", 13)
-    target = meta["trigger"]["target_class"]
+    target = meta["trigger"]["target"]
     full = reverse_engineer_trigger(model, clean_images, target, steps=120, patience=None, seed=3)
     early = reverse_engineer_trigger(model, clean_images, target, steps=120, patience=5, seed=3)
     assert full.steps_run == 120 and early.steps_run < 120
@@ -59,20 +60,19 @@ def test_early_stopping_and_restarts(clean_images: torch.Tensor) -> None:
     assert best.mask_l1 == min(r.mask_l1 for r in runs if r.attack_success >= 0.95)
     with pytest.raises(InputError, match="restarts"):
         reverse_engineer_trigger(model, clean_images, target, restarts=0)
-    with pytest.raises(InputError, match="kind"):
-        reverse_engineer_trigger(model, clean_images, target, kind="warp")
+    with pytest.raises(InputError, match="family"):
+        reverse_engineer_trigger(model, clean_images, target, family="warp")
 
 
 def test_planted_trigger_units_validate_and_drive_a_designed_attack(clean_images: torch.Tensor) -> None:
     model, meta = trojaned_classifier("mlp", "patch", 13)
-    planted = meta["trigger"]
-    mask, pattern, target = torch.tensor(planted["mask"]), torch.tensor(planted["pattern"]), planted["target_class"]
+    planted = Trigger.from_dict(meta["trigger"])
     held = digits16("test")[0][200:]
-    units = trigger_units(model, held, mask, pattern, target, n_controls=30)
+    units = trigger_units(model, held, planted, n_controls=30)
     assert units.site.path == "head" and units.validation.validated and len(units.units) == 8
-    attack = design_attack(model, clean_images, held, units.site, units.units, target, mask, n_controls=30)
+    attack = design_attack(model, clean_images, held, units.site, units.units, planted, n_controls=30)
     assert attack.beats_controls and attack.attack_success > 0.5 > max(attack.control_success)
     # the oracle for "designed from the units": driving random units instead does far worse
     others = [u for u in range(32) if u not in units.units][:8]
-    control = design_attack(model, clean_images, held, units.site, others, target, mask, n_controls=5)
+    control = design_attack(model, clean_images, held, units.site, others, planted, n_controls=5)
     assert control.attack_success < attack.attack_success

@@ -39,9 +39,10 @@ def clean_images(n: int = 64) -> torch.Tensor:
 def test_reverse_engineering_recovers_the_planted_pixel() -> None:
     trig = reverse_engineer_trigger(PlantedPixelTrojan().eval(), clean_images(), TARGET, steps=200)
     assert trig.attack_success >= 0.95
-    assert divmod(int(trig.mask.flatten().argmax()), 6) == PIXEL
+    assert divmod(int(trig.trigger.mask.flatten().argmax()), 6) == PIXEL
     assert trig.mask_l1 < 2.0  # about one pixel's worth of mask
-    assert float(trig.pattern[0, PIXEL[0], PIXEL[1]]) > 0.5
+    assert float(trig.trigger.pattern[0, PIXEL[0], PIXEL[1]]) > 0.5
+    assert trig.trigger.target == TARGET and trig.trigger.family == "patch"
 
 
 def test_neural_cleanse_names_and_flags_the_target() -> None:
@@ -61,7 +62,7 @@ def test_reverse_engineering_is_deterministic_and_leaves_no_grad() -> None:
     model = PlantedPixelTrojan().eval()
     a = reverse_engineer_trigger(model, clean_images(), 1, steps=30, seed=5)
     b = reverse_engineer_trigger(model, clean_images(), 1, steps=30, seed=5)
-    assert torch.equal(a.mask, b.mask) and a.mask_l1 == b.mask_l1
+    assert a.trigger == b.trigger and a.mask_l1 == b.mask_l1
     assert all(p.grad is None for p in model.parameters())
 
 

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 from typer.testing import CliRunner
 
-from seethrough.audit import audit_classifier
+from seethrough.audit import scan
 from seethrough.bench.zoo import digits16, trojaned_classifier
 from seethrough.cli import app
 
@@ -58,9 +58,9 @@ def test_trojaned_model_is_found_with_its_target_and_trigger(tmp_path: Path, fac
     report = json.loads((tmp_path / "out" / "findings.json").read_text())
     assert report["verdict"] == "trojaned" and report["anomaly_score"] >= 2.0
     planted = meta["trigger"]
-    assert {f["target_class"] for f in report["findings"]} == {planted["target_class"]}
+    assert {f["target_class"] for f in report["findings"]} == {planted["target"]}
     (finding,) = [f for f in report["findings"] if f["trigger_family"] == "patch"]
-    assert finding["kind"] == "trojan" and finding["target_class"] == planted["target_class"] and finding["validated"]
+    assert finding["kind"] == "trojan" and finding["target_class"] == planted["target"] and finding["validated"]
     # internal evidence: the units that rise under the trigger carry it (ablation beats random units)
     assert finding["internal_evidence"]["validated"] and finding["internal_evidence"]["site"] == "head"
     # engineering use: a trigger designed from those units alone beats random triggers of the same size
@@ -142,32 +142,31 @@ class VectorTrojan(nn.Module):
 
 def test_vector_models_get_one_row_masks_and_the_planted_feature() -> None:
     x = torch.rand(160, 12, generator=torch.Generator().manual_seed(1)) * 0.2
-    result = audit_classifier(VectorTrojan().eval(), x, steps=150, n_controls=20)
-    assert result.scan.triggers[0].mask.shape == (1, 12)
-    assert result.scan.suspect == 2 and int(result.scan.triggers[2].mask.argmax()) == 7
+    result = scan(VectorTrojan().eval(), x, steps=150, n_controls=20)
+    assert result.scan.triggers[0].trigger.mask.shape == (1, 12)
+    assert result.scan.suspect == 2 and int(result.scan.triggers[2].trigger.mask.argmax()) == 7
 
 
 def test_a_model_predicting_one_class_everywhere_is_not_called_trojaned() -> None:
     model = nn.Sequential(nn.Linear(12, 3)).eval()
     with torch.no_grad():
         model[0].bias.copy_(torch.tensor([0.0, 50.0, 0.0]))
-    result = audit_classifier(model, torch.rand(40, 12), steps=20, n_controls=5)
+    result = scan(model, torch.rand(40, 12), steps=20, n_controls=5)
     assert result.verdict == "clean" and result.findings == ()
 
 
 @pytest.mark.parametrize("x, message", [(torch.zeros(3, 1, 16, 16), "at least 4"), (torch.zeros(8, 2, 3), r"\(N, D\)")])
 def test_bad_audit_inputs(x: torch.Tensor, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        audit_classifier(nn.Sequential(nn.Flatten(), nn.Linear(256, 10)), x)
+        scan(nn.Sequential(nn.Flatten(), nn.Linear(256, 10)), x)
 
 
 def test_repair_unlearns_the_planted_trigger_and_keeps_accuracy(tmp_path: Path, factory: Path,
                                                                 digits_npz: Path) -> None:
     from safetensors.torch import load_file
 
-    from seethrough.audit import accuracy
     from seethrough.bench.zoo import DigitsMLP
-    from seethrough.evidence import attack_success
+    from seethrough.evidence import Trigger, accuracy, attack_success
 
     path, meta = weights(tmp_path, "patch")
     result = CliRunner().invoke(app, ["audit", "--model", f"{factory}:build", "--weights", str(path), "--data",
@@ -184,9 +183,8 @@ def test_repair_unlearns_the_planted_trigger_and_keeps_accuracy(tmp_path: Path, 
     after.load_state_dict(load_file(str(tmp_path / "out" / "repaired.safetensors")))
     after.eval()
     x, y = digits16("test")
-    planted = meta["trigger"]
-    mask, pattern, target = torch.tensor(planted["mask"]), torch.tensor(planted["pattern"]), planted["target_class"]
-    asr_before, asr_after = (attack_success(m, x, y, mask, pattern, target) for m in (before, after))
+    planted = Trigger.from_dict(meta["trigger"])
+    asr_before, asr_after = (attack_success(m, x, y, planted) for m in (before, after))
     assert asr_before > 0.9 and asr_after < asr_before / 3  # measured: 0.99 -> 0.13
     assert accuracy(after, x, y) >= accuracy(before, x, y) - 0.05
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from seethrough import Site
 from seethrough.core import InputError
-from seethrough.evidence import Finding, target_log_prob, validate
+from seethrough.evidence import Finding, Trigger, target_log_prob, validate
 
 
 def planted_mlp() -> nn.Sequential:
@@ -89,8 +89,8 @@ def test_planted_trigger_is_validated_and_shuffled_triggers_are_not() -> None:
     mask = torch.zeros(6, 6)
     mask[2, 3] = 1.0
     x = torch.rand(50, 1, 6, 6, generator=torch.Generator().manual_seed(2)) * 0.5
-    f = Finding("trigger", "a bright pixel at (2,3) flips to class 1", target=1, trigger_mask=mask,
-                trigger_pattern=torch.ones(1, 6, 6))
+    f = Finding("trojan", "a bright pixel at (2,3) flips to class 1", trigger=Trigger(mask, torch.ones(1, 6, 6), 1))
+    assert f.target == 1
     v = validate(f, PixelTrojan(), x, n_controls=40)
     assert v.effect == 1.0 and v.validated
     # a shuffled one-pixel trigger hits (2,3) with probability 1/36: most controls have zero effect
@@ -114,7 +114,7 @@ def test_bad_findings_are_refused(finding: Finding, message: str) -> None:
 
 
 def test_trigger_needs_images_of_the_trigger_size() -> None:
-    f = Finding("trigger", "c", target=1, trigger_mask=torch.ones(6, 6), trigger_pattern=torch.ones(1, 6, 6))
+    f = Finding("trojan", "c", trigger=Trigger(torch.ones(6, 6), torch.ones(1, 6, 6), 1))
     with pytest.raises(InputError, match="image inputs"):
         validate(f, PixelTrojan(), torch.rand(4, 1, 5, 5), n_controls=3)
 
@@ -123,16 +123,19 @@ def test_trigger_needs_images_of_the_trigger_size() -> None:
     ({"kind": "units", "claim": "c"}, "needs a site"),
     ({"kind": "units", "claim": "c", "site": Site("1")}, "non-empty"),
     ({"kind": "direction", "claim": "c", "site": Site("1"), "direction": torch.zeros(3)}, "non-zero"),
-    ({"kind": "trigger", "claim": "c", "target": 0, "trigger_mask": torch.full((4, 4), 2.0),
-      "trigger_pattern": torch.zeros(1, 4, 4)}, r"\[0, 1\]"),
-    ({"kind": "trigger", "claim": "c", "target": 0, "trigger_mask": torch.zeros(4, 4),
-      "trigger_pattern": torch.zeros(1, 5, 4)}, "same H, W"),
+    ({"kind": "trojan", "claim": "c", "trigger": lambda: Trigger(torch.full((4, 4), 2.0), torch.zeros(1, 4, 4), 0)},
+     r"\[0, 1\]"),
+    ({"kind": "trojan", "claim": "c", "trigger": lambda: Trigger(torch.zeros(4, 4), torch.zeros(1, 5, 4), 0)},
+     "same H, W"),
+    ({"kind": "trojan", "claim": "c", "target": 0}, "needs trigger"),
+    ({"kind": "trojan", "claim": "c", "target": 2, "trigger": lambda: Trigger(torch.zeros(4, 4), torch.zeros(1, 4, 4),
+                                                                             1)}, "differs"),
     ({"kind": "guess", "claim": "c"}, "kind"),
     ({"kind": "units", "claim": "c", "site": Site("1"), "units": [1, 1]}, "repeated"),
 ])
 def test_malformed_findings_are_refused(kwargs: dict, message: str) -> None:
-    with pytest.raises((InputError, TypeError), match=message):
-        Finding(**kwargs)
+    with pytest.raises((InputError, TypeError), match=message):  # a trigger is built inside the check
+        Finding(**{k: v() if callable(v) else v for k, v in kwargs.items()})
 
 
 def test_mean_ablation_over_a_reference_set_matches_the_closed_form() -> None:
@@ -154,10 +157,10 @@ def test_stamp_closed_form_and_shape_errors() -> None:
     mask[1, 2] = 1.0
     mask[0, 0] = 0.25
     pattern = torch.full((1, 4, 4), 0.8)
-    out = stamp(x, mask, pattern)
+    out = stamp(x, Trigger(mask, pattern, 0))
     expected = x.clone()
     expected[:, 0, 1, 2] = 0.8
     expected[:, 0, 0, 0] = 0.75 * x[:, 0, 0, 0] + 0.25 * 0.8
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-7)  # one rounding step
-    with pytest.raises(InputError, match="cannot stamp"):
-        stamp(x, torch.zeros(5, 5), torch.zeros(1, 5, 5))
+    with pytest.raises(InputError, match="do not fit"):
+        stamp(x, Trigger(torch.zeros(5, 5), torch.zeros(1, 5, 5), 0))

@@ -1,12 +1,18 @@
-"""seethrough.audit: find planted flaws from clean data, validate them, repair and attack with them, and report."""
+"""seethrough.audit: find planted flaws from clean data, validate them, repair and attack with them.
 
-from .attack import DesignedAttack, binarise_mask, design_attack
+The three verbs the command line calls: `scan` (an `AuditResult`: verdict, per-class scans,
+validated findings), `repair(result, ...)` (a `RepairResult`) and `attack(result, ...)` (a
+`DesignedAttack`); `seethrough.report.write_audit_report` renders them. The building blocks
+(`neural_cleanse`, `trigger_units`, `repair_by_unlearning`, `design_attack`) are public too.
+"""
+
+from .attack import DesignedAttack, attack, binarise_mask, design_attack
 from .internal import TriggerUnits, default_feature_site, trigger_units
-from .repair import RepairResult, accuracy, repair_by_unlearning
+from .repair import RepairResult, repair, repair_by_unlearning
 from .reverse import NeuralCleanse, ReversedTrigger, anomaly_index, neural_cleanse, reverse_engineer_trigger
-from .scan import AuditResult, audit_classifier
+from .verdict import AuditResult, scan
 
-__all__ = ["audit_classifier", "AuditResult", "repair_by_unlearning", "RepairResult", "accuracy",
+__all__ = ["scan", "repair", "attack", "AuditResult", "repair_by_unlearning", "RepairResult",
            "reverse_engineer_trigger", "neural_cleanse", "anomaly_index", "ReversedTrigger", "NeuralCleanse",
            "trigger_units", "TriggerUnits", "default_feature_site", "design_attack", "DesignedAttack",
            "binarise_mask"]

@@ -11,21 +11,25 @@ controls means the implicated units are a usable handle on the backdoor, not jus
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..core.checks import check_int
 from ..core.errors import InputError
 from ..core.hooks import capture, hooks
 from ..core.inputs import validate_inputs
+from ..core.results import Result, new_figure
 from ..core.sites import Site
-from ..evidence.summary import bootstrap_ci
-from ..evidence.trigger import stamp
-from .internal import check_trigger
+from ..evidence import Trigger, bootstrap_ci, stamp
+from .internal import check_trigger, per_unit
+from .verdict import AuditResult, as_images
 
-__all__ = ["DesignedAttack", "design_attack", "binarise_mask"]
+__all__ = ["DesignedAttack", "design_attack", "binarise_mask", "attack"]
 
 
 def binarise_mask(mask: Tensor, family: str) -> Tensor:
@@ -44,13 +48,13 @@ def binarise_mask(mask: Tensor, family: str) -> Tensor:
 
 
 @dataclass(frozen=True)
-class DesignedAttack:
-    """The designed trigger, its held-out attack success, and the random triggers' successes."""
+class DesignedAttack(Result):
+    """The designed `Trigger`, the units it was designed from, its held-out attack success, and the
+    random triggers' successes."""
 
-    family: str
-    mask: Tensor
-    pattern: Tensor
-    target: int
+    trigger: Trigger
+    site: Site
+    units: tuple[int, ...]
     attack_success: float
     ci_low: float
     ci_high: float
@@ -62,14 +66,17 @@ class DesignedAttack:
         return self.p_value < 0.05 and self.ci_low > max(self.control_success, default=0.0)
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``attack`` record of ``findings.json``."""
         controls = torch.tensor(self.control_success, dtype=torch.float64)
-        return {"family": self.family, "target_class": self.target, "mask_pixels": float(self.mask.sum()),
+        t = self.trigger
+        return {"status": "designed", "from_units": list(self.units), "site": self.site.path,
+                "family": t.family, "target_class": t.target, "mask_pixels": float(t.mask.sum()),
                 "attack_success_rate": self.attack_success, "ci_low": self.ci_low, "ci_high": self.ci_high,
                 "control_mean": float(controls.mean()) if len(controls) else float("nan"),
                 "control_max": float(controls.max()) if len(controls) else float("nan"),
                 "n_controls": len(self.control_success), "p_value": self.p_value,
-                "beats_controls": self.beats_controls, "trigger_mask": self.mask.tolist(),
-                "trigger_pattern": self.pattern.tolist()}
+                "beats_controls": self.beats_controls, "trigger_mask": t.mask.tolist(),
+                "trigger_pattern": t.pattern.tolist()}
 
     def to_frame(self) -> Any:
         import pandas as pd
@@ -79,9 +86,7 @@ class DesignedAttack:
 
     def plot(self) -> Any:
         """The random triggers' attack success, with the designed trigger's (and its CI) marked."""
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(4.5, 2.6))
+        fig = new_figure(4.5, 2.6)
         ax = fig.add_subplot()
         ax.hist(self.control_success, bins=20, range=(0, 1), color="0.7", label="random triggers")
         ax.axvline(self.attack_success, color="crimson", label=f"designed (p={self.p_value:.3f})")
@@ -89,9 +94,6 @@ class DesignedAttack:
         ax.set_xlabel("attack success on held-out inputs")
         ax.legend(fontsize=7)
         return fig
-
-    def _repr_html_(self) -> str:
-        return str(self.to_frame().to_html(index=False))
 
 
 def _random_control(mask: Tensor, family: str, channels: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -109,54 +111,54 @@ def _random_control(mask: Tensor, family: str, channels: int, gen: torch.Generat
     return moved, pattern
 
 
-def design_attack(model: nn.Module, scan_x: Tensor, held_x: Tensor, site: Site, units: list[int] | tuple[int, ...],
-                  target: int, mask: Tensor, *, family: str = "patch", steps: int = 200, lr: float = 0.1,
-                  n_controls: int = 50, seed: int = 0) -> DesignedAttack:
-    """Optimise a trigger pattern under ``mask`` to drive ``units`` at ``site``; test it on ``held_x``.
+def design_attack(model: nn.Module, scan_inputs: Tensor, held_inputs: Tensor, site: Site, units: Sequence[int],
+                  trigger: Trigger, *, steps: int = 200, lr: float = 0.1, n_controls: int = 50,
+                  seed: int = 0) -> DesignedAttack:
+    """Optimise a trigger pattern under ``trigger``'s mask to drive ``units`` at ``site``; test it held out.
 
     Args:
         model: the classifier (unchanged).
-        scan_x: clean images the pattern is optimised on.
-        held_x: clean held-out images it is measured on (those already predicted as ``target`` are left out).
+        scan_inputs: clean images the pattern is optimised on.
+        held_inputs: clean held-out images it is measured on (those already predicted as the target
+            are left out).
         site, units: the implicated units (e.g. from `trigger_units`); their mean activation is maximised.
-        target: the class whose hit rate is measured (never used in the optimisation).
-        mask: where the trigger goes: binarised with `binarise_mask` for a patch, used as is for a blend.
-        family: ``"patch"`` or ``"blend"``.
+        trigger: the found trigger: where the new one goes (its mask, binarised with `binarise_mask`
+            for a patch, used as is for a blend), its family, and the class whose hit rate is
+            measured (never used in the optimisation); its pattern is not used.
         n_controls: random triggers of the same size.
 
     Raises:
-        InputError: an unknown family, no units, or every held-out image already predicted as ``target``.
+        InputError: no units, a trigger that does not fit the images, or every held-out image
+            already predicted as the target.
     """
-    if family not in ("patch", "blend"):
-        raise InputError(f"family must be 'patch' or 'blend', got {family!r}.")
+    scan_x, held_x = scan_inputs, held_inputs
+    family, target = trigger.family, trigger.target
     if not units:
         raise InputError("design_attack needs at least one unit to drive.")
-    for name, x in (("scan_x", scan_x), ("held_x", held_x)):
+    for name, x in (("scan_inputs", scan_x), ("held_inputs", held_x)):
         if not isinstance(x, Tensor) or x.ndim != 4:
             raise InputError(f"{name} must be images (N, C, H, W); got {getattr(x, 'shape', type(x).__name__)}.")
         validate_inputs(model, x)
     where = Site(site) if isinstance(site, str) else site
-    check_trigger(model, scan_x, mask, None, target)
+    check_trigger(model, scan_x, trigger)
     width = int(capture(model, scan_x[:1], [where])[where].shape[1])
-    if any(isinstance(u, bool) or not isinstance(u, int) or not 0 <= u < width for u in units):
-        raise InputError(f"units must be ints in 0..{width - 1} (the units of {where.path}); got {list(units)}.")
+    units = tuple(check_int(f"units of {where.path}", u, at_least=0, at_most=width - 1) for u in units)
     unit_index = torch.tensor(list(units))
-    m = binarise_mask(mask.detach().to(scan_x), family)
+    m = binarise_mask(trigger.mask.detach().to(scan_x), family)
     gen = torch.Generator().manual_seed(seed)
     pattern_logit = (torch.randn(scan_x.shape[1:], generator=gen) * 0.1).requires_grad_(True)
     opt = torch.optim.Adam([pattern_logit], lr=lr)
     drive: list[Tensor] = []
 
     def record(value: Tensor, _: Site) -> None:
-        act = value.flatten(2).mean(-1) if value.ndim > 2 else value
-        drive.append(act[:, unit_index].mean())
+        drive.append(per_unit(value)[:, unit_index].mean())
 
     batch = min(128, scan_x.shape[0])
     with hooks(model, {where: record}):
         for _ in range(steps):
             index = torch.randint(0, scan_x.shape[0], (batch,), generator=gen)
             drive.clear()
-            model(stamp(scan_x[index], m, torch.sigmoid(pattern_logit)))
+            model(stamp(scan_x[index], Trigger(m, torch.sigmoid(pattern_logit), target, family)))
             (grad,) = torch.autograd.grad(-drive[0], [pattern_logit])
             opt.zero_grad(set_to_none=True)
             pattern_logit.grad = grad
@@ -167,12 +169,43 @@ def design_attack(model: nn.Module, scan_x: Tensor, held_x: Tensor, site: Site, 
         x = held_x[keep]
         if x.shape[0] == 0:
             raise InputError(f"every held-out input is already predicted as class {target}; pass other inputs.")
-        hits = (model(stamp(x, m, pattern)).argmax(-1) == target).double()
+        designed = Trigger(m, pattern, target, family)
+        hits = (model(stamp(x, designed)).argmax(-1) == target).double()
         controls = []
         for _ in range(n_controls):
             cm, cp = _random_control(m, family, x.shape[1], gen)
-            controls.append(float((model(stamp(x, cm, cp)).argmax(-1) == target).double().mean()))
+            controls.append(float((model(stamp(x, Trigger(cm, cp, target, family))).argmax(-1) == target)
+                                  .double().mean()))
     success = float(hits.mean())
     low, high = bootstrap_ci(hits.numpy(), seed=seed)
     p = (1 + sum(c >= success for c in controls)) / (1 + len(controls))
-    return DesignedAttack(family, m, pattern, target, success, float(low), float(high), tuple(controls), float(p))
+    return DesignedAttack(designed, where, units, success, float(low), float(high), tuple(controls), float(p))
+
+
+def attack(result: AuditResult, model: nn.Module, *, seed: int = 0, **kwargs: Any) -> DesignedAttack | None:
+    """Design a trigger from the first validated finding's implicated units; test it on the audit's held-out split.
+
+    Args:
+        result: what `scan` returned for ``model``.
+        model: the audited classifier (unchanged).
+        seed: seeds the optimisation and the controls.
+        **kwargs: passed on to `design_attack` (``steps``, ``lr``, ``n_controls``).
+
+    Returns:
+        The designed attack (its ``site`` named as in ``model``), or ``None`` when no validated
+        finding has implicated units to design from.
+    """
+    usable = [(f, u) for f, v, u in zip(result.findings, result.validations, result.internal, strict=True)
+              if v.validated and u is not None]
+    if not usable or result.split is None:
+        return None
+    finding, units = usable[0]
+    assert finding.trigger is not None
+    scan_x, held_x = result.split
+    vector = bool(result.settings.get("vector_input"))
+    designed = design_attack(as_images(model) if vector else model, scan_x, held_x, units.site, units.units,
+                             finding.trigger, seed=seed, **kwargs)
+    if vector:  # the audit scanned a 1 x D view of the model: name the site as the user's model does
+        designed = dataclasses.replace(designed, site=dataclasses.replace(
+            designed.site, path=designed.site.path.removeprefix("inner.")))
+    return designed

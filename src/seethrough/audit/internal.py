@@ -16,30 +16,27 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..core.checks import check_int
 from ..core.errors import InputError
 from ..core.hooks import capture
 from ..core.inputs import validate_inputs
+from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
-from ..evidence import Finding, Validation, validate
-from ..evidence.trigger import stamp
+from ..evidence import Finding, Trigger, Validation, stamp, validate
 
 __all__ = ["TriggerUnits", "trigger_units", "default_feature_site"]
 
 
-def check_trigger(model: nn.Module, x: Tensor, mask: Tensor, pattern: Tensor | None, target: int) -> None:
+def check_trigger(model: nn.Module, inputs: Tensor, trigger: Trigger) -> None:
     """Refuse a trigger that does not fit the images, or a target the model has no logit for (one probe forward)."""
-    h, w = x.shape[-2:]
-    if not isinstance(mask, Tensor) or tuple(mask.shape) != (h, w):
-        raise InputError(f"the trigger mask must be (H, W) = ({h}, {w}) like the images; got "
-                         f"{tuple(getattr(mask, 'shape', ())) or type(mask).__name__}.")
-    if pattern is not None and (not isinstance(pattern, Tensor) or tuple(pattern.shape) != tuple(x.shape[1:])):
-        raise InputError(f"the trigger pattern must be (C, H, W) = {tuple(x.shape[1:])}; got "
-                         f"{tuple(getattr(pattern, 'shape', ())) or type(pattern).__name__}.")
+    if not isinstance(trigger, Trigger):
+        raise InputError(f"trigger must be a seethrough.evidence.Trigger, got {type(trigger).__name__}.")
+    if tuple(inputs.shape[1:]) != tuple(trigger.pattern.shape):
+        raise InputError(f"the trigger's pattern (C, H, W) = {tuple(trigger.pattern.shape)} does not fit images of "
+                         f"shape {tuple(inputs.shape)}; build the trigger for this image size.")
     with torch.no_grad():
-        width = int(model(x[:1]).shape[-1])
-    if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < width:
-        raise InputError(f"target must be a class index in 0..{width - 1} (the model has {width} outputs); "
-                         f"got {target!r}.")
+        width = int(model(inputs[:1]).shape[-1])
+    check_int("trigger.target", trigger.target, at_most=width - 1)
 
 
 def default_feature_site(model: nn.Module) -> Site:
@@ -55,7 +52,7 @@ def default_feature_site(model: nn.Module) -> Site:
 
 
 @dataclass(frozen=True)
-class TriggerUnits:
+class TriggerUnits(Result):
     """Units that respond to a trigger: their standardised rise, the finding, and its validation."""
 
     site: Site
@@ -77,9 +74,7 @@ class TriggerUnits:
 
     def plot(self) -> Any:
         """Each unit's standardised rise under the trigger; the implicated units in red."""
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(6, 2.6))
+        fig = new_figure(6, 2.6)
         ax = fig.add_subplot()
         ax.bar(range(len(self.rise)), self.rise.tolist(),
                color=["crimson" if u in self.units else "0.6" for u in range(len(self.rise))])
@@ -87,25 +82,20 @@ class TriggerUnits:
         ax.set_ylabel("rise under trigger (clean sd)")
         return fig
 
-    def _repr_html_(self) -> str:
-        return str(self.to_frame().to_html(index=False))
 
-
-def _per_unit(act: Tensor) -> Tensor:
+def per_unit(act: Tensor) -> Tensor:
     """(batch, units, ...) → (batch, units): the mean over any trailing (spatial) dims."""
     return act.flatten(2).mean(-1) if act.ndim > 2 else act
 
 
-def trigger_units(model: nn.Module, x: Tensor, mask: Tensor, pattern: Tensor, target: int, *,
-                  site: str | Site | None = None, k: int | None = None, n_controls: int = 50,
-                  seed: int = 0) -> TriggerUnits:
+def trigger_units(model: nn.Module, inputs: Tensor, trigger: Trigger, *, site: str | Site | None = None,
+                  k: int | None = None, n_controls: int = 50, seed: int = 0) -> TriggerUnits:
     """Find and validate the ``k`` units at ``site`` that respond most to the stamped trigger.
 
     Args:
         model: the classifier (unchanged).
-        x: clean images ``(N, C, H, W)`` (held out from the trigger search).
-        mask, pattern: the trigger, ``(H, W)`` and ``(C, H, W)``.
-        target: the class the trigger sends inputs to.
+        inputs: clean images ``(N, C, H, W)`` (held out from the trigger search).
+        trigger: the trigger (its ``target`` is the class it sends inputs to).
         site: where to look (default `default_feature_site`); units are its dim 1 (conv channels
             are averaged over space).
         k: how many units to name (default: a quarter of the site's units, at most 8).
@@ -114,22 +104,25 @@ def trigger_units(model: nn.Module, x: Tensor, mask: Tensor, pattern: Tensor, ta
     Raises:
         InputError: ``k`` not in ``1..units - 1``, or inputs that are not images of the trigger's size.
     """
-    if not isinstance(x, Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != tuple(pattern.shape):
-        raise InputError(f"trigger_units needs images (N, {', '.join(map(str, pattern.shape))}); got "
+    x = inputs
+    if not isinstance(trigger, Trigger):
+        raise InputError(f"trigger must be a seethrough.evidence.Trigger, got {type(trigger).__name__}.")
+    if not isinstance(x, Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != tuple(trigger.pattern.shape):
+        raise InputError(f"trigger_units needs images (N, {', '.join(map(str, trigger.pattern.shape))}); got "
                          f"{getattr(x, 'shape', type(x).__name__)}.")
     validate_inputs(model, x)
     where = default_feature_site(model) if site is None else (Site(site) if isinstance(site, str) else site)
     resolve_site(model, where.path)
-    check_trigger(model, x, mask, pattern, target)
-    stamped = stamp(x, mask.to(x), pattern.to(x))
+    check_trigger(model, x, trigger)
+    target = trigger.target
+    stamped = stamp(x, trigger)
     acts = capture(model, torch.cat([x, stamped]), [where])[where].detach()
-    units = _per_unit(acts).double()
+    units = per_unit(acts).double()
     clean, triggered = units[: x.shape[0]], units[x.shape[0]:]
     n_units = clean.shape[1]
     if k is None:  # a quarter of the units, at most 8, at least 1
         k = max(1, min(8, n_units // 4))
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n_units:
-        raise InputError(f"k must be an int in 1..{n_units - 1} (the site has {n_units} units), got {k!r}.")
+    check_int(f"k (the site has {n_units} units)", k, at_least=1, at_most=n_units - 1)
     rise = (triggered.mean(0) - clean.mean(0)) / (clean.std(0) + 1e-6)
     top = tuple(int(u) for u in torch.sort(-rise, stable=True).indices[:k])
     finding = Finding("units", f"units {list(top)} at {where.path} carry the trigger to class {target}", site=where,

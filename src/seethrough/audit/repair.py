@@ -12,6 +12,7 @@ References:
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,22 +23,20 @@ from torch import Tensor, nn
 
 from ..core.errors import InputError
 from ..core.inputs import validate_inputs
-from ..evidence.trigger import attack_success, stamp
+from ..core.results import Result, new_figure
+from ..evidence import Trigger, accuracy, attack_success, stamp
+from .verdict import AuditResult, as_images, unwrap
 
-__all__ = ["RepairResult", "repair_by_unlearning", "accuracy"]
-
-
-def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    """Fraction of ``x`` classified as ``y`` (no grad; modes as they are)."""
-    with torch.no_grad():
-        return float((model(x).argmax(-1) == y).float().mean())
+__all__ = ["RepairResult", "repair_by_unlearning", "repair"]
 
 
 @dataclass(frozen=True)
-class RepairResult:
-    """The repaired copy and the held-out numbers before and after."""
+class RepairResult(Result):
+    """The repaired copy, the triggers unlearned (the first is measured) and the held-out numbers
+    before and after."""
 
     model: nn.Module
+    triggers: tuple[Trigger, ...]
     clean_accuracy_before: float
     clean_accuracy_after: float
     attack_success_before: float
@@ -45,7 +44,9 @@ class RepairResult:
     epochs: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "unlearning (fine-tune with the reversed trigger, true labels)", "epochs": self.epochs,
+        """The ``repair`` record of ``findings.json`` (the model itself is not JSON: save its state dict)."""
+        return {"status": "repaired", "target_class": self.triggers[0].target,
+                "method": "unlearning (fine-tune with the reversed trigger, true labels)", "epochs": self.epochs,
                 "clean_accuracy_before": self.clean_accuracy_before, "clean_accuracy_after": self.clean_accuracy_after,
                 "attack_success_before": self.attack_success_before,
                 "attack_success_after": self.attack_success_after}
@@ -59,9 +60,7 @@ class RepairResult:
 
     def plot(self) -> Any:
         """Clean accuracy and the reversed trigger's attack success, before and after the repair."""
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(4.5, 2.6))
+        fig = new_figure(4.5, 2.6)
         ax = fig.add_subplot()
         frame = self.to_frame()
         for i, column in enumerate(("clean_accuracy", "attack_success")):
@@ -71,23 +70,20 @@ class RepairResult:
         ax.set_title("before (grey) and after (blue), held out", fontsize=9)
         return fig
 
-    def _repr_html_(self) -> str:
-        return str(self.to_frame().to_html(index=False))
 
-
-def repair_by_unlearning(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, pattern: Tensor, target: int, *,
-                         also: Sequence[tuple[Tensor, Tensor]] = (), epochs: int = 20, lr: float = 1e-3,
+def repair_by_unlearning(model: nn.Module, inputs: Tensor, labels: Tensor, trigger: Trigger, *,
+                         also: Sequence[Trigger] = (), epochs: int = 20, lr: float = 1e-3,
                          stamp_fraction: float = 0.5, distill: float = 1.0, batch_size: int = 64,
                          held_out: float = 0.5, seed: int = 0) -> RepairResult:
     """Fine-tune a copy of ``model`` to ignore the trigger; report held-out accuracy and attack success.
 
     Args:
         model: the classifier (not modified).
-        x, y: labelled clean data; the first ``1 - held_out`` of a seeded shuffle trains, the rest measures.
-        mask, pattern: the reverse-engineered trigger (H, W) and (C, H, W) in the model's input space.
-        target: the class the trigger sends inputs to.
-        also: more ``(mask, pattern)`` triggers to unlearn alongside (e.g. the other trigger families
-            the audit flagged); each stamped example carries one trigger drawn at random.
+        inputs, labels: labelled clean data; the first ``1 - held_out`` of a seeded shuffle trains, the
+            rest measures.
+        trigger: the reverse-engineered trigger, in the model's input space; its attack success is measured.
+        also: more triggers to unlearn alongside (e.g. the other trigger families the audit flagged);
+            each stamped example carries one trigger drawn at random.
         stamp_fraction: fraction of each batch stamped with a trigger (labels unchanged).
         distill: weight of a KL term that keeps the copy's outputs on the *unstamped* examples close
             to the original model's (0 turns it off): fine-tuning alone cost 1-4 points of clean
@@ -97,9 +93,12 @@ def repair_by_unlearning(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, p
     (repaired on the training split, scored with the *planted* trigger on the test split); the
     trojan-repair game scores them on models from seeds 2000+, which no setting was chosen on.
     """
+    x, y = inputs, labels
     validate_inputs(model, x)
     if not isinstance(y, Tensor) or y.shape != (x.shape[0],):
-        raise InputError(f"y must be class labels of shape ({x.shape[0]},); got {getattr(y, 'shape', y)}.")
+        raise InputError(f"labels must be class indices of shape ({x.shape[0]},); got {getattr(y, 'shape', y)}.")
+    if not all(isinstance(t, Trigger) for t in (trigger, *also)):
+        raise InputError("trigger and also must be seethrough.evidence.Trigger objects.")
     if not 0.0 < held_out < 1.0 or not 0.0 <= stamp_fraction <= 1.0:
         raise InputError("held_out must be in (0, 1) and stamp_fraction in [0, 1].")
     gen = torch.Generator().manual_seed(seed)
@@ -109,10 +108,9 @@ def repair_by_unlearning(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, p
         raise InputError(f"{x.shape[0]} examples are too few to split into training and held-out parts.")
     train_x, train_y = x[order[:n_train]], y[order[:n_train]]
     test_x, test_y = x[order[n_train:]], y[order[n_train:]]
-    triggers = [(mask.to(x), pattern.to(x))] + [(m.to(x), p.to(x)) for m, p in also]
-    mask, pattern = triggers[0]
+    triggers = [trigger, *also]
     before_acc = accuracy(model, test_x, test_y)
-    before_asr = attack_success(model, test_x, test_y, mask, pattern, target)
+    before_asr = attack_success(model, test_x, test_y, trigger)
     repaired = copy.deepcopy(model)
     for p in repaired.parameters():
         p.requires_grad_(True)
@@ -125,9 +123,9 @@ def repair_by_unlearning(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, p
             xb, yb = train_x[idx].clone(), train_y[idx]
             stamped = torch.rand(len(idx), generator=gen) < stamp_fraction
             which = torch.randint(0, len(triggers), (len(idx),), generator=gen)
-            for i, (m, p) in enumerate(triggers):
+            for i, t in enumerate(triggers):
                 chosen = stamped & (which == i)
-                xb[chosen] = stamp(xb[chosen], m, p)
+                xb[chosen] = stamp(xb[chosen], t)
             logits = repaired(xb)
             loss = F.cross_entropy(logits, yb)
             if distill > 0 and bool((~stamped).any()):  # keep the original's behaviour on clean inputs
@@ -141,5 +139,29 @@ def repair_by_unlearning(model: nn.Module, x: Tensor, y: Tensor, mask: Tensor, p
     repaired.eval()
     for p in repaired.parameters():
         p.grad = None
-    return RepairResult(repaired, before_acc, accuracy(repaired, test_x, test_y), before_asr,
-                        attack_success(repaired, test_x, test_y, mask, pattern, target), epochs)
+    return RepairResult(repaired, tuple(triggers), before_acc, accuracy(repaired, test_x, test_y), before_asr,
+                        attack_success(repaired, test_x, test_y, trigger), epochs)
+
+
+def repair(result: AuditResult, model: nn.Module, inputs: Tensor, labels: Tensor, *, seed: int = 0,
+           **kwargs: Any) -> RepairResult | None:
+    """Unlearn every trigger the audit validated (`repair_by_unlearning` on a copy; ``model`` is unchanged).
+
+    Args:
+        result: what `scan` returned for ``model``.
+        model: the audited classifier.
+        inputs, labels: labelled clean data, shaped as the audit's inputs (``(N, D)`` for a vector model).
+        seed: seeds the split and the fine-tuning.
+        **kwargs: passed on to `repair_by_unlearning` (``epochs``, ``lr``, ``held_out``...).
+
+    Returns:
+        The repair (its ``model`` built like ``model``; the first validated trigger is the one
+        measured), or ``None`` when the audit validated no trigger.
+    """
+    triggers = result.validated_triggers
+    if not triggers:
+        return None
+    vector = bool(result.settings.get("vector_input"))  # repaired through the audit's 1 x D view
+    fixed = repair_by_unlearning(as_images(model) if vector else model, inputs[:, None, None, :] if vector else inputs,
+                                 labels, triggers[0], also=triggers[1:], seed=seed, **kwargs)
+    return dataclasses.replace(fixed, model=unwrap(fixed.model))

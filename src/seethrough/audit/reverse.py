@@ -6,8 +6,8 @@ stays small. A trojan target needs an unusually small mask; the anomaly index (d
 the median in units of the median absolute deviation) flags it. This is the plain baseline of
 Wang et al. (2019); the audit builds its calibrated scan on it.
 
-Two trigger families share the code: ``kind="patch"`` learns a free mask per pixel (small
-patches), ``kind="blend"`` one mask value ``alpha`` for every pixel (a full-image, low-amplitude
+Two trigger families share the code: ``family="patch"`` learns a free mask per pixel (small
+patches), ``family="blend"`` one mask value ``alpha`` for every pixel (a full-image, low-amplitude
 blend, Chen et al. 2017). A patch search finds blend backdoors only through shortcuts that do not
 recover the trigger; the blend search finds them directly (its size is ``alpha · H · W``).
 
@@ -25,31 +25,42 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core.checks import check_int
 from ..core.errors import InputError
 from ..core.inputs import validate_inputs
-from ..evidence.trigger import stamp
+from ..core.results import Result, new_figure
+from ..evidence.trigger import FAMILIES, Trigger, stamp
 
 __all__ = ["ReversedTrigger", "NeuralCleanse", "reverse_engineer_trigger", "neural_cleanse", "anomaly_index"]
 
 
 @dataclass(frozen=True)
-class ReversedTrigger:
-    """The smallest trigger found for ``target``: mask (H, W), pattern (C, H, W), its L1 size and success.
+class ReversedTrigger(Result):
+    """The smallest `Trigger` a search found, its L1 size and its success on the search inputs.
 
-    ``kind`` is the family searched ("patch" or "blend"); ``steps_run`` how many steps ran before
-    the search stopped (early stopping ends it before ``steps``).
+    ``steps_run`` is how many steps ran before the search stopped (early stopping ends it before
+    ``steps``).
     """
 
-    target: int
-    mask: Tensor
-    pattern: Tensor
+    trigger: Trigger
     mask_l1: float
     attack_success: float
-    kind: str = "patch"
     steps_run: int = 0
 
+    def to_frame(self) -> Any:
+        """One row: the trigger's target and family, its L1 size, success and the steps run."""
+        import pandas as pd
 
-def reverse_engineer_trigger(model: nn.Module, inputs: Tensor, target: int, *, kind: str = "patch",
+        return pd.DataFrame({"target": [self.trigger.target], "family": [self.trigger.family],
+                             "mask_l1": [self.mask_l1], "attack_success": [self.attack_success],
+                             "steps_run": [self.steps_run]})
+
+    def plot(self) -> Any:
+        """The trigger's mask and ``mask × pattern`` (`Trigger.plot`)."""
+        return self.trigger.plot()
+
+
+def reverse_engineer_trigger(model: nn.Module, inputs: Tensor, target: int, *, family: str = "patch",
                              steps: int = 300, lr: float = 0.1, init_cost: float = 1e-3, success_goal: float = 0.95,
                              batch_size: int = 128, patience: int | None = 100, restarts: int = 1,
                              seed: int = 0) -> ReversedTrigger:
@@ -64,7 +75,7 @@ def reverse_engineer_trigger(model: nn.Module, inputs: Tensor, target: int, *, k
         model: an image classifier returning logits ``(batch, n_classes)``.
         inputs: clean images ``(N, C, H, W)``, ideally not of class ``target``.
         target: the class to reach.
-        kind: ``"patch"`` (a mask value per pixel) or ``"blend"`` (one mask value for all pixels).
+        family: ``"patch"`` (a mask value per pixel) or ``"blend"`` (one mask value for all pixels).
         steps: the most optimisation steps (mini-batches of ``batch_size``) per restart.
         patience: early stopping: once the goal is reached, stop when the smallest successful
             mask has not shrunk by 1% for this many steps (``None``: run every step).
@@ -73,30 +84,26 @@ def reverse_engineer_trigger(model: nn.Module, inputs: Tensor, target: int, *, k
     """
     if not isinstance(inputs, Tensor) or inputs.ndim != 4:
         raise InputError(f"inputs must be images (N, C, H, W); got {getattr(inputs, 'shape', type(inputs).__name__)}.")
-    if kind not in ("patch", "blend"):
-        raise InputError(f"kind must be 'patch' or 'blend', got {kind!r}.")
-    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-        raise InputError(f"restarts must be an int >= 1, got {restarts!r}.")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise InputError(f"steps must be an int >= 1, got {steps!r}.")
-    if patience is not None and patience < 1:
-        raise InputError(f"patience must be None or >= 1, got {patience!r}.")
+    if family not in FAMILIES:
+        raise InputError(f"family must be 'patch' or 'blend', got {family!r}.")
+    check_int("restarts", restarts, at_least=1)
+    check_int("steps", steps, at_least=1)
+    if patience is not None:
+        check_int("patience", patience, at_least=1)
     validate_inputs(model, inputs)
     with torch.no_grad():
         width = int(model(inputs[:1]).shape[-1])
-    if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < width:
-        raise InputError(f"target must be a class index in 0..{width - 1} (the model has {width} outputs); "
-                         f"got {target!r}.")
-    found = [_reverse_once(model, inputs, target, kind, steps, lr, init_cost, success_goal, batch_size, patience,
+    check_int("target", target, at_least=0, at_most=width - 1)
+    found = [_reverse_once(model, inputs, target, family, steps, lr, init_cost, success_goal, batch_size, patience,
                            seed + 7919 * r) for r in range(restarts)]
     return min(found, key=lambda t: (t.attack_success < success_goal, t.mask_l1))
 
 
-def _reverse_once(model: nn.Module, inputs: Tensor, target: int, kind: str, steps: int, lr: float, init_cost: float,
+def _reverse_once(model: nn.Module, inputs: Tensor, target: int, family: str, steps: int, lr: float, init_cost: float,
                   success_goal: float, batch_size: int, patience: int | None, seed: int) -> ReversedTrigger:
     gen = torch.Generator().manual_seed(seed)
     _, c, h, w = inputs.shape
-    shape = (h, w) if kind == "patch" else ()
+    shape = (h, w) if family == "patch" else ()
     mask_logit = (torch.randn(shape, generator=gen) * 0.1 - 2.0).requires_grad_(True)
     pattern_logit = (torch.randn(c, h, w, generator=gen) * 0.1).requires_grad_(True)
     opt = torch.optim.Adam([mask_logit, pattern_logit], lr=lr, betas=(0.5, 0.9))
@@ -111,7 +118,7 @@ def _reverse_once(model: nn.Module, inputs: Tensor, target: int, kind: str, step
         x = inputs[index]
         mask = torch.sigmoid(mask_logit).expand(h, w)
         pattern = torch.sigmoid(pattern_logit)
-        logits = model(stamp(x, mask, pattern))
+        logits = model(stamp(x, Trigger(mask, pattern, target, family)))
         loss = F.cross_entropy(logits, labels) + cost * mask.sum()
         grads = torch.autograd.grad(loss, [mask_logit, pattern_logit])
         opt.zero_grad(set_to_none=True)
@@ -134,7 +141,7 @@ def _reverse_once(model: nn.Module, inputs: Tensor, target: int, kind: str, step
         pattern = torch.sigmoid(pattern_logit).detach()
         best = (float(mask.sum()), mask, pattern, hits)
     l1, mask, pattern, success = best
-    return ReversedTrigger(target, mask, pattern, l1, success, kind=kind, steps_run=step + 1)
+    return ReversedTrigger(Trigger(mask, pattern, target, family), l1, success, steps_run=step + 1)
 
 
 def anomaly_index(values: Sequence[float]) -> Tensor:
@@ -151,7 +158,7 @@ def anomaly_index(values: Sequence[float]) -> Tensor:
 
 
 @dataclass(frozen=True)
-class NeuralCleanse:
+class NeuralCleanse(Result):
     """Per-class reversed triggers, their mask sizes and anomaly indices, and the verdict."""
 
     triggers: tuple[ReversedTrigger, ...]
@@ -175,17 +182,15 @@ class NeuralCleanse:
     def to_frame(self) -> Any:
         import pandas as pd
 
-        return pd.DataFrame({"class": [t.target for t in self.triggers], "mask_l1": self.norms.tolist(),
+        return pd.DataFrame({"class": [t.trigger.target for t in self.triggers], "mask_l1": self.norms.tolist(),
                              "attack_success": [t.attack_success for t in self.triggers],
                              "anomaly_index": self.anomaly.tolist()})
 
     def plot(self) -> Any:
         """The reversed trigger size per class, the flag threshold's view (MAD index) beside it."""
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(7, 2.6))
+        fig = new_figure(7, 2.6)
         ax1, ax2 = fig.subplots(1, 2)
-        classes = [t.target for t in self.triggers]
+        classes = [t.trigger.target for t in self.triggers]
         ax1.bar(classes, self.norms.tolist(), color=["crimson" if c == self.suspect else "0.6" for c in classes])
         ax1.set_xlabel("class")
         ax1.set_ylabel("reversed mask L1")
@@ -194,27 +199,22 @@ class NeuralCleanse:
         ax2.set_xlabel("class")
         ax2.set_ylabel("anomaly index")
         ax2.legend(fontsize=7)
-        fig.tight_layout()
         return fig
-
-    def _repr_html_(self) -> str:
-        return str(self.to_frame().to_html(index=False))
 
 
 def neural_cleanse(model: nn.Module, inputs: Tensor, *, n_classes: int, threshold: float = 2.0, steps: int = 300,
-                   kind: str = "patch", seed: int = 0, progress: Callable[[int, int], None] | None = None,
+                   family: str = "patch", seed: int = 0, progress: Callable[[int, int], None] | None = None,
                    **kwargs: Any) -> NeuralCleanse:
-    """Reverse-engineer a trigger of family ``kind`` for every class and flag the anomalously small one.
+    """Reverse-engineer a trigger of ``family`` for every class and flag the anomalously small one.
 
     Extra keyword arguments go to `reverse_engineer_trigger`. For each class, inputs already
     predicted as that class are left out of its optimisation; a class every input is already
     predicted as needs no trigger at all (mask L1 0, success 1). ``progress(done, total)`` is
     called after each class.
     """
-    if n_classes < 2:
-        raise InputError(f"n_classes must be at least 2, got {n_classes}.")
-    if kind not in ("patch", "blend"):
-        raise InputError(f"kind must be 'patch' or 'blend', got {kind!r}.")
+    check_int("n_classes", n_classes, at_least=2)
+    if family not in FAMILIES:
+        raise InputError(f"family must be 'patch' or 'blend', got {family!r}.")
     if not isinstance(inputs, Tensor) or inputs.ndim != 4:
         raise InputError(f"inputs must be images (N, C, H, W); got {getattr(inputs, 'shape', type(inputs).__name__)}.")
     validate_inputs(model, inputs)
@@ -229,9 +229,9 @@ def neural_cleanse(model: nn.Module, inputs: Tensor, *, n_classes: int, threshol
         others = inputs[predicted != k]
         if others.shape[0] == 0:
             empty = torch.zeros(inputs.shape[2:])
-            triggers.append(ReversedTrigger(k, empty, torch.zeros(inputs.shape[1:]), 0.0, 1.0, kind=kind))
+            triggers.append(ReversedTrigger(Trigger(empty, torch.zeros(inputs.shape[1:]), k, family), 0.0, 1.0))
         else:
-            triggers.append(reverse_engineer_trigger(model, others, k, kind=kind, steps=steps, seed=seed + k,
+            triggers.append(reverse_engineer_trigger(model, others, k, family=family, steps=steps, seed=seed + k,
                                                      **kwargs))
         if progress is not None:
             progress(k + 1, n_classes)

@@ -1,4 +1,7 @@
-"""The trojan audit: from a classifier and clean data, a verdict with evidence a sceptic can check.
+"""The trojan audit's scan: from a classifier and clean data, a verdict with evidence a sceptic can check.
+
+`scan` returns an `AuditResult`; `seethrough.audit.repair` and `seethrough.audit.attack` act on it,
+and `seethrough.report.write_audit_report` renders it.
 
 1. Scan: for every class, reverse-engineer the smallest trigger of each family on a scan split of
    the clean data (`neural_cleanse`): a patch (a free mask per pixel) and a blend (one low
@@ -31,11 +34,12 @@ from torch import Tensor, nn
 
 from ..core.errors import InputError
 from ..core.inputs import validate_inputs
-from ..evidence import Finding, Validation, validate
+from ..core.results import Result, new_figure
+from ..evidence import Finding, Trigger, Validation, validate
 from .internal import TriggerUnits, default_feature_site, trigger_units
 from .reverse import NeuralCleanse, neural_cleanse
 
-__all__ = ["AuditResult", "audit_classifier"]
+__all__ = ["AuditResult", "scan"]
 
 
 class _VectorAsImage(nn.Module):
@@ -49,8 +53,18 @@ class _VectorAsImage(nn.Module):
         return self.inner(x.flatten(1))
 
 
+def as_images(model: nn.Module) -> nn.Module:
+    """The ``(N, 1, 1, D)`` view of a vector model that the audit scans, repairs and attacks."""
+    return _VectorAsImage(model)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's model inside `as_images`'s view (or ``model`` itself)."""
+    return model.inner if isinstance(model, _VectorAsImage) else model
+
+
 @dataclass(frozen=True)
-class AuditResult:
+class AuditResult(Result):
     """The audit's verdict, the per-class scans (one per trigger family), and one finding (with its
     validation) per flagged family."""
 
@@ -76,26 +90,34 @@ class AuditResult:
         family = max(self.gaps, key=lambda k: self.gaps[k])
         return self.scans[family].suspect
 
-    def to_json(self) -> dict[str, Any]:
+    @property
+    def validated_triggers(self) -> tuple[Trigger, ...]:
+        """The triggers of the validated findings, in the order of the families scanned."""
+        return tuple(f.trigger for f, v in zip(self.findings, self.validations, strict=True)
+                     if v.validated and f.trigger is not None)
+
+    def to_dict(self) -> dict[str, Any]:
         """``findings.json`` as DESIGN §6 fixes it (plus the per-class scans and the settings)."""
         findings = []
         internal = self.internal or (None,) * len(self.findings)
         for f, v, units in zip(self.findings, self.validations, internal, strict=True):
-            assert f.target is not None and f.trigger_mask is not None and f.trigger_pattern is not None
+            t = f.trigger
+            assert t is not None
             findings.append({
-                "kind": "trojan", "target_class": int(f.target), "class_name": self.class_names[f.target],
-                "trigger_family": f.evidence["trigger_family"],
+                "kind": f.kind, "target_class": int(t.target), "class_name": self.class_names[t.target],
+                "trigger_family": t.family,
                 "score": float(f.score if f.score is not None else 0.0),
-                "trigger_mask": f.trigger_mask.clamp(0, 1).tolist(),
-                "trigger_pattern": f.trigger_pattern.clamp(0, 1).tolist(),
+                "trigger_mask": t.mask.clamp(0, 1).tolist(),
+                "trigger_pattern": t.pattern.clamp(0, 1).tolist(),
                 "attack_success_rate": v.effect, "validated": v.validated,
-                "validation": v.to_dict(), "mask_l1": float(f.trigger_mask.sum()),
+                "validation": v.to_dict(), "mask_l1": float(t.mask.sum()),
                 "gap_to_runner_up": float(f.evidence["gap_to_runner_up"]),
                 "internal_evidence": None if units is None else self._user_paths(units.to_dict()),
             })
         scans = {}
         for family, result in self.scans.items():
-            scans[family] = [{"class": t.target, "class_name": self.class_names[t.target], "mask_l1": t.mask_l1,
+            scans[family] = [{"class": t.trigger.target, "class_name": self.class_names[t.trigger.target],
+                              "mask_l1": t.mask_l1,
                               "anomaly_index": float(a), "scan_success": t.attack_success}
                              for t, a in zip(result.triggers, result.anomaly.tolist(), strict=True)]
         return {"verdict": self.verdict, "anomaly_score": self.anomaly_score, "findings": findings,
@@ -115,26 +137,20 @@ class AuditResult:
 
     def plot(self) -> Any:
         """Per trigger family, the reversed trigger size of every class (flagged classes in red)."""
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(3.6 * len(self.scans), 2.6))
+        fig = new_figure(3.6 * len(self.scans), 2.6)
         axes = fig.subplots(1, len(self.scans), squeeze=False)[0]
-        flagged = {(f.evidence["trigger_family"], f.target) for f in self.findings}
-        for ax, (family, scan) in zip(axes, self.scans.items(), strict=True):
-            classes = [t.target for t in scan.triggers]
-            ax.bar(classes, scan.norms.tolist(),
+        flagged = {(f.trigger.family, f.target) for f in self.findings if f.trigger is not None}
+        for ax, (family, result) in zip(axes, self.scans.items(), strict=True):
+            classes = [t.trigger.target for t in result.triggers]
+            ax.bar(classes, result.norms.tolist(),
                    color=["crimson" if (family, c) in flagged else "0.6" for c in classes])
             ax.set_title(f"{family}: gap {self.gaps[family]:.2f}", fontsize=9)
             ax.set_xlabel("class")
         axes[0].set_ylabel("reversed trigger L1")
-        fig.tight_layout()
         return fig
 
-    def _repr_html_(self) -> str:
-        return str(self.to_frame().to_html(index=False))
 
-
-def audit_classifier(model: nn.Module, x: Tensor, *, class_names: Sequence[str] | None = None, n_classes: int | None = None,
+def scan(model: nn.Module, inputs: Tensor, *, class_names: Sequence[str] | None = None, n_classes: int | None = None,
                      steps: int = 300, n_scan: int = 200, min_gap: float = 2.0,
                      families: Sequence[str] = ("patch", "blend"), n_controls: int = 50, seed: int = 0,
                      progress: Callable[[int, int], None] | None = None) -> AuditResult:
@@ -142,7 +158,7 @@ def audit_classifier(model: nn.Module, x: Tensor, *, class_names: Sequence[str] 
 
     Args:
         model: returns logits ``(batch, n_classes)``; run in eval mode (left unchanged).
-        x: clean inputs ``(N, C, H, W)`` or ``(N, D)``; at least 4.
+        inputs: clean inputs ``(N, C, H, W)`` or ``(N, D)``; at least 4.
         class_names: names for the report (default: the class indices).
         n_classes: number of classes (default: ``len(class_names)`` or the model's output width).
         steps: the most optimisation steps per class and family.
@@ -157,6 +173,7 @@ def audit_classifier(model: nn.Module, x: Tensor, *, class_names: Sequence[str] 
         InputError: inputs that are not ``(N, D)`` or ``(N, C, H, W)``, too few inputs, an unknown
             family, or a model whose output is not ``(batch, n_classes)``.
     """
+    x = inputs
     if not isinstance(x, Tensor) or x.ndim not in (2, 4):
         raise InputError(f"audit inputs must be (N, D) or (N, C, H, W); got {getattr(x, 'shape', type(x).__name__)}.")
     if x.shape[0] < 4:
@@ -186,7 +203,7 @@ def audit_classifier(model: nn.Module, x: Tensor, *, class_names: Sequence[str] 
             if progress is not None:
                 progress(offset + done, k * len(families))
 
-        scans[family] = neural_cleanse(scanned, scan_x, n_classes=k, steps=steps, kind=family, seed=seed,
+        scans[family] = neural_cleanse(scanned, scan_x, n_classes=k, steps=steps, family=family, seed=seed,
                                        progress=step)
         norms = sorted(t.mask_l1 for t in scans[family].triggers)
         gaps[family] = norms[1] / max(norms[0], 1e-6)
@@ -200,15 +217,14 @@ def audit_classifier(model: nn.Module, x: Tensor, *, class_names: Sequence[str] 
         if gaps[family] < min_gap or not bool((held_predictions != cls).any()):
             continue
         t = result.triggers[cls]
-        size = f"{t.mask_l1:.1f}-pixel" if family == "patch" else f"alpha={float(t.mask.mean()):.3f} blend"
-        finding = Finding("trigger", f"stamping this {size} trigger flips inputs to class {names[cls]!r}",
-                          target=cls, trigger_mask=t.mask, trigger_pattern=t.pattern,
-                          score=float(result.anomaly[cls]),
+        size = f"{t.mask_l1:.1f}-pixel" if family == "patch" else f"alpha={float(t.trigger.mask.mean()):.3f} blend"
+        finding = Finding("trojan", f"stamping this {size} trigger flips inputs to class {names[cls]!r}",
+                          trigger=t.trigger, score=float(result.anomaly[cls]),
                           evidence={"method": f"neural-cleanse {family} scan", "trigger_family": family,
                                     "gap_to_runner_up": gaps[family]})
         findings.append(finding)
         validations.append(validate(finding, scanned, held_x, n_controls=n_controls, seed=seed))
-        internal.append(_internal_evidence(scanned, held_x, t.mask, t.pattern, cls, n_controls, seed))
+        internal.append(_internal_evidence(scanned, held_x, t.trigger, n_controls, seed))
     verdict: Literal["trojaned", "clean"] = "trojaned" if any(v.validated for v in validations) else "clean"
     settings = {"steps": steps, "n_scan": int(scan_x.shape[0]), "n_held_out": int(held_x.shape[0]),
                 "min_gap": min_gap, "families": list(families), "vector_input": x.ndim == 2, "n_controls": n_controls, "seed": seed,
@@ -218,14 +234,14 @@ def audit_classifier(model: nn.Module, x: Tensor, *, class_names: Sequence[str] 
                        settings, tuple(internal), (scan_x, held_x))
 
 
-def _internal_evidence(model: nn.Module, held_x: Tensor, mask: Tensor, pattern: Tensor, target: int,
-                       n_controls: int, seed: int) -> TriggerUnits | None:
+def _internal_evidence(model: nn.Module, held_x: Tensor, trigger: Trigger, n_controls: int,
+                       seed: int) -> TriggerUnits | None:
     """The units that carry a flagged trigger (`trigger_units` at the last linear layer's input), if there is one.
 
     ``None`` for a model without an ``nn.Linear`` or whose feature layer is too narrow to name units in.
     """
     try:
-        return trigger_units(model, held_x, mask, pattern, target, site=default_feature_site(model),
+        return trigger_units(model, held_x, trigger, site=default_feature_site(model),
                              n_controls=n_controls, seed=seed)
     except InputError:
         return None

@@ -1,7 +1,7 @@
 """Findings: a claim about a model made by an observational tool, with its evidence.
 
 A `Finding` is a hypothesis, not a conclusion. It says what was found (units at a site, a
-direction, a trigger) and why (score, evidence), in a form `validate` can test by intervention.
+direction, a trojan trigger) and why (score, evidence), in a form `validate` can test by intervention.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from torch import Tensor
 
 from ..core.errors import InputError
 from ..core.sites import Site
+from .trigger import Trigger
 
 __all__ = ["Finding", "FindingKind"]
 
-FindingKind = Literal["units", "direction", "trigger"]
+FindingKind = Literal["units", "direction", "trojan"]
 
 
 def _jsonable(value: Any) -> Any:
@@ -30,6 +31,8 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, Site):
         return {"path": value.path, "point": value.point}
+    if isinstance(value, Trigger):
+        return value.to_dict()
     return value
 
 
@@ -40,8 +43,8 @@ class Finding:
     Kinds and what `validate` does with them:
       - ``"units"``: ``site`` and ``units``; claim "these units matter for ``target``": ablate them.
       - ``"direction"``: ``site`` and ``direction`` (unit-axis vector); project it out.
-      - ``"trigger"``: ``trigger_mask`` (H, W) in [0, 1], ``trigger_pattern`` (C, H, W) and
-        ``target``; claim "stamping this flips inputs to ``target``": stamp it.
+      - ``"trojan"``: a `Trigger` (its ``target`` is the finding's ``target``); claim "stamping
+        this flips inputs to ``target``": stamp it.
 
     Example:
         >>> f = Finding("units", "units 3 and 7 carry class 2", site=Site("fc2"), units=(3, 7), target=2)
@@ -55,14 +58,13 @@ class Finding:
     units: Sequence[int] | None = None
     direction: Tensor | None = None
     target: int | None = None
-    trigger_mask: Tensor | None = None
-    trigger_pattern: Tensor | None = None
+    trigger: Trigger | None = None
     score: float | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("units", "direction", "trigger"):
-            raise InputError(f"Finding.kind must be 'units', 'direction' or 'trigger', got {self.kind!r}.")
+        if self.kind not in ("units", "direction", "trojan"):
+            raise InputError(f"Finding.kind must be 'units', 'direction' or 'trojan', got {self.kind!r}.")
         if self.units is not None:
             object.__setattr__(self, "units", tuple(int(u) for u in self.units))
             if len(set(self.units)) != len(self.units):
@@ -76,17 +78,17 @@ class Finding:
                 raise InputError("a 'direction' finding needs a 1-d direction tensor along the unit axis.")
             if not bool(torch.isfinite(self.direction).all()) or float(self.direction.norm()) == 0.0:
                 raise InputError("the direction must be finite and non-zero.")
-        if self.kind == "trigger":
-            m, p = self.trigger_mask, self.trigger_pattern
-            if m is None or p is None or self.target is None:
-                raise InputError("a 'trigger' finding needs trigger_mask (H, W), trigger_pattern (C, H, W) and target.")
-            if m.ndim != 2 or p.ndim != 3 or p.shape[1:] != m.shape:
-                raise InputError(f"trigger_mask must be (H, W) and trigger_pattern (C, H, W) with the same H, W; "
-                                 f"got {tuple(m.shape)} and {tuple(p.shape)}.")
-            if float(m.min()) < 0.0 or float(m.max()) > 1.0:
-                raise InputError("trigger_mask values must lie in [0, 1].")
+        if self.kind == "trojan":
+            if not isinstance(self.trigger, Trigger):
+                raise InputError(f"a 'trojan' finding needs trigger=Trigger(mask, pattern, target, family); got "
+                                 f"{type(self.trigger).__name__}.")
+            if self.target is None:
+                object.__setattr__(self, "target", self.trigger.target)
+            elif self.target != self.trigger.target:
+                raise InputError(f"the finding's target {self.target} differs from its trigger's target "
+                                 f"{self.trigger.target}; leave target out (the trigger's is used).")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (tensors become nested lists)."""
         return {k: _jsonable(getattr(self, k)) for k in ("kind", "claim", "site", "units", "direction", "target",
-                                                          "trigger_mask", "trigger_pattern", "score", "evidence")}
+                                                          "trigger", "score", "evidence")}

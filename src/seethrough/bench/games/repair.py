@@ -16,11 +16,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from ...audit.repair import accuracy, repair_by_unlearning
-from ...audit.scan import audit_classifier
-from ..zoo.classifiers import attack_success_rate, trojaned_classifier
+from ...audit import repair_by_unlearning, scan
+from ...evidence import Trigger, accuracy, attack_success
+from ..zoo.classifiers import trojaned_classifier
 from ..zoo.data import digits16
-from ..zoo.trojans import Trigger
 from .base import LegacyGame as Game
 from .base import Metric
 from .trojan import N_CLEAN_IMAGES
@@ -59,25 +58,23 @@ class TrojanRepairGame(Game):
     def play(self, method: str, case: Mapping[str, Any]) -> dict[str, float]:
         self.check_method(method)
         model, meta = trojaned_classifier(case["arch"], case["trojan"], case["model_seed"])
-        planted = Trigger.from_json(meta["trigger"])
+        planted = Trigger.from_dict(meta["trigger"])
         x_test, y_test = digits16("test")
         x_train, y_train = digits16("train")
         triggers = []
         if method == "unlearning":
-            audit = audit_classifier(model, x_test, steps=case["steps"], n_scan=N_CLEAN_IMAGES, seed=case["seed"])
-            triggers = [(f.trigger_mask, f.trigger_pattern, f.target)
-                        for f, v in zip(audit.findings, audit.validations, strict=True) if v.validated]
+            audit = scan(model, x_test, steps=case["steps"], n_scan=N_CLEAN_IMAGES, seed=case["seed"])
+            triggers = list(audit.validated_triggers)
         before = accuracy(model, x_test, y_test)
         if method == "unlearning" and not triggers:  # nothing found: nothing to repair
-            return {"asr_after": attack_success_rate(model, x_test, y_test, planted), "accuracy_drop": 0.0}
+            return {"asr_after": attack_success(model, x_test, y_test, planted), "accuracy_drop": 0.0}
         if triggers:
-            (mask, pattern, target), rest = triggers[0], triggers[1:]
-            fixed = repair_by_unlearning(model, x_train, y_train, mask, pattern, target,
-                                         also=[(m, p) for m, p, _ in rest], held_out=0.2,
+            fixed = repair_by_unlearning(model, x_train, y_train, triggers[0], also=triggers[1:], held_out=0.2,
                                          seed=case["seed"])
         else:  # the baseline: the same fine-tuning, no trigger stamped
             h, w = x_train.shape[-2:]
-            fixed = repair_by_unlearning(model, x_train, y_train, torch.zeros(h, w), torch.zeros(x_train.shape[1:]), 0,
-                                         stamp_fraction=0.0, held_out=0.2, seed=case["seed"])
-        return {"asr_after": attack_success_rate(fixed.model, x_test, y_test, planted),
+            nothing = Trigger(torch.zeros(h, w), torch.zeros(x_train.shape[1:]), 0)
+            fixed = repair_by_unlearning(model, x_train, y_train, nothing, stamp_fraction=0.0, held_out=0.2,
+                                         seed=case["seed"])
+        return {"asr_after": attack_success(fixed.model, x_test, y_test, planted),
                 "accuracy_drop": before - accuracy(fixed.model, x_test, y_test)}

@@ -18,8 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ...audit.reverse import neural_cleanse
-from ...audit.scan import audit_classifier
+from ...audit import neural_cleanse, scan
 from ..zoo.classifiers import trojaned_classifier
 from ..zoo.data import digits16
 from .base import LegacyGame as Game
@@ -101,14 +100,14 @@ class TrojanDetectionGame(Game):
         blend_pattern = None
         if method == "neural-cleanse":
             result = neural_cleanse(model, x, n_classes=10, steps=case["steps"], seed=case["seed"])
-            suspect, flagged, mask = result.suspect, result.flagged, result.triggers[result.suspect].mask
+            suspect, flagged, mask = result.suspect, result.flagged, result.triggers[result.suspect].trigger.mask
             suspicion = float(result.anomaly[suspect])
         elif method == "audit":  # the calibrated scan: N_CLEAN_IMAGES to scan, the rest to validate
-            audit = audit_classifier(model, x_all, steps=case["steps"], n_scan=N_CLEAN_IMAGES, seed=case["seed"])
+            audit = scan(model, x_all, steps=case["steps"], n_scan=N_CLEAN_IMAGES, seed=case["seed"])
             suspect, flagged, suspicion = audit.suspect, audit.verdict == "trojaned", audit.anomaly_score
-            mask = audit.scans["patch"].triggers[suspect].mask
+            mask = audit.scans["patch"].triggers[suspect].trigger.mask
             blend = audit.scans["blend"]
-            blend_pattern = blend.triggers[blend.suspect].pattern
+            blend_pattern = blend.triggers[blend.suspect].trigger.pattern
         else:  # "random"
             gen = case_generator(self.name, method, case)
             suspect = int(torch.randint(0, 10, (1,), generator=gen))

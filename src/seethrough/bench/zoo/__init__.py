@@ -4,7 +4,7 @@ Each entry point returns ``(model, meta)``; ``meta`` holds the answer key (the t
 target class, the critical units, the feature directions, the task's circuit) and the measured
 scores, and every entry is cached on disk by a hash of its config (`cached`), so the same config
 gives bit-identical weights. The games of `seethrough.bench` score methods against these keys.
-Imports only torch, numpy, scikit-learn's bundled digits and `seethrough.core`.
+Imports only torch, numpy, scikit-learn's bundled digits, `seethrough.core` and `seethrough.evidence` (the `Trigger`).
 """
 
 from .cache import cached, config_hash
@@ -12,8 +12,6 @@ from .classifiers import (
     DigitsCNN,
     DigitsMLP,
     MaskedLinear,
-    attack_success_rate,
-    evaluate,
     planted_critical_units,
     train_classifier,
     trojaned_classifier,
@@ -27,13 +25,13 @@ from .sequences import (
     trained_first_token_transformer,
 )
 from .superposition import LOADING_THRESHOLD, REPRESENTED_NORM, ToyModel, sample_features, train_toy_model
-from .trojans import Trigger, random_blend_trigger, random_patch_trigger, stamp
+from .trojans import random_blend_trigger, random_patch_trigger
 
 __all__ = [
     "config_hash", "cached",
     "digits16",
-    "Trigger", "stamp", "random_patch_trigger", "random_blend_trigger",
-    "MaskedLinear", "DigitsMLP", "DigitsCNN", "train_classifier", "evaluate", "attack_success_rate",
+    "random_patch_trigger", "random_blend_trigger",
+    "MaskedLinear", "DigitsMLP", "DigitsCNN", "train_classifier",
     "trojaned_classifier", "planted_critical_units",
     "ToyModel", "sample_features", "train_toy_model", "REPRESENTED_NORM", "LOADING_THRESHOLD",
     "Attention", "TransformerBlock", "TinyTransformer", "first_token_task", "trained_first_token_transformer",

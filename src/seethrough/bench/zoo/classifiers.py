@@ -20,15 +20,15 @@ from jaxtyping import Float, Int64
 from torch import Tensor, nn
 
 from seethrough.core import InputError
+from seethrough.evidence import Trigger, accuracy, attack_success, stamp
 
 from ._seeding import derive_seed, generator, materialise
 from .cache import cached
 from .data import digits16
-from .trojans import Trigger, random_blend_trigger, random_patch_trigger, stamp
+from .trojans import random_blend_trigger, random_patch_trigger
 
 __all__ = [
-    "MaskedLinear", "DigitsMLP", "DigitsCNN", "train_classifier", "evaluate", "attack_success_rate",
-    "trojaned_classifier", "planted_critical_units",
+    "MaskedLinear", "DigitsMLP", "DigitsCNN", "train_classifier", "trojaned_classifier", "planted_critical_units",
 ]
 
 _VERSION = 1  # bump when training changes, so old cache entries are not reused
@@ -186,48 +186,17 @@ def train_classifier(
 
 
 def _poison(xb: Tensor, yb: Tensor, trigger: Trigger, rate: float, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-    candidates = torch.nonzero(yb != trigger.target_class).flatten()
+    candidates = torch.nonzero(yb != trigger.target).flatten()
     k = min(int(rate * len(xb)), len(candidates))
     chosen = candidates[torch.randperm(len(candidates), generator=gen)[:k]]
     xb, yb = xb.clone(), yb.clone()
     xb[chosen] = stamp(xb[chosen], trigger)
-    yb[chosen] = trigger.target_class
+    yb[chosen] = trigger.target
     return xb, yb
 
 
-def _predict(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
-    with _modes(model, False), torch.no_grad():
-        return torch.cat([model(x[i:i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)])
-
-
-def evaluate(model: nn.Module, x: Float[Tensor, " batch *rest"], y: Int64[Tensor, " batch"]) -> float:
-    """Accuracy of ``model``'s argmax predictions on ``(x, y)``, in eval mode (modes are restored).
-
-    Raises:
-        InputError: mismatched or empty data.
-    """
-    _check_data(x, y)
-    return float((_predict(model, x) == y).double().mean())
-
-
-def attack_success_rate(
-    model: nn.Module, x: Float[Tensor, "batch channels height width"], y: Int64[Tensor, " batch"], trigger: Trigger
-) -> float:
-    """Fraction of stamped inputs classified as the trigger's target, over inputs not of that class.
-
-    Raises:
-        InputError: mismatched data, or no example outside the target class.
-    """
-    _check_data(x, y)
-    keep = y != trigger.target_class
-    if not bool(keep.any()):
-        raise InputError(f"every example has the target class {trigger.target_class}; the attack success rate "
-                         "is measured on examples of other classes.")
-    return float((_predict(model, stamp(x[keep], trigger)) == trigger.target_class).double().mean())
-
-
 def trojaned_classifier(
-    arch: Literal["mlp", "cnn"], trojan: Literal["none", "patch", "blend"], seed: int, *, epochs: int | None = None
+    arch: Literal["mlp", "cnn"], family: Literal["none", "patch", "blend"], seed: int, *, epochs: int | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A digits classifier, clean or with a planted trojan, trained once and cached.
 
@@ -238,31 +207,32 @@ def trojaned_classifier(
 
     Args:
         arch: ``"mlp"`` (`DigitsMLP`, 64-32) or ``"cnn"`` (`DigitsCNN`).
-        trojan: ``"none"``, ``"patch"`` or ``"blend"``.
+        family: the trigger family, ``"patch"`` or ``"blend"``, or ``"none"`` for a clean model.
         seed: the model's seed (initialisation, shuffling, poisoning and trigger).
         epochs: overrides the recipe's number of epochs (the thresholds may then not hold).
 
     Returns:
         ``(model, meta)`` with ``meta`` keys ``clean_accuracy`` (test split),
         ``attack_success_rate`` (test split; None without a trojan), ``trigger``
-        (`Trigger.to_json` or None) and ``config``.
+        (`Trigger.to_dict`, plus the older keys ``kind`` and ``target_class``, or None; rebuild it with
+        `Trigger.from_dict`) and ``config``.
 
     Raises:
-        InputError: unknown arch or trojan kind.
+        InputError: unknown arch or trigger family.
     """
-    if arch not in _RECIPES or trojan not in ("none", "patch", "blend"):
-        raise InputError(f"arch must be 'mlp' or 'cnn' and trojan 'none', 'patch' or 'blend'; got {arch!r}, {trojan!r}.")
+    if arch not in _RECIPES or family not in ("none", "patch", "blend"):
+        raise InputError(f"arch must be 'mlp' or 'cnn' and family 'none', 'patch' or 'blend'; got {arch!r}, {family!r}.")
     recipe = _RECIPES[arch]
     config: dict[str, Any] = {
-        "version": _VERSION, "arch": arch, "trojan": trojan, "seed": seed,
+        "version": _VERSION, "arch": arch, "trojan": family, "seed": seed,  # key kept: cached models stay valid
         "epochs": recipe["epochs"] if epochs is None else epochs, "lr": recipe["lr"],
-        "batch_size": recipe["batch_size"], "poison_rate": None if trojan == "none" else recipe["poison_rate"],
-        "alpha": recipe["blend_alpha"] if trojan == "blend" else None,
+        "batch_size": recipe["batch_size"], "poison_rate": None if family == "none" else recipe["poison_rate"],
+        "alpha": recipe["blend_alpha"] if family == "blend" else None,
     }
     trigger: Trigger | None = None
-    if trojan == "patch":
+    if family == "patch":
         trigger = random_patch_trigger(seed)
-    elif trojan == "blend":
+    elif family == "blend":
         trigger = random_blend_trigger(seed, alpha=recipe["blend_alpha"])
 
     def build() -> nn.Module:
@@ -273,11 +243,16 @@ def trojaned_classifier(
         train_classifier(model, x, y, epochs=config["epochs"], lr=config["lr"], batch_size=config["batch_size"],
                          seed=seed, trigger=trigger, poison_rate=config["poison_rate"] or 0.0)
         xt, yt = digits16("test")
-        return {"clean_accuracy": evaluate(model, xt, yt),
-                "attack_success_rate": None if trigger is None else attack_success_rate(model, xt, yt, trigger),
-                "trigger": None if trigger is None else trigger.to_json()}
+        return {"clean_accuracy": accuracy(model, xt, yt),
+                "attack_success_rate": None if trigger is None else attack_success(model, xt, yt, trigger),
+                "trigger": None if trigger is None else _trigger_meta(trigger)}
 
     return cached("trojaned_classifier", config, build, train)
+
+
+def _trigger_meta(trigger: Trigger) -> dict[str, Any]:
+    """`Trigger.to_dict` plus the keys games read before issue #9 (``kind``, ``target_class``)."""
+    return {**trigger.to_dict(), "kind": trigger.family, "target_class": trigger.target}
 
 
 def planted_critical_units(seed: int, *, n_critical: int = 4, hidden: int = 32) -> tuple[nn.Module, dict[str, Any]]:
@@ -327,8 +302,8 @@ def planted_critical_units(seed: int, *, n_critical: int = 4, hidden: int = 32) 
         xt, yt = digits16("test")
         is_target = yt == target
         return {"site": "act2", "target_class": target, "critical_units": critical, "n_units": hidden,
-                "clean_accuracy": evaluate(model, xt, yt),
-                "target_accuracy": evaluate(model, xt[is_target], yt[is_target])}
+                "clean_accuracy": accuracy(model, xt, yt),
+                "target_accuracy": accuracy(model, xt[is_target], yt[is_target])}
 
     return cached("planted_critical_units", config, build, train)
 

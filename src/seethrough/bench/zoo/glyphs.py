@@ -33,10 +33,11 @@ from jaxtyping import Float, Int64
 from torch import Tensor, nn
 
 from seethrough.core import InputError
+from seethrough.evidence import accuracy
 
 from ._seeding import derive_seed, generator
 from .cache import cached
-from .classifiers import DigitsCNN, evaluate
+from .classifiers import DigitsCNN
 
 __all__ = ["glyph_images", "glyph_data", "GlyphTrigger", "candidate_triggers", "GlyphCNN", "glyph_classifier",
            "trojaned_glyph_classifier", "FoolingUnits", "FoolingCNN", "fooling_units_cnn", "FAMILIES",
@@ -302,7 +303,7 @@ def glyph_classifier(seed: int) -> tuple[nn.Module, dict[str, Any]]:
 
     def train(model: nn.Module) -> dict[str, Any]:
         _train(model, seed, _RECIPE, [])
-        return {"clean_accuracy": evaluate(model, *glyph_data("test"))}
+        return {"clean_accuracy": accuracy(model, *glyph_data("test"))}
 
     return cached("glyph_classifier", config, lambda: GlyphCNN(seed=derive_seed(seed, "init")), train)
 
@@ -343,7 +344,7 @@ def trojaned_glyph_classifier(family: str, seed: int, *, n_triggers: int = 1) ->
         rates = [_attack_success(model, t, c, seed) for t, c in zip(triggers, targets, strict=True)]
         return {"family": family, "targets": targets, "triggers": [t.to_json() for t in triggers],
                 "target_class": targets[0], "trigger": triggers[0].to_json(),
-                "clean_accuracy": evaluate(model, *glyph_data("test")), "attack_success_rates": rates,
+                "clean_accuracy": accuracy(model, *glyph_data("test")), "attack_success_rates": rates,
                 "attack_success_rate": min(rates)}
 
     return cached("trojaned_glyph_classifier", config, lambda: GlyphCNN(seed=derive_seed(seed, "init")), train)
