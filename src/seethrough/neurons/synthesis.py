@@ -29,6 +29,7 @@ from ..core.inputs import validate_inputs
 from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..evidence.finding import Finding
+from ..evidence.trigger import Trigger
 from ._transforms import Transforms, blur3, fourier_scale, fourier_to_image, image_to_fourier, total_variation
 from .objectives import (
     Objective,
@@ -111,7 +112,7 @@ class Synthesis(Result):
 
         One testable `Finding` per objective, in order. Unit and channel objectives give a ``"units"`` finding (``validate`` ablates the unit),
         direction objectives a ``"direction"`` finding (projected out). A logit objective
-        started from given images gives a ``"trigger"`` finding: the mask is the mean absolute
+        started from given images gives a ``"trojan"`` finding: the mask is the mean absolute
         change of the images (summed over channels, scaled to [0, 1]) and the pattern the mean
         synthesised image, so `validate` stamps that change onto new inputs.
 
@@ -140,9 +141,9 @@ class Synthesis(Result):
         images = self.group(i).detach()
         change = (images - self.init[: self.n].to(images)).abs().sum(1).mean(0)
         mask = change / change.max().clamp(min=1e-12)
-        return Finding("trigger", f"the change that synthesis makes towards class {o.index} is a trigger",
-                       target=int(o.index if target is None else target), trigger_mask=mask,
-                       trigger_pattern=images.mean(0), score=float(values.mean()), evidence=evidence)
+        trigger = Trigger(mask, images.mean(0), int(o.index if target is None else target), "patch")
+        return Finding("trojan", f"the change that synthesis makes towards class {o.index} is a trigger",
+                       trigger=trigger, score=float(values.mean()), evidence=evidence)
 
 
 def _check_options(steps: int, lr: float, param: str, bounds: tuple[float, float], weights: dict[str, float],
