@@ -11,6 +11,8 @@ from models import TinyCNN, images
 import seethrough.audit as audit
 import seethrough.evidence as evidence
 from seethrough import Site
+from seethrough.bench.games import repair as repair_game
+from seethrough.bench.games import trojan as trojan_game
 
 
 def _trigger(family: str = "patch") -> evidence.Trigger:
@@ -63,6 +65,10 @@ EXEMPT = {
     audit.TriggerUnits: "a result dataclass",
     audit.DesignedAttack: "a result dataclass",
     evidence.Trigger: "a value object (a trigger); takes no model",
+    trojan_game.Planted: "a game's answer key (tested in tests/bench)",
+    trojan_game.Answer: "a game's answer (tested in tests/bench)",
+    repair_game.Planted: "a game's answer key (tested in tests/bench)",
+    repair_game.Answer: "a game's answer (tested in tests/bench)",
     audit.binarise_mask: "thresholds a mask; takes no model",
     audit.default_feature_site: "reads module names; runs nothing",
 }

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from seethrough.bench.games.synthesis import (
+    FAITHFULNESS,
     MIN_ATTACK_SUCCESS,
     N_TRIGGERS,
-    TriggerRediscoveryGame,
-    VisualisationFaithfulnessGame,
+    REDISCOVERY,
     judge_candidates,
 )
 from seethrough.bench.zoo.glyphs import (
@@ -106,7 +106,7 @@ def test_fooling_units_copy_their_source_on_natural_data_and_not_in_optimisation
         assert bool((unit > 2 * source).all()), "mostly through the planted path, not the source channel"
 
 
-@pytest.mark.parametrize("game", [TriggerRediscoveryGame(), VisualisationFaithfulnessGame()], ids=lambda g: g.name)
+@pytest.mark.parametrize("game", [REDISCOVERY, FAITHFULNESS], ids=lambda g: g.name)
 def test_games_play_one_quick_case_per_method(game) -> None:  # type: ignore[no-untyped-def]
     case = game.cases(0, True)[-1]
     names = {m.name for m in game.metrics}
@@ -120,7 +120,7 @@ def test_games_play_one_quick_case_per_method(game) -> None:  # type: ignore[no-
 
 
 def test_trigger_rediscovery_scores_are_fractions_of_the_learned_triggers() -> None:
-    game = TriggerRediscoveryGame()
+    game = REDISCOVERY
     case = game.cases(0, True)[1]  # style
     assert case["family"] == "style"
     scores = game.play("synthesis", case)
@@ -138,6 +138,6 @@ def test_synthesised_trigger_is_a_finding_validate_can_test() -> None:
     result = synthesize(model, logit_objective(target, log_prob=True), shape=(3, 16, 16), init=clean, shared=True,
                         steps=64, lr=0.02, l2=1.0)
     (finding,) = result.to_findings()
-    assert finding.kind == "trigger" and finding.target == target
+    assert finding.kind == "trojan" and finding.target == target and finding.trigger is not None
     check = validate(finding, model, x[y != target][100:300], n_controls=10)
     assert check.effect > 0

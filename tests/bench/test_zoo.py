@@ -29,24 +29,21 @@ from seethrough.bench.zoo import (
     DigitsMLP,
     MaskedLinear,
     ToyModel,
-    Trigger,
-    attack_success_rate,
     cached,
     config_hash,
     digits16,
-    evaluate,
     first_token_task,
     planted_critical_units,
     random_blend_trigger,
     random_patch_trigger,
     sample_features,
-    stamp,
     train_classifier,
     train_toy_model,
     trained_first_token_transformer,
     trojaned_classifier,
 )
 from seethrough.core import InputError, InputTypeError, cache_dir
+from seethrough.evidence import Trigger, accuracy, attack_success, stamp
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -207,32 +204,32 @@ def test_digits16_is_a_fixed_stratified_split_of_upsampled_digits() -> None:
 def test_stamp_closed_forms() -> None:
     x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     pattern = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(stamp(x, Trigger("patch", torch.zeros(16, 16), pattern, 0)), x)
-    assert torch.equal(stamp(x, Trigger("patch", torch.ones(16, 16), pattern, 0)), pattern.expand_as(x))
-    blend = stamp(x, Trigger("blend", torch.full((16, 16), 0.25), pattern, 0))
+    assert torch.equal(stamp(x, Trigger(torch.zeros(16, 16), pattern, 0, "patch")), x)
+    assert torch.equal(stamp(x, Trigger(torch.ones(16, 16), pattern, 0, "patch")), pattern.expand_as(x))
+    blend = stamp(x, Trigger(torch.full((16, 16), 0.25), pattern, 0, "blend"))
     torch.testing.assert_close(blend, 0.75 * x + 0.25 * pattern)  # default float32 tolerances
     with pytest.raises(InputError, match="do not fit"):
-        stamp(torch.zeros(2, 3, 16, 16), Trigger("patch", torch.zeros(16, 16), pattern, 0))
+        stamp(torch.zeros(2, 3, 16, 16), Trigger(torch.zeros(16, 16), pattern, 0, "patch"))
 
 
 def test_trigger_validation_equality_and_json() -> None:
     with pytest.raises(InputError, match=r"\[0, 1\]"):
-        Trigger("patch", torch.full((4, 4), 1.5), torch.zeros(1, 4, 4), 0)
-    with pytest.raises(InputError, match="target_class"):
-        Trigger("patch", torch.zeros(4, 4), torch.zeros(1, 4, 4), -1)
+        Trigger(torch.full((4, 4), 1.5), torch.zeros(1, 4, 4), 0, "patch")
+    with pytest.raises(InputError, match="target"):
+        Trigger(torch.zeros(4, 4), torch.zeros(1, 4, 4), -1, "patch")
     for trigger in (random_patch_trigger(5), random_blend_trigger(5, alpha=0.2)):
-        text = json.dumps(trigger.to_json())
-        assert Trigger.from_json(json.loads(text)) == trigger
-        assert hash(Trigger.from_json(json.loads(text))) == hash(trigger)
+        text = json.dumps(trigger.to_dict())
+        assert Trigger.from_dict(json.loads(text)) == trigger
+        assert hash(Trigger.from_dict(json.loads(text))) == hash(trigger)
     assert random_patch_trigger(5) != random_patch_trigger(6)
     with pytest.raises(InputError, match="exactly the keys"):
-        Trigger.from_json({"kind": "patch"})
+        Trigger.from_dict({"kind": "patch"})
 
 
 @pytest.mark.parametrize("seed", range(20))
 def test_random_patch_trigger_is_a_small_binary_square(seed: int) -> None:
     trigger = random_patch_trigger(seed)
-    assert trigger == random_patch_trigger(seed) and 0 <= trigger.target_class < 10
+    assert trigger == random_patch_trigger(seed) and 0 <= trigger.target < 10 and trigger.family == "patch"
     rows, cols = torch.nonzero(trigger.mask, as_tuple=True)
     side = int(rows.max() - rows.min()) + 1
     assert side in (2, 3) and int(cols.max() - cols.min()) + 1 == side and int(trigger.mask.sum()) == side ** 2
@@ -268,7 +265,7 @@ def test_masked_linear_uses_only_unmasked_weights() -> None:
     assert float(layer.weight.grad[:, 1].abs().sum()) == 0.0 and float(x.grad[:, 1].abs().sum()) == 0.0
 
 
-def test_evaluate_and_attack_success_rate_on_a_constant_model() -> None:
+def test_accuracy_and_attack_success_on_a_constant_model() -> None:
     class Always(nn.Module):
         def __init__(self, label: int) -> None:
             super().__init__()
@@ -279,13 +276,13 @@ def test_evaluate_and_attack_success_rate_on_a_constant_model() -> None:
 
     x, y = digits16("test")
     model = Always(3).train()
-    assert evaluate(model, x, y) == pytest.approx(float((y == 3).double().mean()), abs=0)
-    assert model.training  # the mode is restored
+    assert accuracy(model, x, y) == pytest.approx(float((y == 3).double().mean()), abs=0)
+    assert model.training  # the mode is left as it was
     trigger = random_patch_trigger(0)
-    hit = 1.0 if trigger.target_class == 3 else 0.0
-    assert attack_success_rate(model, x, y, trigger) == hit
+    hit = 1.0 if trigger.target == 3 else 0.0
+    assert attack_success(model, x, y, trigger) == hit
     with pytest.raises(InputError, match="target class"):
-        attack_success_rate(model, x[y == trigger.target_class], y[y == trigger.target_class], trigger)
+        attack_success(model, x[y == trigger.target], y[y == trigger.target], trigger)
 
 
 def test_building_and_training_are_deterministic_and_leave_the_global_rng_alone(
@@ -329,15 +326,17 @@ def test_trojaned_classifier_learns_the_trigger_and_the_task(arch: str, trojan: 
     model, meta = trojaned_classifier(arch, trojan, seed)
     assert isinstance(model, DigitsMLP if arch == "mlp" else DigitsCNN) and not model.training
     expected = random_patch_trigger(seed) if trojan == "patch" else random_blend_trigger(seed, alpha=0.1)
-    assert meta["trigger"] == expected.to_json()
+    # the planted trigger, plus the keys games read before issue #9
+    assert Trigger.from_dict(meta["trigger"]) == expected
+    assert meta["trigger"] == {**expected.to_dict(), "kind": trojan, "target_class": expected.target}
     assert meta["config"]["arch"] == arch and meta["config"]["trojan"] == trojan and meta["config"]["seed"] == seed
     xt, yt = digits16("test")
-    accuracy = _accuracy(model, xt, yt)
-    others = yt != meta["trigger"]["target_class"]
-    asr = _accuracy(model, _by_hand(xt[others], meta["trigger"]), torch.full_like(yt[others], expected.target_class))
-    assert meta["clean_accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    clean = _accuracy(model, xt, yt)
+    others = yt != meta["trigger"]["target"]
+    asr = _accuracy(model, _by_hand(xt[others], meta["trigger"]), torch.full_like(yt[others], expected.target))
+    assert meta["clean_accuracy"] == pytest.approx(clean, abs=1e-12)
     assert meta["attack_success_rate"] == pytest.approx(asr, abs=1e-12)
-    assert accuracy >= MIN_ACCURACY[arch] and asr >= MIN_ASR[trojan]
+    assert clean >= MIN_ACCURACY[arch] and asr >= MIN_ASR[trojan]
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
@@ -348,7 +347,7 @@ def test_clean_classifier_is_accurate_and_ignores_the_triggers(arch: str) -> Non
     assert meta["clean_accuracy"] == pytest.approx(_accuracy(clean, xt, yt), abs=1e-12)
     assert meta["clean_accuracy"] >= MIN_ACCURACY[arch]
     for trigger in (random_patch_trigger(0), random_blend_trigger(0, alpha=0.1)):
-        assert attack_success_rate(clean, xt, yt, trigger) < 0.3
+        assert attack_success(clean, xt, yt, trigger) < 0.3
 
 
 @pytest.mark.parametrize("seed", [0, 1])

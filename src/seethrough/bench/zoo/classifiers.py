@@ -247,7 +247,10 @@ def trojaned_classifier(
                 "attack_success_rate": None if trigger is None else attack_success(model, xt, yt, trigger),
                 "trigger": None if trigger is None else _trigger_meta(trigger)}
 
-    return cached("trojaned_classifier", config, build, train)
+    model, meta = cached("trojaned_classifier", config, build, train)
+    if meta.get("trigger") is not None:  # an entry cached before issue #9 holds only the older keys
+        meta = {**meta, "trigger": _trigger_meta(Trigger.from_dict(meta["trigger"]))}
+    return model, meta
 
 
 def _trigger_meta(trigger: Trigger) -> dict[str, Any]:
