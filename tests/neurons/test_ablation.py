@@ -56,7 +56,7 @@ def test_top_units_and_finding() -> None:
     imp = unit_importance(model, x, "act", lambda out: out[:, 0])
     top = imp.top(3)
     assert top == torch.argsort(imp.values, descending=True, stable=True)[:3].tolist()
-    finding = imp.to_finding(3, target=0)
+    (finding,) = imp.to_findings(k=3, target=0)
     assert finding.units == tuple(top) and finding.site == Site("act")
     assert list(imp.to_frame().columns) == ["unit", "importance"] and imp.plot().axes
 
@@ -64,7 +64,7 @@ def test_top_units_and_finding() -> None:
 @pytest.mark.parametrize("kwargs, message", [
     ({"site": Site("act", units=[1])}, "selects units"),
     ({"ablation": "shuffle"}, "ablation"),
-    ({"ablation": "resample", "n_draws": 0}, "n_draws"),
+    ({"ablation": "resample", "n_samples": 0}, "n_samples"),
     ({"metric": lambda out: out}, "one score per example"),
 ])
 def test_bad_arguments(kwargs: dict, message: str) -> None:
@@ -86,7 +86,7 @@ def test_mean_ablation_over_a_reference_set() -> None:
 def test_resample_ablation_equals_a_one_unit_per_forward_loop_over_the_same_draws() -> None:
     model, x, ref = TinyMLP(), vectors(6, seed=1), vectors(9, seed=2)
     metric = lambda out: torch.log_softmax(out, -1)[:, 2]  # noqa: E731
-    got = unit_importance(model, x, "act", metric, ablation="resample", reference=ref, n_draws=3, seed=7,
+    got = unit_importance(model, x, "act", metric, ablation="resample", reference=ref, n_samples=3, seed=7,
                           max_rows=18)  # 3 units per pass: exercises chunking across draws
     ref_act = model.act(model.fc1(ref)).detach()
     gen = torch.Generator().manual_seed(7)
@@ -99,9 +99,9 @@ def test_resample_ablation_equals_a_one_unit_per_forward_loop_over_the_same_draw
             slow[u] += (clean - metric(patched).double()).mean() / 3
     torch.testing.assert_close(got.values, slow.float(), rtol=1e-5, atol=1e-6)
     assert got.ablation == "resample"
-    again = unit_importance(model, x, "act", metric, ablation="resample", reference=ref, n_draws=3, seed=7)
+    again = unit_importance(model, x, "act", metric, ablation="resample", reference=ref, n_samples=3, seed=7)
     assert torch.equal(got.values, again.values)
-    other = unit_importance(model, x, "act", metric, ablation="resample", reference=ref, n_draws=3, seed=8)
+    other = unit_importance(model, x, "act", metric, ablation="resample", reference=ref, n_samples=3, seed=8)
     assert not torch.equal(got.values, other.values)
 
 
@@ -109,7 +109,7 @@ def test_resample_from_a_single_reference_example_is_patching_in_its_values() ->
     model, x, one = TinyMLP(), vectors(5), vectors(1, seed=3)
     metric = lambda out: out[:, 0]  # noqa: E731
     value = model.act(model.fc1(one)).detach()[0]
-    got = unit_importance(model, x, "act", metric, ablation="resample", reference=one, n_draws=2)
+    got = unit_importance(model, x, "act", metric, ablation="resample", reference=one, n_samples=2)
     torch.testing.assert_close(got.values, reference(model, x, Site("act"), metric, 8, value), rtol=1e-5, atol=1e-6)
 
 
@@ -125,11 +125,11 @@ def test_ablate_zero_mean_and_resample_against_a_hand_written_forward() -> None:
         torch.testing.assert_close(ablate(model, x, "act"), model.fc2.bias.expand(6, 3))  # whole site: the bias
         meaned = h.clone()
         meaned[:, units] = h_ref.mean(0)[units]
-        torch.testing.assert_close(ablate(model, x, "act", units, kind="mean", reference=ref), model.fc2(meaned))
+        torch.testing.assert_close(ablate(model, x, "act", units, ablation="mean", reference=ref), model.fc2(meaned))
         idx = torch.randint(0, 10, (6,), generator=torch.Generator().manual_seed(5))
         resampled = h.clone()
         resampled[:, units] = h_ref[idx][:, units]
-        torch.testing.assert_close(ablate(model, x, "act", units, kind="resample", reference=ref, seed=5),
+        torch.testing.assert_close(ablate(model, x, "act", units, ablation="resample", reference=ref, seed=5),
                                    model.fc2(resampled))
 
 
@@ -150,8 +150,8 @@ def test_ablate_selected_positions_of_a_transformer() -> None:
     ({"units": [1, 1]}, "distinct indices"),
     ({"units": []}, "distinct indices"),
     ({"site": Site("act", units=[1])}, "selects units"),
-    ({"kind": "shuffle"}, "ablation"),
-    ({"kind": "mean", "reference": torch.full((3, 4), float("nan"))}, "NaN"),
+    ({"ablation": "shuffle"}, "ablation"),
+    ({"ablation": "mean", "reference": torch.full((3, 4), float("nan"))}, "NaN"),
 ])
 def test_ablate_refuses_bad_arguments(kwargs: dict, message: str) -> None:
     args = {"site": "act", "units": [0]} | kwargs

@@ -19,6 +19,22 @@ from .errors import (
 from .hooks import Callback, Hooks, capture, hooks, patch
 from .inputs import call_model, validate_inputs
 from .inspection import ModelSummary, ModuleRow, inspect_model
+from .interventions import (
+    ABLATIONS,
+    Ablation,
+    add_direction,
+    along_units,
+    check_ablation,
+    mean_ablation,
+    patch_each,
+    project_out,
+    replace_slice,
+    resample_ablation,
+    resample_indices,
+    unit_means,
+    unit_values,
+    zero_ablation,
+)
 from .io import (
     ArrayData,
     atomic_write,
@@ -38,6 +54,9 @@ from .types import Inputs
 __all__ = [
     "Site", "select_sites", "hooks", "Hooks", "Callback", "capture", "patch",
     "Inputs", "validate_inputs", "call_model", "batches", "stream",
+    "Ablation", "ABLATIONS", "check_ablation", "along_units", "unit_means", "unit_values", "resample_indices",
+    "zero_ablation", "mean_ablation", "resample_ablation", "replace_slice", "project_out", "add_direction",
+    "patch_each",
     "RunningMean", "RunningCovariance", "TopK",
     "ModelSummary", "ModuleRow", "inspect_model",
     "Result", "jsonable", "new_figure", "check_int", "check_float",

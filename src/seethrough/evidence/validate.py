@@ -11,20 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..core.checks import check_int
 from ..core.errors import InputError
-from ..core.hooks import capture, patch
+from ..core.hooks import Callback, capture, patch
 from ..core.inputs import validate_inputs
+from ..core.interventions import check_ablation, mean_ablation, project_out, unit_means, zero_ablation
+from ..core.results import Result, jsonable, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
 from .finding import Finding
 from .summary import bootstrap_ci
-from .trigger import stamp
+from .trigger import Trigger, stamp
+
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
 
 __all__ = ["Validation", "validate", "target_log_prob", "target_hit"]
 
@@ -57,7 +64,7 @@ def _logits(output: Any) -> Tensor:
 
 
 @dataclass(frozen=True)
-class Validation:
+class Validation(Result):
     """The outcome of `validate`: effect of the intervention, its CI, and the random-control test.
 
     ``effect`` is signed so that positive supports the claim (ablating the units lowers the
@@ -84,20 +91,20 @@ class Validation:
         return float(np.mean(self.control_effects))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "effect": self.effect, "ci_low": self.ci_low, "ci_high": self.ci_high,
-                "p_value": self.p_value, "control_mean": self.control_mean, "n_controls": len(self.control_effects),
-                "n_examples": self.n_examples, "validated": self.validated}
+        """The outcome with the derived ``control_mean``, ``n_controls`` and ``validated`` (strict JSON)."""
+        return jsonable({"kind": self.kind, "effect": self.effect, "ci_low": self.ci_low, "ci_high": self.ci_high,
+                         "p_value": self.p_value, "control_mean": self.control_mean,
+                         "n_controls": len(self.control_effects), "n_examples": self.n_examples,
+                         "validated": self.validated})
 
-    def to_frame(self) -> Any:
+    def to_frame(self) -> pandas.DataFrame:
         import pandas as pd
 
         return pd.DataFrame([self.to_dict()])
 
-    def plot(self) -> Any:
+    def plot(self) -> Figure:
         """Histogram of control effects with the finding's effect and CI marked."""
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(4.5, 2.6))
+        fig = new_figure(4.5, 2.6)
         ax = fig.add_subplot()
         ax.hist(self.control_effects, bins=20, color="0.7", label="random controls")
         ax.axvline(self.effect, color="crimson", label=f"finding (p={self.p_value:.3f})")
@@ -105,9 +112,6 @@ class Validation:
         ax.set_xlabel("effect")
         ax.legend(fontsize=7)
         return fig
-
-    def _repr_html_(self) -> str:
-        return str(self.to_frame().to_html(index=False))
 
 
 def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metric | None = None,
@@ -141,15 +145,15 @@ def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metr
         >>> v.validated, v.p_value < 0.1
         (True, True)
     """
-    if n_controls < 1:
-        raise InputError(f"n_controls must be at least 1, got {n_controls}.")
+    check_int("n_controls", n_controls, at_least=1)
+    check_ablation(ablation, ("zero", "mean"))
     if metric is None:
         if finding.target is None:
             raise InputError(f"the {finding.kind!r} finding has no target; pass metric=... to say what to measure.")
-        metric = target_hit(finding.target) if finding.kind == "trigger" else target_log_prob(finding.target)
+        metric = target_hit(finding.target) if finding.kind == "trojan" else target_log_prob(finding.target)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        if finding.kind == "trigger":
+        if finding.kind == "trojan":
             per_example, controls = _trigger(finding, model, inputs, metric, n_controls, gen)
         else:
             per_example, controls = _site_intervention(finding, model, inputs, metric, n_controls, ablation,
@@ -182,30 +186,21 @@ def _site_intervention(finding: Finding, model: nn.Module, inputs: Inputs, metri
         if ablation == "mean" and reference is not None:
             validate_inputs(model, reference)
             ref = capture(model, reference, [base])[base]
-        mean = ref.mean(dim=tuple(d for d in range(ref.ndim) if d != axis), keepdim=True)
+        means = unit_means(ref, base)
 
-        def ablate(chosen: list[int]) -> Tensor:
-            index = torch.tensor(chosen, device=value.device)
-
-            def fn(v: Tensor, s: Site) -> Tensor:
-                fill = torch.zeros_like(v) if ablation == "zero" else mean.expand_as(v).to(v.dtype)
-                keep = torch.ones(v.shape[axis], dtype=torch.bool, device=v.device)
-                keep[index] = False
-                shape = [1] * v.ndim
-                shape[axis] = -1
-                return torch.where(keep.view(shape), v, fill)
-
-            return metric(patch(model, inputs, {base: fn}))
+        def ablated(chosen: list[int]) -> Tensor:
+            edit = zero_ablation(chosen) if ablation == "zero" else mean_ablation(means, chosen)
+            return metric(patch(model, inputs, {base: edit}))
 
         # controls are drawn from the other units when there are enough of them, else from all
         pool = [u for u in range(n_units) if u not in set(units)]
         if len(pool) < len(units):
             pool = list(range(n_units))
-        per_example = clean - ablate(units)
+        per_example = clean - ablated(units)
         controls = []
         for _ in range(n_controls):
             pick = torch.randperm(len(pool), generator=gen)[: len(units)].tolist()
-            controls.append(float((clean - ablate([pool[i] for i in pick])).double().mean()))
+            controls.append(float((clean - ablated([pool[i] for i in pick])).double().mean()))
         return per_example, controls
 
     assert finding.direction is not None  # guaranteed by Finding.__post_init__
@@ -213,30 +208,23 @@ def _site_intervention(finding: Finding, model: nn.Module, inputs: Inputs, metri
         raise InputError(f"the direction has {finding.direction.shape[0]} entries but {site.path!r} has "
                          f"{n_units} units along dim {axis}.")
 
-    def project_out(direction: Tensor) -> Tensor:
-        u = (direction / direction.norm()).to(value.dtype).to(value.device)
-        shape = [1] * value.ndim
-        shape[axis] = -1
-        u = u.view(shape)
+    def projected(edit: Callback) -> Tensor:
+        return metric(patch(model, inputs, {base: edit}))
 
-        def fn(v: Tensor, s: Site) -> Tensor:
-            return v - (v * u).sum(dim=axis, keepdim=True) * u
-
-        return metric(patch(model, inputs, {base: fn}))
-
-    per_example = clean - project_out(finding.direction)
-    controls = [float((clean - project_out(torch.randn(n_units, generator=gen))).double().mean())
+    per_example = clean - projected(project_out(finding.direction))
+    controls = [float((clean - projected(project_out(torch.randn(n_units, generator=gen)))).double().mean())
                 for _ in range(n_controls)]
     return per_example, controls
 
 
 def _trigger(finding: Finding, model: nn.Module, inputs: Inputs, metric: Metric, n_controls: int,
              gen: torch.Generator) -> tuple[Tensor, list[float]]:
-    mask, pattern = finding.trigger_mask, finding.trigger_pattern
-    assert mask is not None and pattern is not None and finding.target is not None
+    trigger = finding.trigger
+    assert trigger is not None and finding.target is not None
+    mask, pattern = trigger.mask, trigger.pattern
     if not isinstance(inputs, Tensor) or inputs.ndim != 4 or tuple(inputs.shape[1:]) != tuple(pattern.shape):
         shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
-        raise InputError(f"trigger findings need image inputs (N, {', '.join(map(str, pattern.shape))}); got {shape}.")
+        raise InputError(f"trojan findings need image inputs (N, {', '.join(map(str, pattern.shape))}); got {shape}.")
     validate_inputs(model, inputs)
     # Only inputs not already classified as the target can be flipped.
     keep = _logits(model(inputs)).argmax(-1) != finding.target
@@ -248,7 +236,7 @@ def _trigger(finding: Finding, model: nn.Module, inputs: Inputs, metric: Metric,
     clean = metric(model(x))
 
     def stamped(mask_: Tensor, pattern_: Tensor) -> Tensor:
-        return metric(model(stamp(x, mask_, pattern_)))
+        return metric(model(stamp(x, Trigger(mask_, pattern_, trigger.target, trigger.family))))
 
     per_example = stamped(m, p) - clean
     h, w = m.shape

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ..core.errors import InputError, InputTypeError, SeethroughError
 from ..core.hooks import patch
 from ..core.inputs import call_model, repeat_inputs, validate_inputs, wrap_forward_error
+from ..core.interventions import along_units
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
 
@@ -59,14 +60,7 @@ class Problem:
 
     def _axis_and_direction(self, value: Tensor) -> tuple[int, Tensor]:
         assert self.direction is not None and self.site is not None
-        axis = self.site.unit_axis(value)
-        if value.shape[axis] != len(self.direction):
-            raise InputError(f"the direction has {len(self.direction)} entries but {self.site!r} has "
-                             f"{value.shape[axis]} units along dim {axis} (shape {tuple(value.shape)}); give "
-                             "one entry per unit.")
-        shape = [1] * value.ndim
-        shape[axis] = -1
-        return axis, self.direction.to(value.dtype).to(value.device).view(shape)
+        return self.site.unit_axis(value), along_units(self.direction, value, self.site, name="direction")
 
 
 # -- validation --------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ Neurons / hazards in the survey's taxonomy (Räuker et al. 2022, section on friv
   the signature of a duplicated unit whose outgoing weight was split;
 - prunable: zero-ablating the unit alone changes the output within ``tolerance``.
 
-All ablations of a site run as tiled copies of the batch, many per forward pass.
+All ablations of a site run as tiled copies of the batch, many per forward pass
+(`seethrough.core.patch_each` with the edits of `seethrough.core.interventions`).
 """
 
 from __future__ import annotations
@@ -18,26 +19,31 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from ..core.checks import check_float, check_int
 from ..core.errors import InputError
-from ..core.hooks import capture, patch
-from ..core.inputs import batch_size_of, repeat_inputs, validate_inputs
+from ..core.hooks import Callback, capture, patch
+from ..core.inputs import validate_inputs
+from ..core.interventions import patch_each, zero_ablation
+from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
 from ..evidence.finding import Finding
 
-__all__ = ["FrivolousUnits", "frivolous_units"]
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
 
-Edit = Callable[[Tensor], Tensor]
+__all__ = ["FrivolousUnits", "frivolous_units"]
 
 
 @dataclass(frozen=True)
-class FrivolousUnits:
+class FrivolousUnits(Result):
     """Per-unit hazard report of `frivolous_units` (every tensor has one entry per unit).
 
     ``damage`` is the relative change of the output (or metric) when the unit alone is
@@ -93,7 +99,7 @@ class FrivolousUnits:
                                          "expect": "not validated (removing them changes little)"}))
         return out
 
-    def to_frame(self) -> Any:
+    def to_frame(self) -> pandas.DataFrame:
         import pandas as pd
 
         return pd.DataFrame({
@@ -103,11 +109,9 @@ class FrivolousUnits:
             "partner": self.partner.tolist(), "partner_corr": self.partner_corr.tolist(),
             "substitution_damage": self.substitution_damage.tolist(), "pair_damage": self.pair_damage.tolist()})
 
-    def plot(self) -> Any:
+    def plot(self) -> Figure:
         """Each unit's ablation damage (log scale), coloured by hazard, with the tolerance line."""
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(6, 2.6))
+        fig = new_figure(6, 2.6)
         ax = fig.add_subplot()
         units = torch.arange(len(self.dead))
         floor = max(self.tolerance * 1e-3, 1e-12)
@@ -123,9 +127,6 @@ class FrivolousUnits:
         ax.set_ylabel("damage when zero-ablated")
         ax.legend(fontsize=7)
         return fig
-
-    def _repr_html_(self) -> str:
-        return str(self.to_frame().to_html(index=False))
 
 
 def frivolous_units(model: nn.Module, inputs: Inputs, site: Site | str, *,
@@ -175,12 +176,10 @@ def frivolous_units(model: nn.Module, inputs: Inputs, site: Site | str, *,
     if resolved.selects:
         raise InputError(f"{resolved!r} selects units or positions; frivolous_units judges every unit of a "
                          "whole site.")
-    for name, value_, lo, hi in (("dead_eps", dead_eps, 0.0, math.inf), ("corr", corr, 0.0, 1.0),
-                                 ("tolerance", tolerance, 0.0, math.inf)):
-        if isinstance(value_, bool) or not isinstance(value_, (int, float)) or not lo <= value_ <= hi:
-            raise InputError(f"{name} must be a number in [{lo}, {hi}], got {value_!r}.")
-    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
-        raise InputError(f"max_rows must be a positive int, got {max_rows!r}.")
+    check_float("dead_eps", dead_eps, at_least=0.0)
+    check_float("corr", corr, at_least=0.0, at_most=1.0)
+    check_float("tolerance", tolerance, at_least=0.0)
+    check_int("max_rows", max_rows, at_least=1)
     n = validate_inputs(model, inputs)
     with torch.no_grad():
         value = capture(model, inputs, [resolved])[resolved]
@@ -194,24 +193,23 @@ def frivolous_units(model: nn.Module, inputs: Inputs, site: Site | str, *,
             raise InputError("the output (or metric) is the same for every example, so its relative change is "
                              "undefined; pass more varied inputs or a metric that varies.")
 
-        def damage(edits: list[Edit]) -> Tensor:
-            out = _scores_under(model, inputs, resolved, edits, scores, max_rows)
+        def damage(edits: list[Callback]) -> Tensor:  # edit j runs on tiled copy j of the batch
+            out = patch_each(model, inputs, resolved, edits, scores, max_rows=max_rows)
             return (out - clean.unsqueeze(0)).pow(2).sum(2).mean(1).sqrt() / spread
 
         max_abs = rows.abs().amax(0)
         active = (rows.abs() > dead_eps).double().mean(0)
         dead = max_abs <= dead_eps
-        zero = damage([_zero(axis, u) for u in range(n_units)])
+        zero = damage([zero_ablation([u]) for u in range(n_units)])
         partner, partner_corr = _partners(rows, dead)
         sub = torch.full((n_units,), math.nan, dtype=torch.float64)
         pair = sub.clone()
         pairs = sorted({tuple(sorted((u, int(partner[u])))) for u in range(n_units)
                         if partner[u] >= 0 and abs(float(partner_corr[u])) >= corr})
         if pairs:
-            edits: list[Edit] = []
+            edits: list[Callback] = []
             for a, b in pairs:
-                edits += [_substitute(axis, rows, src=a, dst=b), _substitute(axis, rows, src=b, dst=a),
-                          _zero(axis, a, b)]
+                edits += [_substitute(rows, src=a, dst=b), _substitute(rows, src=b, dst=a), zero_ablation([a, b])]
             d = damage(edits).view(len(pairs), 3)
             for (a, b), (to_b, to_a, both) in zip(pairs, d.tolist(), strict=True):
                 for u in (a, b):
@@ -240,38 +238,20 @@ def _scorer(metric: Callable[[Any], Tensor] | None, n: int) -> Callable[[Any], T
     return scores
 
 
-def _scores_under(model: nn.Module, inputs: Inputs, site: Site, edits: list[Edit], scores: Callable[[Any], Tensor],
-                  max_rows: int) -> Tensor:
-    """``(len(edits), batch, k)`` scores; edit ``j`` is applied to tiled copy ``j`` of the batch."""
-    n = batch_size_of(inputs)
-    per_pass = max(1, max_rows // n)
-    out = []
-    for start in range(0, len(edits), per_pass):
-        chunk = edits[start:start + per_pass]
-        c = len(chunk)
-
-        def fn(v: Tensor, s: Site, chunk: list[Edit] = chunk, c: int = c) -> Tensor:
-            tiles = v.view(c, n, *v.shape[1:])
-            return torch.cat([edit(t) for edit, t in zip(chunk, tiles, strict=True)]).view_as(v)
-
-        out.append(scores(patch(model, repeat_inputs(inputs, c), {site: fn})).view(c, n, -1))
-    return torch.cat(out)
-
-
-def _zero(axis: int, *units: int) -> Edit:
-    index = torch.tensor(units)
-    return lambda t: t.index_fill(axis, index.to(t.device), 0.0)
-
-
-def _substitute(axis: int, rows: Tensor, *, src: int, dst: int) -> Edit:
+def _substitute(rows: Tensor, *, src: int, dst: int) -> Callback:
     """Replace unit ``dst`` by its least-squares affine fit ``scale * src + shift`` (fitted on ``rows``)."""
     x, y = rows[:, src], rows[:, dst]
     xc = x - x.mean()
     scale = float((xc * (y - y.mean())).sum() / xc.pow(2).sum())
     shift = float(y.mean() - scale * x.mean())
     s_index, d_index = torch.tensor([src]), torch.tensor([dst])
-    return lambda t: t.index_copy(axis, d_index.to(t.device),
-                                  scale * t.index_select(axis, s_index.to(t.device)) + shift)
+
+    def edit(value: Tensor, site: Site) -> Tensor:
+        axis = site.unit_axis(value)
+        return value.index_copy(axis, d_index.to(value.device),
+                                scale * value.index_select(axis, s_index.to(value.device)) + shift)
+
+    return edit
 
 
 def _partners(rows: Tensor, dead: Tensor) -> tuple[Tensor, Tensor]:

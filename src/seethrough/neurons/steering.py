@@ -4,21 +4,22 @@ Neurons / perturbation & ablation in the survey's taxonomy (the additive counter
 ablation). `steer` adds ``alpha * direction`` along a site's unit axis at every example (and
 every position, unless the site selects positions) and returns the output. A direction found by
 another tool is tested the other way round by `seethrough.evidence.validate`, which projects a
-``"direction"`` `Finding` out of the site.
+``"direction"`` `Finding` out of the site. Both edits live in `seethrough.core.interventions`
+(`add_direction`, `project_out`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ..core.errors import InputError, InputTypeError
+from ..core.errors import InputError
 from ..core.hooks import capture, patch
 from ..core.inputs import validate_inputs
+from ..core.interventions import add_direction
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
 
@@ -58,12 +59,7 @@ def steer(model: nn.Module, inputs: Inputs, site: Site | str, direction: Float[T
     if resolved.units is not None:
         raise InputError(f"{resolved!r} selects units; steer adds a direction over the whole unit axis. Pass the "
                          "site without units (use zeros in the direction for units to leave alone).")
-    if not isinstance(direction, Tensor):
-        raise InputTypeError(f"direction must be a 1-d Tensor, got {type(direction).__name__}.")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-        raise InputError(f"alpha must be a finite number, got {alpha!r}.")
-    if not bool(torch.isfinite(direction).all()):
-        raise InputError("direction contains NaN/inf; pass a finite vector.")
+    edit = add_direction(direction, alpha=alpha)  # checks the direction and alpha
     validate_inputs(model, inputs)
     with torch.no_grad():
         value = capture(model, inputs, [resolved], stop=True)[resolved]
@@ -71,11 +67,4 @@ def steer(model: nn.Module, inputs: Inputs, site: Site | str, direction: Float[T
     if direction.shape[0] != value.shape[axis]:
         raise InputError(f"direction has {direction.shape[0]} entries but {resolved.path!r} has {value.shape[axis]} "
                          f"units along dim {axis} (value shape {tuple(value.shape)}).")
-    shape = [1] * value.ndim
-    shape[axis] = -1
-    delta = (float(alpha) * direction.detach()).view(shape)
-
-    def fn(v: Tensor, s: Site) -> Tensor:
-        return v + delta.to(v)
-
-    return patch(model, inputs, {resolved: fn})
+    return patch(model, inputs, {resolved: edit})
