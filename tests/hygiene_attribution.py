@@ -12,6 +12,8 @@ from torch import Tensor
 
 from seethrough import Site
 from seethrough.bench.games import attribution as attribution_games
+from seethrough.bench.games import roar as roar_game
+from seethrough.bench.games import sanity_checks as sanity_game
 from seethrough.bench.zoo import tabular
 from seethrough.neurons.attribution import integrated_gradients
 from seethrough.neurons.conductance import conductance
@@ -69,20 +71,16 @@ CASES += [
 ]
 
 CASES += [
-    Case("games.randomise_layers", attribution_games.randomise_layers, TinyMLP, vectors,
-         lambda m, x: attribution_games.randomise_layers(m, ["fc2"], 0).fc2.weight, runs_forward=False,
-         invalid=(lambda m, x: attribution_games.randomise_layers(m, ["fc9"], 0),)),
-    Case("games.weight_layers", attribution_games.weight_layers, TinyCNN, images,
-         lambda m, x: attribution_games.weight_layers(m), runs_forward=False),
+    Case("games.randomise_layers", sanity_game.randomise_layers, TinyMLP, vectors,
+         lambda m, x: sanity_game.randomise_layers(m, ["fc2"], 0).fc2.weight, runs_forward=False,
+         invalid=(lambda m, x: sanity_game.randomise_layers(m, ["fc9"], 0),)),
+    Case("games.weight_layers", sanity_game.weight_layers, TinyCNN, images,
+         lambda m, x: sanity_game.weight_layers(m), runs_forward=False),
 ]
 
 EXEMPT: dict[Any, str] = {
-    attribution_games.random_label_twin: "builds a new model",
-    attribution_games.remove_top_pixels: "edits images; takes no model",
-    attribution_games.AttributionLocalisationGame: "a game; builds its own models (tested in tests/bench)",
-    attribution_games.SanityCheckGame: "a game; builds its own models (tested in tests/bench)",
-    attribution_games.FaithfulnessGame: "a game; builds its own models (tested in tests/bench)",
-    attribution_games.RoarGame: "a game; builds its own models (tested in tests/bench)",
+    sanity_game.random_label_twin: "builds a new model",
+    roar_game.remove_top_pixels: "edits images; takes no model",
     attribution_games.spearman_rows: "statistics over tensors; takes no model",
     attribution_games.auroc_rows: "statistics over tensors; takes no model",
     attribution_games.sobel_map: "filters images; takes no model",

@@ -14,20 +14,10 @@ import torch
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from seethrough.bench.games.attribution import (
-    AttributionLocalisationGame,
-    FaithfulnessGame,
-    RoarGame,
-    SanityCheckGame,
-    attribution_map,
-    auroc_rows,
-    random_label_twin,
-    randomise_layers,
-    remove_top_pixels,
-    sobel_map,
-    spearman_rows,
-    weight_layers,
-)
+from seethrough.bench.games import GAMES, Game
+from seethrough.bench.games.attribution import attribution_map, auroc_rows, sobel_map, spearman_rows
+from seethrough.bench.games.roar import remove_top_pixels
+from seethrough.bench.games.sanity_checks import random_label_twin, randomise_layers, weight_layers
 from seethrough.bench.zoo.classifiers import trojaned_classifier
 from seethrough.bench.zoo.tabular import tabular_task, trained_tabular_mlp
 
@@ -52,16 +42,16 @@ def test_sobel_is_zero_on_flat_images_and_large_on_an_edge() -> None:
     assert float(edges[:, 3:5].min()) > 0 and float(edges[:, :2].abs().max()) == 0.0
 
 
-def _play_quick(game: object, methods: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    case = game.cases(0, True)[0]  # type: ignore[attr-defined]
-    return {m: game.play(m, case) for m in methods}  # type: ignore[attr-defined]
+def _play_quick(game: Game, methods: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    case = game.cases(0, True)[0]
+    return {m: game.play(m, case) for m in methods}
 
 
 def test_localisation_game_scores_and_planted_trigger() -> None:
-    game = AttributionLocalisationGame()
+    game = GAMES["attribution-localisation"]
     model, meta = trojaned_classifier("mlp", "patch", 0)
     assert meta["attack_success_rate"] >= 0.9  # the trigger is really there
-    scores = _play_quick(game, game.methods)
+    scores = _play_quick(game, tuple(game.methods))
     names = {m.name for m in game.metrics}
     for method, result in scores.items():
         assert set(result) == names, method
@@ -71,7 +61,7 @@ def test_localisation_game_scores_and_planted_trigger() -> None:
 
 
 def test_sanity_game_scores_and_that_randomisation_changes_the_model() -> None:
-    game = SanityCheckGame()
+    game = GAMES["sanity-checks"]
     model, _ = trojaned_classifier("mlp", "none", 0)
     layers = weight_layers(model)
     assert layers == ["head", "fc2", "fc1"]
@@ -89,7 +79,7 @@ def test_sanity_game_scores_and_that_randomisation_changes_the_model() -> None:
 
 
 def test_faithfulness_game_and_that_only_the_relevant_features_matter() -> None:
-    game = FaithfulnessGame()
+    game = GAMES["attribution-faithfulness"]
     model, meta = trained_tabular_mlp(0)
     assert meta["test_accuracy"] > 0.9
     x, y, rule = tabular_task(0, 300, split="test")
@@ -99,7 +89,7 @@ def test_faithfulness_game_and_that_only_the_relevant_features_matter() -> None:
     shuffled[:, irrelevant] = shuffled[torch.randperm(300, generator=torch.Generator().manual_seed(1))][:, irrelevant]
     with torch.no_grad():  # scrambling the irrelevant features barely changes the predictions
         assert float((model(shuffled).argmax(1) == model(x).argmax(1)).double().mean()) > 0.9
-    scores = _play_quick(game, game.methods)
+    scores = _play_quick(game, tuple(game.methods))
     assert all(0.0 <= r["feature_agreement"] <= 1.0 for r in scores.values())
     assert scores["saliency"]["feature_agreement"] > 0.7 and scores["random"]["feature_agreement"] < 0.4
 
@@ -109,7 +99,7 @@ def test_roar_removal_and_game() -> None:
     scores = torch.tensor([[4.0, 3, 2, 1], [1, 2, 3, 4]]).view(2, 1, 2, 2)
     out = remove_top_pixels(x, scores, 0.5, torch.full((1, 2, 2), -1.0))
     assert out.flatten(1).tolist() == [[-1, -1, 2, 3], [4, 5, -1, -1]]
-    game = RoarGame()
+    game = GAMES["roar"]
     case = game.cases(0, True)[0]
     result = game.play("saliency", case)
     assert set(result) == {"area_vs_random"} and -1.0 <= result["area_vs_random"] <= 1.0
@@ -126,11 +116,9 @@ def test_attribution_map_names() -> None:
         attribution_map("lime", model, x, torch.tensor([1, 2]))
 
 
-@pytest.mark.parametrize("game", [AttributionLocalisationGame(), SanityCheckGame(), FaithfulnessGame(), RoarGame()],
-                         ids=lambda g: g.name)
-def test_games_declare_what_the_table_needs(game: object) -> None:
-    from seethrough.bench.games.base import Game
-
+@pytest.mark.parametrize("game", [GAMES[name] for name in ("attribution-localisation", "sanity-checks",
+                                                             "attribution-faithfulness", "roar")], ids=lambda g: g.name)
+def test_games_declare_what_the_table_needs(game: Game) -> None:
     assert isinstance(game, Game) and game.item and game.description and game.metrics
     assert game.baselines and game.baselines < set(game.methods)
     for metric in game.metrics:

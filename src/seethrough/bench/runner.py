@@ -14,11 +14,11 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..core.errors import InputError
 from ..evidence.summary import summarize
-from ..report.html import GameSection, MetricRow
 from .executors import Outcome, Task
 from .games import GAMES, Game
-from .games.base import outranks
+from .games.base import LegacyGame, Metric, outranks
 from .ledger import Ledger, UnitKey
+from .table import GameSection, MetricRow
 from .zoo.cache import config_hash
 
 __all__ = ["PlannedUnit", "plan", "run", "table", "sections", "select_games"]
@@ -35,7 +35,10 @@ class PlannedUnit:
     case: dict[str, Any]
 
 
-def select_games(names: Sequence[str] | None) -> list[Game]:
+AnyGame = Game[Any, Any] | LegacyGame  # TODO(#9): Game alone once every game is declared
+
+
+def select_games(names: Sequence[str] | None) -> list[AnyGame]:
     """The games to run, by name (all when ``names`` is None), in registry order."""
     if names is None:
         return list(GAMES.values())
@@ -45,7 +48,7 @@ def select_games(names: Sequence[str] | None) -> list[Game]:
     return [GAMES[n] for n in GAMES if n in set(names)]
 
 
-def plan(games: Sequence[Game], seeds: Sequence[int], *, quick: bool) -> list[PlannedUnit]:
+def plan(games: Sequence[AnyGame], seeds: Sequence[int], *, quick: bool) -> list[PlannedUnit]:
     """Every unit of the run, in a deterministic order (game, seed, case, method)."""
     if not seeds:
         raise InputError("no seeds to run; pass --seeds N with N >= 1.")
@@ -79,29 +82,42 @@ def run(units: Sequence[PlannedUnit], ledger: Ledger, executor: Executor, *,
 
 
 def _values(ledger: Ledger, units: Sequence[PlannedUnit]) -> tuple[dict[tuple[str, str, str], list[float]], list[str]]:
+    """Per (game, method, metric) the per-case values of the plan's ``ok`` units; one line per failed unit.
+
+    A plain metric's values are the cases' own scores, in ledger order. A ranking metric's values
+    are computed over the population of a (game, method)'s cases: one per positive case (`_ranked`).
+    """
     wanted = {u.key.id for u in units}
-    games = sorted({u.key.game for u in units})
     values: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     scored: dict[tuple[str, str], list[tuple[dict[str, Any], dict[str, float]]]] = defaultdict(list)
     errors = []
-    for row in ledger.rows(games=games):
+    for row in ledger.rows(games=sorted({u.key.game for u in units})):
         if row["id"] not in wanted:
             continue
-        if row["status"] == "ok":
-            for metric, value in sorted(row["metrics"].items()):
-                values[(row["game"], row["method"], metric)].append(float(value))
-            scored[(row["game"], row["method"])].append((row["config"], row["metrics"]))
-        else:
+        if row["status"] != "ok":
             first = (row["error"] or "").splitlines()[0] if row["error"] else "error"
             errors.append(f"{row['game']}/{row['method']} seed {row['seed']}: {first}")
+            continue
+        for metric, value in sorted(row["metrics"].items()):
+            values[(row["game"], row["method"], metric)].append(float(value))
+        scored[(row["game"], row["method"])].append((row["config"], row["metrics"]))
     for (name, method), cases in scored.items():
         for metric in GAMES[name].metrics if name in GAMES else ():
-            if metric.ranks is None:
-                continue
-            positives = [m[metric.ranks] for c, m in cases if metric.matches(c, metric.positive) and metric.ranks in m]
-            negatives = [m[metric.ranks] for c, m in cases if metric.matches(c, metric.negative) and metric.ranks in m]
-            values[(name, method, metric.name)] = outranks(positives, negatives)
+            if metric.ranks is not None:
+                values[(name, method, metric.name)] = _ranked(metric, cases)
     return values, errors
+
+
+def _ranked(metric: Metric, cases: Sequence[tuple[dict[str, Any], dict[str, float]]]) -> list[float]:
+    """A ranking metric's values: per positive case, the fraction of negative cases it outranks.
+
+    Positives and negatives are picked by their configs (``metric.positive``/``negative``) and
+    compared on the per-case score the metric ranks (``metric.ranks``), so the mean is the AUROC.
+    """
+    def ranked_scores(fields: tuple[tuple[str, Any], ...]) -> list[float]:
+        return [m[metric.ranks] for c, m in cases if metric.matches(c, fields) and metric.ranks in m]
+
+    return outranks(ranked_scores(metric.positive), ranked_scores(metric.negative))
 
 
 def table(ledger: Ledger, units: Sequence[PlannedUnit]) -> list[MetricRow]:

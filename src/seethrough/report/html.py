@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,59 +18,14 @@ from typing import Any
 import jinja2
 from matplotlib.figure import Figure
 
+from ..bench.table import GameSection, MetricRow
 from ..core.errors import InputError, InputTypeError
 from ..core.io import atomic_write
 from .figures import figure_to_data_uri, strip_plot
 
-__all__ = ["MetricRow", "GameSection", "write_report"]
+__all__ = ["write_report"]
 
 _PAGE_INCHES = 11.4  # the page's content width (1140 px) at the figures' 100 dpi
-
-
-@dataclass(frozen=True)
-class MetricRow:
-    """One line of the bench table: a method's score on one metric of one game, over all its cases.
-
-    Fields follow the ``--json`` rows of DESIGN.md section 6: ``worst`` is the worst case in the
-    metric's own direction, ``[ci_low, ci_high]`` the 95% bootstrap CI of the mean, ``chance`` the
-    metric's chance level, ``bar`` the pass bar and ``passed`` the verdict (``None``: no bar).
-    """
-
-    game: str
-    method: str
-    metric: str
-    n: int
-    mean: float
-    median: float
-    worst: float
-    ci_low: float
-    ci_high: float
-    chance: float | None
-    bar: float | None
-    passed: bool | None
-
-
-@dataclass(frozen=True)
-class GameSection:
-    """One game's part of the report: its rows, its per-case values and its failed cases.
-
-    Attributes:
-        name: the game.
-        item: the taxonomy item it scores, e.g. ``"Neurons / perturbation & ablation"``.
-        description: what the game plants and what counts as finding it.
-        rows: the game's table lines (each ``row.game == name``).
-        cases: metric name to method name to per-case values (one dot each); one plot panel per metric.
-        higher_is_better: the direction of each metric (missing metrics count as higher is better).
-        errors: one line per failed case, e.g. ``"ablation/random seed 3: ValueError: ..."``.
-    """
-
-    name: str
-    item: str
-    description: str
-    rows: tuple[MetricRow, ...]
-    cases: Mapping[str, Mapping[str, Sequence[float]]]
-    higher_is_better: Mapping[str, bool]
-    errors: tuple[str, ...] = ()
 
 
 def write_report(directory: str | os.PathLike[str], sections: Sequence[GameSection], *,
