@@ -1,4 +1,4 @@
-"""The README's Python examples run as written (docs stay true to behaviour)."""
+"""The README's Python examples run as written, and its games table is the registry's (docs stay true to behaviour)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,38 @@ from pathlib import Path
 
 import pytest
 
+from seethrough.bench.listing import games_markdown
+
 README = Path(__file__).parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
 def test_readme_has_python_examples() -> None:
     assert len(BLOCKS) == len(CHECKS), "add a check for each new README python block"
+
+
+def games_table(text: str) -> str:
+    """The README's table of games: the lines from its header row to the first line that is not a row."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("| game | taxonomy item |")), None)
+    assert start is not None, "the README has no table of games (a '| game | taxonomy item |' header)"
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end]) + "\n"
+
+
+def test_readme_games_table_is_generated_from_the_registry() -> None:
+    """Issue #9: the table drifted from the code (dissection's bar); now it must equal the registry's."""
+    assert games_table(README.read_text()) == games_markdown(), (
+        "the README's games table differs from the registry; regenerate it with\n  python -c \"from "
+        "seethrough.bench.listing import games_markdown; print(games_markdown(), end='')\"")
+
+
+def test_games_table_check_fails_on_a_drifted_readme() -> None:
+    """Planted bug: a README whose dissection bar drifted (0.6 -> 0.5) is caught."""
+    drifted = README.read_text().replace("label_accuracy (0.0833 → 0.6)", "label_accuracy (0.0833 → 0.5)")
+    assert drifted != README.read_text()
+    assert games_table(drifted) != games_markdown()
+    assert games_table("intro\n" + games_markdown() + "\nafter\n") == games_markdown()
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
