@@ -59,10 +59,12 @@ class HostileCNN(nn.Module):
         return self.head(getattr(self, HOSTILE)(getattr(self, HOSTILE_CELL)(x)).mean(dim=(2, 3)))
 
 
-def _trigger_parts() -> tuple[Tensor, Tensor]:
+def _planted_trigger() -> Any:
+    from seethrough.evidence import Trigger
+
     mask = torch.zeros(6, 6)
     mask[1:3, 1:3] = 1.0
-    return mask, torch.ones(1, 6, 6)
+    return Trigger(mask, torch.ones(1, 6, 6), 1, "patch")
 
 
 def _metric(output: Tensor) -> Tensor:
@@ -89,9 +91,7 @@ def _validation() -> Any:
 
 
 def _trigger() -> Any:
-    from seethrough.evidence import Trigger
-
-    return Trigger(*_trigger_parts(), target=1, family="patch")
+    return _planted_trigger()
 
 
 def _unit_importance() -> Any:
@@ -139,27 +139,31 @@ def _similarity() -> Any:
 
 
 def _audit_result() -> Any:
-    return seethrough.audit.audit_classifier(HostileCNN().eval(), images(16), class_names=[HOSTILE, HOSTILE_CELL, "c"],
-                                             steps=10, n_controls=3)
+    return seethrough.audit.scan(HostileCNN().eval(), images(16), class_names=[HOSTILE, HOSTILE_CELL, "c"], steps=10,
+                                 n_controls=3)
 
 
 def _neural_cleanse() -> Any:
     return seethrough.audit.neural_cleanse(HostileCNN().eval(), images(16), n_classes=3, steps=10)
 
 
+def _reversed_trigger() -> Any:
+    return seethrough.audit.reverse_engineer_trigger(HostileCNN().eval(), images(16), 1, steps=5)
+
+
 def _trigger_units() -> Any:
-    return seethrough.audit.trigger_units(HostileCNN().eval(), images(8), *_trigger_parts(), 1, site=HOSTILE, k=2,
+    return seethrough.audit.trigger_units(HostileCNN().eval(), images(8), _planted_trigger(), site=HOSTILE, k=2,
                                           n_controls=3)
 
 
 def _designed_attack() -> Any:
-    return seethrough.audit.design_attack(HostileCNN().eval(), images(8), images(8), Site(HOSTILE), [0, 1], 1,
-                                          _trigger_parts()[0], steps=3, n_controls=3)
+    return seethrough.audit.design_attack(HostileCNN().eval(), images(8), images(8), Site(HOSTILE), [0, 1],
+                                          _planted_trigger(), steps=3, n_controls=3)
 
 
 def _repair() -> Any:
     x = images(16)
-    return seethrough.audit.repair_by_unlearning(HostileCNN().eval(), x, torch.arange(16) % 3, *_trigger_parts(), 1,
+    return seethrough.audit.repair_by_unlearning(HostileCNN().eval(), x, torch.arange(16) % 3, _planted_trigger(),
                                                  epochs=1)
 
 
@@ -180,6 +184,7 @@ FACTORIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "SimilarityMatrix": (_similarity, True),
     "AuditResult": (_audit_result, True),
     "NeuralCleanse": (_neural_cleanse, False),
+    "ReversedTrigger": (_reversed_trigger, False),
     "TriggerUnits": (_trigger_units, True),
     "DesignedAttack": (_designed_attack, False),
     "RepairResult": (_repair, False),
