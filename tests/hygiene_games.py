@@ -18,7 +18,6 @@ EXEMPT: dict[Any, str] = {
     base.Game: "the declarative game; games build their own models (tests/bench/test_games.py plays them)",
     base.register: "adds a game to the registry; takes no model",
     base.registered: "lists the registry; takes no model",
-    base.LegacyGame: "the class-based game base, until every game is declared (#9)",
     listing.games_markdown: "formats the games list; takes no model",
 }
 

@@ -57,6 +57,13 @@ def test_quick_suite_table_has_the_design_contract(quick: tuple[Path, list[dict]
     assert "seethrough bench" in output and "report:" in output
 
 
+def test_quick_rows_score_every_declared_metric(quick: tuple[Path, list[dict], str]) -> None:
+    """Issue #9's common check, for every game (test_games.py plays only the cheap ones): each metric gets rows."""
+    _, rows, _ = quick
+    for game in GAMES.values():
+        assert {r["metric"] for r in rows if r["game"] == game.name} == {m.name for m in game.metrics}, game.name
+
+
 #: Rows a method under test is known to fail, reported as they are (never tuned away), each with the
 #: issue that must fix it. Remove an entry when the method improves: the test then requires a pass.
 KNOWN_FAILURES = {

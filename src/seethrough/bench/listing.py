@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from .games import GAMES
-from .games.base import Game, LegacyGame
+from .games.base import Game
 
 __all__ = ["games_markdown"]
 
 
-def games_markdown(games: Sequence[Game[Any, Any] | LegacyGame] | None = None) -> str:
+def games_markdown(games: Sequence[Game[Any, Any]] | None = None) -> str:
     """The games (all registered ones by default) as a Markdown table, one row per game.
 
     Columns: the game, its taxonomy item, its methods under test with the baselines in

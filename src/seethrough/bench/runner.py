@@ -16,7 +16,7 @@ from ..core.errors import InputError
 from ..evidence.summary import summarize
 from .executors import Outcome, Task
 from .games import GAMES, Game
-from .games.base import LegacyGame, Metric, outranks
+from .games.base import Metric, outranks
 from .ledger import Ledger, UnitKey
 from .table import GameSection, MetricRow
 from .zoo.cache import config_hash
@@ -35,10 +35,7 @@ class PlannedUnit:
     case: dict[str, Any]
 
 
-AnyGame = Game[Any, Any] | LegacyGame  # TODO(#9): Game alone once every game is declared
-
-
-def select_games(names: Sequence[str] | None) -> list[AnyGame]:
+def select_games(names: Sequence[str] | None) -> list[Game[Any, Any]]:
     """The games to run, by name (all when ``names`` is None), in registry order."""
     if names is None:
         return list(GAMES.values())
@@ -48,7 +45,7 @@ def select_games(names: Sequence[str] | None) -> list[AnyGame]:
     return [GAMES[n] for n in GAMES if n in set(names)]
 
 
-def plan(games: Sequence[AnyGame], seeds: Sequence[int], *, quick: bool) -> list[PlannedUnit]:
+def plan(games: Sequence[Game[Any, Any]], seeds: Sequence[int], *, quick: bool) -> list[PlannedUnit]:
     """Every unit of the run, in a deterministic order (game, seed, case, method)."""
     if not seeds:
         raise InputError("no seeds to run; pass --seeds N with N >= 1.")

@@ -1,7 +1,8 @@
 """seethrough.report: self-contained, offline HTML reports and the matplotlib figures in them.
 
-`write_report` renders the bench's games (`GameSection`, `MetricRow` from `seethrough.bench.table`) into one ``index.html``
-with every case plotted (`strip_plot`) and embedded as a data URI (`figure_to_data_uri`);
+`write_report` renders the bench's games (`GameSection`, `MetricRow`: defined in `seethrough.bench.table`,
+re-exported here) into one ``index.html`` with every case plotted (`strip_plot`) and embedded as a
+data URI (`figure_to_data_uri`);
 `write_audit_report` renders one audit (verdict, findings with validation, every class's scan).
 Sits on top of the taxonomy areas and `bench`; nothing below imports it.
 """

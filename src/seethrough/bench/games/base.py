@@ -15,11 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -189,32 +188,3 @@ def register(game: Game[PlantedT, AnswerT]) -> Game[PlantedT, AnswerT]:
 def registered() -> list[Game[Any, Any]]:
     """The registered games in table order (``order``, then name)."""
     return sorted(_REGISTRY.values(), key=lambda g: (g.order, g.name))
-
-
-class LegacyGame(ABC):
-    """The class-based game of before issue #9, kept until every game is declared as a `Game`."""
-
-    name: ClassVar[str]
-    item: ClassVar[str]
-    description: ClassVar[str]
-    metrics: ClassVar[tuple[Metric, ...]]
-    methods: ClassVar[tuple[str, ...]]
-    baselines: ClassVar[frozenset[str]]
-
-    @abstractmethod
-    def cases(self, seed: int, quick: bool) -> list[dict[str, Any]]:
-        """The case configs for one seed (each JSON-able, each with its own seed)."""
-
-    @abstractmethod
-    def play(self, method: str, case: Mapping[str, Any]) -> dict[str, float]:
-        """Run ``method`` on ``case`` and score it: ``{metric name: value}``."""
-
-    def check_method(self, method: str) -> None:
-        if method not in self.methods:
-            raise KeyError(f"unknown method {method!r} for game {self.name!r}; it runs {list(self.methods)}.")
-
-    def metric(self, name: str) -> Metric:
-        for m in self.metrics:
-            if m.name == name:
-                return m
-        raise KeyError(f"game {self.name!r} has no metric {name!r}; it has {[m.name for m in self.metrics]}.")
