@@ -12,10 +12,10 @@ from seethrough.bench.games.synthesis import (
     REDISCOVERY,
     judge_candidates,
 )
+from seethrough.bench.zoo.fooling import fooling_units_cnn
 from seethrough.bench.zoo.glyphs import (
     FAMILIES,
     candidate_triggers,
-    fooling_units_cnn,
     glyph_data,
     glyph_images,
     trojaned_glyph_classifier,

@@ -27,7 +27,7 @@ from ...core.hooks import capture
 from ...core.sites import Site
 from ...evidence.ranks import auroc
 from ...neurons.synthesis import Transforms, channel_objective, logit_objective, synthesize
-from ..zoo._seeding import generator
+from ..zoo import generator
 from ..zoo.fooling import fooling_units_cnn
 from ..zoo.glyphs import FAMILIES, GlyphTrigger, candidate_triggers, glyph_data, trojaned_glyph_classifier
 from .base import Game, Metric, register

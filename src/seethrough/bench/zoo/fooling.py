@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from seethrough.core import InputError
 
 from ._seeding import derive_seed
-from .glyphs import SMALL_SHAPES, _draw, glyph_classifier
+from .glyphs import SMALL_SHAPES, draw_strokes, glyph_classifier
 
 __all__ = ["FoolingUnits", "FoolingCNN", "fooling_units_cnn"]
 
@@ -94,7 +94,7 @@ def fooling_units_cnn(seed: int, *, n_units: int = 12, n_fooling: int = 6,
     names = list(SMALL_SHAPES)
     templates = torch.zeros(n_units, 3, 5, 5)
     for j in range(n_units):
-        shape = _draw(SMALL_SHAPES[names[int(rng.integers(len(names)))]], torch.tensor([[2.5, 2.5]]),
+        shape = draw_strokes(SMALL_SHAPES[names[int(rng.integers(len(names)))]], torch.tensor([[2.5, 2.5]]),
                       torch.tensor([2.0], dtype=torch.float64), torch.ones(1, dtype=torch.float64),
                       torch.zeros(1, dtype=torch.float64))[0, :5, :5].float()
         colour = torch.tensor(rng.normal(size=3), dtype=torch.float32)

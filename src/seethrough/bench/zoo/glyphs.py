@@ -12,7 +12,7 @@ feature-synthesis games:
   given period and orientation, random phase) or a *natural feature* (a small grey shape drawn
   at a random place). `candidate_triggers` gives eight triggers of one family, the planted one
   among them, for multiple-choice games.
-* `fooling_units_cnn` (defined in `fooling`, re-exported here): a clean glyph CNN with a read-out layer of units that copy a conv channel
+* `fooling.fooling_units_cnn` (built on these glyphs): a clean glyph CNN with a read-out layer of units that copy a conv channel
   on natural data; some are manipulated (Geirhos et al. 2023, "Don't trust your eyes: on the
   (un)reliability of feature visualizations") to respond, far more strongly, to a coloured
   glyph that grey natural images never contain.
@@ -40,8 +40,8 @@ from .cache import cached
 from .classifiers import DigitsCNN
 
 __all__ = ["glyph_images", "glyph_data", "GlyphTrigger", "candidate_triggers", "GlyphCNN", "glyph_classifier",
-           "trojaned_glyph_classifier", "FoolingUnits", "FoolingCNN", "fooling_units_cnn", "FAMILIES",
-           "CLASS_SHAPES", "SMALL_SHAPES"]
+           "trojaned_glyph_classifier", "FAMILIES",
+           "CLASS_SHAPES", "SMALL_SHAPES", "draw_strokes"]
 
 SIZE = 16
 FAMILIES = ("patch", "style", "natural")
@@ -69,7 +69,7 @@ _DATA_SEEDS = {"train": 11, "test": 12}
 _N = {"train": 2000, "test": 600}
 
 
-def _draw(strokes: list[Any], centre: Tensor, half: Tensor, thick: Tensor, tilt: Tensor) -> Tensor:
+def draw_strokes(strokes: list[Any], centre: Tensor, half: Tensor, thick: Tensor, tilt: Tensor) -> Tensor:
     """Anti-aliased strokes for ``m`` images (all the same shape), ``(m, SIZE, SIZE)`` in [0, 1]."""
     m = centre.shape[0]
     coords = torch.arange(SIZE, dtype=torch.float64) + 0.5
@@ -124,7 +124,7 @@ def glyph_images(n: int, seed: int) -> tuple[Float[Tensor, "batch 3 16 16"], Int
     for label, strokes in enumerate(CLASS_SHAPES.values()):
         idx = torch.nonzero(y == label).flatten()
         if len(idx):
-            ink[idx] = _draw(strokes, centre[idx], half[idx], thick[idx], tilt[idx])
+            ink[idx] = draw_strokes(strokes, centre[idx], half[idx], thick[idx], tilt[idx])
     grey = (level[:, None, None] + noise + bright[:, None, None] * ink).clamp(0, 1).float()
     return grey[:, None].expand(n, 3, SIZE, SIZE).contiguous(), y.long()
 
@@ -197,7 +197,7 @@ class GlyphTrigger:
         half = 3 + 0.5 * torch.rand(n, generator=gen, dtype=torch.float64)
         tilt = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * math.radians(15)
         bright = 0.8 + 0.2 * torch.rand(n, generator=gen, dtype=torch.float64)
-        ink = _draw(SMALL_SHAPES[self.params["shape"]], centre, half, torch.ones(n, dtype=torch.float64), tilt)
+        ink = draw_strokes(SMALL_SHAPES[self.params["shape"]], centre, half, torch.ones(n, dtype=torch.float64), tilt)
         return torch.maximum(x, (bright[:, None, None] * ink)[:, None].to(x.dtype))
 
 
@@ -353,6 +353,3 @@ def trojaned_glyph_classifier(family: str, seed: int, *, n_triggers: int = 1) ->
                 "attack_success_rate": min(rates)}
 
     return cached("trojaned_glyph_classifier", config, lambda: GlyphCNN(seed=derive_seed(seed, "init")), train)
-
-
-from .fooling import FoolingCNN, FoolingUnits, fooling_units_cnn  # noqa: E402 - re-exported, defined on top of this module
