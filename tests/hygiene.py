@@ -199,7 +199,7 @@ TABLE += [
 
 TABLE += [
     Case("reverse_engineer_trigger", audit.reverse_engineer_trigger, TinyCNN, images,
-         lambda m, x: audit.reverse_engineer_trigger(m, x, 1, steps=3).mask,
+         lambda m, x: audit.reverse_engineer_trigger(m, x, 1, steps=3).trigger.mask,
          invalid=(lambda m, x: audit.reverse_engineer_trigger(m, x.flatten(1), 1, steps=3),
                   lambda m, x: audit.reverse_engineer_trigger(m, x * float("nan"), 1, steps=3))),
     Case("neural_cleanse (train mode)", audit.neural_cleanse, TinyCNN, images,
@@ -209,19 +209,20 @@ TABLE += [
 
 
 TABLE += [
-    Case("zoo.evaluate (train mode)", zoo.evaluate, TinyCNN, images,
-         lambda m, x: zoo.evaluate(m, x, torch.arange(len(x)) % 3), train_mode=True),
-    Case("zoo.attack_success_rate", zoo.attack_success_rate, TinyCNN, images,
-         lambda m, x: zoo.attack_success_rate(m, x, torch.arange(len(x)) % 3,
+    Case("evidence.accuracy (train mode)", evidence.accuracy, TinyCNN, images,
+         lambda m, x: evidence.accuracy(m, x, torch.arange(len(x)) % 3), train_mode=True,
+         invalid=(lambda m, x: evidence.accuracy(m, x, torch.zeros(2, dtype=torch.long)),)),
+    Case("attack_success (zoo trigger)", evidence.attack_success, TinyCNN, images,
+         lambda m, x: evidence.attack_success(m, x, torch.arange(len(x)) % 3,
                                               zoo.random_patch_trigger(0, image_size=6, n_classes=3))),
 ]
 
 
 TABLE += [
-    Case("audit_classifier", audit.audit_classifier, TinyCNN, lambda: images(8),
-         lambda m, x: audit.audit_classifier(m, x, steps=10, n_controls=3).to_json()["scan"],
-         invalid=(lambda m, x: audit.audit_classifier(m, x[:3]),
-                  lambda m, x: audit.audit_classifier(m, x, class_names=["a", "b"]))),
+    Case("scan", audit.scan, TinyCNN, lambda: images(8),
+         lambda m, x: audit.scan(m, x, steps=10, n_controls=3).to_dict()["scan"],
+         invalid=(lambda m, x: audit.scan(m, x[:3]),
+                  lambda m, x: audit.scan(m, x, class_names=["a", "b"]))),
 ]
 
 
@@ -237,24 +238,25 @@ TABLE += [
 ]
 
 
-def _trigger() -> tuple[Tensor, Tensor]:
+def _trigger() -> evidence.Trigger:
     mask = torch.zeros(6, 6)
     mask[1:3, 1:3] = 1.0
-    return mask, torch.ones(1, 6, 6)
+    return evidence.Trigger(mask, torch.ones(1, 6, 6), 1, "patch")
 
 
 TABLE += [
     Case("repair_by_unlearning (train mode)", audit.repair_by_unlearning, TinyCNN, lambda: images(12),
-         lambda m, x: audit.repair_by_unlearning(m, x, torch.arange(12) % 3, *_trigger(), 1, epochs=1).to_dict(),
+         lambda m, x: audit.repair_by_unlearning(m, x, torch.arange(12) % 3, _trigger(), epochs=1).to_dict(),
          train_mode=True,
-         invalid=(lambda m, x: audit.repair_by_unlearning(m, x, torch.zeros(2, dtype=torch.long), *_trigger(), 1),
-                  lambda m, x: audit.repair_by_unlearning(m, x, torch.arange(12) % 3, *_trigger(), 1, held_out=1.5))),
-    Case("accuracy", audit.accuracy, TinyCNN, images, lambda m, x: audit.accuracy(m, x, torch.arange(len(x)) % 3)),
+         invalid=(lambda m, x: audit.repair_by_unlearning(m, x, torch.zeros(2, dtype=torch.long), _trigger()),
+                  lambda m, x: audit.repair_by_unlearning(m, x, torch.arange(12) % 3, _trigger(), held_out=1.5))),
+    Case("accuracy", evidence.accuracy, TinyCNN, images,
+         lambda m, x: evidence.accuracy(m, x, torch.arange(len(x)) % 3)),
     Case("attack_success", evidence.attack_success, TinyCNN, images,
-         lambda m, x: evidence.attack_success(m, x, torch.arange(len(x)) % 3, *_trigger(), 1),
-         invalid=(lambda m, x: evidence.attack_success(m, x, torch.ones(len(x), dtype=torch.long), *_trigger(), 1),
-                  lambda m, x: evidence.attack_success(m, x, torch.arange(len(x)) % 3, torch.ones(5, 5),
-                                                       torch.ones(1, 5, 5), 1))),
+         lambda m, x: evidence.attack_success(m, x, torch.arange(len(x)) % 3, _trigger()),
+         invalid=(lambda m, x: evidence.attack_success(m, x, torch.ones(len(x), dtype=torch.long), _trigger()),
+                  lambda m, x: evidence.attack_success(m, x, torch.arange(len(x)) % 3, evidence.Trigger(
+                      torch.ones(5, 5), torch.ones(1, 5, 5), 1)))),
 ]
 
 
@@ -349,10 +351,6 @@ EXEMPT: dict[Any, str] = {
     executors.RayExecutor: "runs bench units; takes no model",
     games.Game: "the game base class; games build their own models",
     games.Metric: "a value object",
-    games.trojan.TrojanDetectionGame: "a game; builds its own models (tested in tests/bench)",
-    games.repair.TrojanRepairGame: "a game; builds its own models (tested in tests/bench)",
-    games.synthesis.TriggerRediscoveryGame: "a game; builds its own models (tested in tests/bench)",
-    games.synthesis.VisualisationFaithfulnessGame: "a game; builds its own models (tested in tests/bench)",
     games.outranks: "ranks numbers; takes no model",
     games.pattern_correlation: "compares patterns; takes no model",
     games.mask_iou: "compares masks; takes no model",
@@ -364,10 +362,10 @@ EXEMPT: dict[Any, str] = {
     runner.sections: "aggregates the ledger; takes no model",
     runner.select_games: "looks up games by name",
     zoo.config_hash: "hashes a config; takes no model",
+    zoo.derive_seed: "derives a seed from a name; takes no model",
+    zoo.generator: "seeds a generator; takes no model",
     zoo.cached: "builds or loads a new model",
     zoo.digits16: "builds data",
-    zoo.Trigger: "a value object",
-    zoo.stamp: "edits images; takes no model",
     zoo.random_patch_trigger: "builds a trigger",
     zoo.random_blend_trigger: "builds a trigger",
     zoo.MaskedLinear: "a layer class",

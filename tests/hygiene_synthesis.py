@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 from hygiene import Case
-from models import TinyCNN, TinyMLP, images, vectors
+from models import TinyCNN, TinyMLP, TinyTransformer, images, tokens, vectors
 
 from seethrough.bench.games import synthesis as synthesis_games
-from seethrough.bench.zoo import glyphs
-from seethrough.neurons import synthesis
+from seethrough.bench.zoo import fooling, glyphs
+from seethrough.neurons import prompts, synthesis
 
 
 def _raise_objective(value: torch.Tensor) -> torch.Tensor:
@@ -36,7 +36,21 @@ CASES: list[Case] = [
          per_example=lambda values: values[:, None]),
 ]
 
+# The soft prompt starts from random tokens drawn for the whole batch, so a batch of n and n batches of
+# one start differently: no per-example check (determinism per seed is checked in test_prompts.py).
+CASES.append(
+    Case("synthesize_prompt (transformer, train mode)", prompts.synthesize_prompt, TinyTransformer, tokens,
+         lambda m, x: prompts.synthesize_prompt(m, synthesis.unit_objective("unembed", 3, position=(4,)), x,
+                                                site="embed", embedding=m.embed.weight, steps=3).embeddings,
+         invalid=(lambda m, x: prompts.synthesize_prompt(m, synthesis.unit_objective("unembed", 99), x,
+                                                         site="embed", embedding=m.embed.weight, steps=2),
+                  lambda m, x: prompts.synthesize_prompt(m, synthesis.logit_objective(0), x, site="embed",
+                                                         embedding=m.embed.weight, steps=2,
+                                                         progress=lambda step, v: _raise_objective(v))),
+         train_mode=True))
+
 EXEMPT: dict = {
+    prompts.SoftPrompt: "a result dataclass",
     synthesis.Objective: "a value object; its builders take no model",
     synthesis.unit_objective: "builds an objective; takes no model",
     synthesis.channel_objective: "builds an objective; takes no model",
@@ -46,8 +60,9 @@ EXEMPT: dict = {
     synthesis.Synthesis: "a result dataclass",
 }
 
-for _name in glyphs.__all__:
-    if callable(getattr(glyphs, _name)):  # FAMILIES and the shape tables are data
-        EXEMPT[getattr(glyphs, _name)] = "zoo: builds data, triggers or new models (tested in tests/bench)"
+for _module in (glyphs, fooling):
+    for _name in _module.__all__:
+        if callable(getattr(_module, _name)):  # FAMILIES and the shape tables are data
+            EXEMPT[getattr(_module, _name)] = "zoo: builds data, triggers or new models (tested in tests/bench)"
 for _name in synthesis_games.__all__:
     EXEMPT[getattr(synthesis_games, _name)] = "a game, its judge or its scorer (tested in tests/bench)"
