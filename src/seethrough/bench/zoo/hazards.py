@@ -18,10 +18,11 @@ import torch
 from torch import Tensor, nn
 
 from seethrough.core import InputError
+from seethrough.evidence import accuracy
 
 from ._seeding import derive_seed, generator
 from .cache import cached
-from .classifiers import DigitsMLP, evaluate, trojaned_classifier
+from .classifiers import DigitsMLP, trojaned_classifier
 from .data import digits16
 from .superposition import LOADING_THRESHOLD, REPRESENTED_NORM, ToyModel, train_toy_model
 
@@ -152,7 +153,7 @@ def _plant(model: DigitsMLP, base: nn.Module, seed: int, n_dead: int, n_dup: int
         "idle": sorted(int(where[start_idle + k]) for k in range(n_idle)),
         "prunable": [u for u, d in enumerate(damage) if d <= PRUNE_TOLERANCE],
         "damage": damage, "alphas": [float(a) for a in alphas],
-        "clean_accuracy": evaluate(model, xt, yt), "base_accuracy": base_accuracy,
+        "clean_accuracy": accuracy(model, xt, yt), "base_accuracy": base_accuracy,
     }
 
 
