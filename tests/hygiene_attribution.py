@@ -10,6 +10,7 @@ from hygiene import Case
 from models import TinyCNN, TinyMLP, TinyTransformer, images, tokens, vectors
 from torch import Tensor
 
+import seethrough.hf as hf
 from seethrough import Site
 from seethrough.bench.games import attribution as attribution_games
 from seethrough.bench.games import roar as roar_game
@@ -19,6 +20,7 @@ from seethrough.neurons.attribution import integrated_gradients
 from seethrough.neurons.conductance import conductance
 from seethrough.neurons.guided import guided_backprop
 from seethrough.neurons.smoothing import smoothgrad, vargrad
+from seethrough.neurons.tokens import TokenAttribution
 
 
 def _raise_metric(output: Tensor) -> Tensor:
@@ -51,6 +53,13 @@ CASES: list[Case] = [
     Case("conductance (cnn units, train mode, chunked)", conductance, TinyCNN, images,
          lambda m, x: conductance(m, x, 1, site=Site("conv", units=[0, 2]), n_steps=5, internal_batch_size=4),
          per_example=_with_delta, train_mode=True),
+    Case("conductance (transformer, path through the embeddings)", conductance, TinyTransformer, tokens,
+         lambda m, x: conductance(m, x, None, site="blocks.0", path_site="embed", n_steps=4,
+                                  metric=lambda out: out[:, -1, 3]),
+         per_example=_with_delta,
+         invalid=(lambda m, x: conductance(m, x, None, site="blocks.0", path_site="embedd",
+                                           metric=lambda out: out[:, -1, 3]),
+                  lambda m, x: conductance(m, x, None, site="blocks.0", path_site="embed", metric=_raise_metric))),
     Case("guided_backprop", guided_backprop, TinyCNN, images, lambda m, x: guided_backprop(m, x, 1).values,
          per_example=lambda v: v, invalid=(lambda m, x: guided_backprop(m, x, 7),)),
     Case("guided_backprop (mlp, train mode)", guided_backprop, TinyMLP, vectors,
@@ -79,6 +88,8 @@ CASES += [
 ]
 
 EXEMPT: dict[Any, str] = {
+    TokenAttribution: "a result dataclass (made by AttributionResult.token_scores; takes no model)",
+    hf.token_strings: "turns token ids into strings; takes no model (tested in test_hf.py)",
     sanity_game.random_label_twin: "builds a new model",
     roar_game.remove_top_pixels: "edits images; takes no model",
     attribution_games.spearman_rows: "statistics over tensors; takes no model",

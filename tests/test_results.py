@@ -102,6 +102,26 @@ def _attribution() -> Any:
     return seethrough.neurons.integrated_gradients(HostileMLP(), vectors(), 0, site=Site(HOSTILE), n_steps=4)
 
 
+def _token_attribution() -> Any:
+    from models import TinyTransformer, tokens
+
+    inputs = tokens(2, 3)
+    result = seethrough.neurons.integrated_gradients(TinyTransformer(), inputs, None, site="embed", n_steps=2,
+                                                     metric=lambda out: out[:, -1, 0])
+    return result.token_scores([[HOSTILE, HOSTILE_CELL, "a"]] * 2, attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]))
+
+
+def _soft_prompt() -> Any:
+    from models import TinyTransformer, tokens
+
+    from seethrough.neurons import unit_objective
+    from seethrough.neurons.prompts import synthesize_prompt
+
+    model = TinyTransformer()
+    return synthesize_prompt(model, unit_objective("unembed", 0, position=(2,)), tokens(2, 3), site="embed",
+                             embedding=model.embed.weight, steps=2, vocabulary=[HOSTILE, HOSTILE_CELL] * 8)
+
+
 def _exemplars() -> Any:
     return seethrough.neurons.top_exemplars(HostileMLP(), vectors(), HOSTILE, k=2)
 
@@ -175,6 +195,8 @@ FACTORIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "Trigger": (_trigger, False),
     "UnitImportance": (_unit_importance, True),
     "AttributionResult": (_attribution, True),
+    "TokenAttribution": (_token_attribution, True),
+    "SoftPrompt": (_soft_prompt, True),
     "Exemplars": (_exemplars, True),
     "ActivationStats": (_activation_stats, True),
     "Dissection": (_dissection, True),

@@ -8,14 +8,14 @@ model are its own module names (``encoder.layer.3``, ``encoder.layer.3.attention
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
-from .core.errors import LoadError
+from .core.errors import InputTypeError, LoadError
 
-__all__ = ["load_minilm", "minilm", "tokenize"]
+__all__ = ["load_minilm", "minilm", "tokenize", "token_strings"]
 
 
 def _model_dir() -> str:
@@ -63,3 +63,20 @@ def tokenize(tokenizer: Any, texts: Sequence[str], *, max_length: int = 128) -> 
     if isinstance(texts, str) or not texts:
         raise LoadError("texts must be a non-empty list of strings.")
     return dict(tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+
+
+def token_strings(tokenizer: Any, inputs: Mapping[str, Tensor]) -> list[list[str]]:
+    """The token strings of tokenised ``inputs``, one list per example (padding included).
+
+    For `AttributionResult.token_scores` (``seethrough.neurons``) and other per-token results;
+    pass ``inputs["attention_mask"]`` beside them to leave the padding out.
+
+    Example (tested in tests/test_hf.py)::
+
+        inputs = tokenize(tokenizer, ["The cat sat."])
+        token_strings(tokenizer, inputs)  # [['[CLS]', 'the', 'cat', 'sat', '.', '[SEP]']]
+    """
+    if not isinstance(inputs, Mapping) or not isinstance(inputs.get("input_ids"), Tensor):
+        raise InputTypeError(f"token_strings needs tokenised inputs with 'input_ids' (from tokenize(tokenizer, texts)), "
+                             f"got {type(inputs).__name__}.")
+    return [list(tokenizer.convert_ids_to_tokens(row)) for row in inputs["input_ids"].tolist()]

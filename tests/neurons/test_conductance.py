@@ -13,10 +13,10 @@ import pytest
 import torch
 from captum.attr import GuidedBackprop, LayerConductance, NeuronConductance
 from hygiene import assert_unchanged, snapshot
-from models import TinyCNN, TinyMLP, images, seeded, tokens, vectors
+from models import TinyCNN, TinyMLP, TinyTransformer, images, seeded, tokens, vectors
 from torch import Tensor, nn
 
-from seethrough import Site
+from seethrough import Site, capture
 from seethrough.bench.zoo import DigitsCNN, DigitsMLP
 from seethrough.core import InputError
 from seethrough.neurons.conductance import conductance
@@ -133,6 +133,60 @@ def test_bad_arguments() -> None:
     assert count == []
     with pytest.raises(InputError, match="entries"):
         conductance(model, vectors(), 1, site="fc1", direction=torch.ones(3))
+
+
+def _from_embeddings(model: TinyTransformer):  # type: ignore[no-untyped-def]
+    """TinyTransformer from its embeddings on, written by hand: Captum's forward for token models."""
+
+    def forward(embeddings: Tensor, attention_mask: Tensor) -> Tensor:
+        x = embeddings
+        for block in model.blocks:
+            x = block(x, mask=attention_mask)
+        return model.unembed(x)[:, -1]
+
+    return forward
+
+
+@pytest.mark.parametrize("method", ["riemann_trapezoid", "gausslegendre"])
+def test_token_model_path_through_the_embeddings_agrees_with_captum(method: str) -> None:
+    """Issue #10: conductance takes dict inputs with path_site (the path runs through the embeddings)."""
+    model, inputs = TinyTransformer().eval(), tokens(3, 5)
+    inputs["attention_mask"][2, 3:] = 0
+    embeddings = capture(model, inputs, ["embed"])["embed"]
+    baseline = 0.3 * torch.randn(1, 5, 8, generator=seeded(4))
+    before = snapshot(model)
+    for path in ("blocks.0", Site("blocks.1.mlp", units=[0, 3])):
+        for base in (None, baseline):
+            got = conductance(model, inputs, None, site=path, path_site="embed", baseline=base, n_steps=8,
+                              method=method, metric=lambda out: out[:, -1, 3])
+            layer = model.get_submodule(path if isinstance(path, str) else path.path)
+            values, delta = LayerConductance(_from_embeddings(model), layer).attribute(
+                embeddings, baselines=base, target=3, additional_forward_args=(inputs["attention_mask"],),
+                n_steps=8, method=method, return_convergence_delta=True)
+            values = values if isinstance(path, str) else values[..., [0, 3]]
+            torch.testing.assert_close(got.values, values.detach(), rtol=1e-4, atol=1e-6)
+            if isinstance(path, str):  # Captum's delta is over the whole layer
+                torch.testing.assert_close(got.delta, delta.detach(), rtol=1e-4, atol=1e-5)
+    assert_unchanged(before, snapshot(model), "conductance through the embeddings")
+
+
+def test_path_site_is_the_site_itself_or_refused() -> None:
+    model, inputs = TinyTransformer().eval(), tokens(2, 4)
+    # at the path's own site, conductance is a left Riemann sum of integrated gradients' integrand: it
+    # tends to integrated gradients there (the same path) as the steps grow
+    from seethrough.neurons import integrated_gradients
+
+    own = conductance(model, inputs, None, site="embed", path_site="embed", n_steps=400, metric=lambda o: o[:, -1, 3])
+    ig = integrated_gradients(model, inputs, None, site="embed", n_steps=64, metric=lambda o: o[:, -1, 3])
+    assert float((own.values - ig.values).abs().max()) < 0.05 * float(ig.values.abs().max())
+    with pytest.raises(InputError, match="selects part of the path's own site"):
+        conductance(model, inputs, None, site=Site("embed", units=[0]), path_site="embed",
+                    metric=lambda o: o[:, -1, 3])
+    with pytest.raises(InputError, match="path_site .* selects"):
+        conductance(model, inputs, None, site="blocks.0", path_site=Site("embed", units=[0]),
+                    metric=lambda o: o[:, -1, 3])
+    with pytest.raises(KeyError, match="close matches"):
+        conductance(model, inputs, None, site="blocks.0", path_site="embedd", metric=lambda o: o[:, -1, 3])
 
 
 def test_guided_backprop_agrees_with_captum() -> None:

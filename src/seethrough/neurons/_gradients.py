@@ -300,14 +300,17 @@ def endpoints(problem: Problem, baseline: Tensor | None) -> tuple[Tensor, Tensor
 
 
 def gradients(problem: Problem, inputs: Inputs | None = None, copies: int = 1,
-              leaf_from: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+              leaf_from: Callable[[Tensor], Tensor] | None = None,
+              feed: tuple[Site, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """The attributed tensor of every row, and the gradient of the summed scores with respect to it.
 
     The model runs on ``inputs`` (``copies`` stacked copies of the batch; the problem's own inputs,
     repeated, when ``None``). Without a site the input tensor itself is attributed. At a site the
     attributed tensor ``a`` (the value, or its coordinate along the direction) is replaced by the
     leaf ``leaf_from(a)`` (``a`` itself when ``None``). Only the leaf is differentiated, so
-    parameters get no ``.grad`` and the backward pass stops at the site.
+    parameters get no ``.grad`` and the backward pass stops at the site. ``feed = (site, points)``
+    replaces an earlier site's value by ``points`` in the same forward (conductance's path through
+    token embeddings).
     """
     if inputs is None:
         inputs = problem.inputs if copies == 1 else repeat_inputs(problem.inputs, copies)
@@ -325,7 +328,9 @@ def gradients(problem: Problem, inputs: Inputs | None = None, copies: int = 1,
             # A copy, so that an in-place op after the site (nn.ReLU(inplace=True)) leaves the leaf alone.
             return problem.write(value, leaves[0].clone())
 
-        output = patch(problem.model, inputs, {problem.site: replace})
+        edits: dict[Site, Any] = {} if feed is None else {feed[0]: feed[1]}
+        edits[problem.site] = replace
+        output = patch(problem.model, inputs, edits)
     found = scores(problem, output, copies)
     if not found.requires_grad:
         raise InputError("the score does not depend on the attributed tensor through autograd (does the model "

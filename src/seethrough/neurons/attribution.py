@@ -13,7 +13,7 @@ engine. A large attribution is a hypothesis about what the model uses, to be tes
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from ..core.errors import InputError
 from ..core.results import Result, new_figure
 from ..core.sites import Site
 from ..core.types import Inputs
@@ -35,6 +36,7 @@ from ._gradients import (
     quadrature,
     steps_per_pass,
 )
+from .tokens import TokenAttribution, check_mask, check_tokens
 
 if TYPE_CHECKING:
     import pandas
@@ -89,6 +91,43 @@ class AttributionResult(Result):
             ax.set_xlabel("example" if self.values.ndim == 1 else "feature")
         ax.set_title(f"{self.method} at {where}", fontsize=8)
         return fig
+
+    def token_scores(self, tokens: Sequence[Sequence[str]], *,
+                     attention_mask: Tensor | None = None) -> TokenAttribution:
+        """Per-token scores: the values summed over every axis after the position axis (the embedding axis).
+
+        For attributions to token embeddings, ``values`` is ``(batch, seq, d_model)``; its sum over
+        ``d_model`` is each token's share of the score (completeness still holds: the scores of an
+        example sum to its values' sum, so ``delta`` carries over). ``(batch, seq)`` values (e.g. a
+        direction's coordinate per position) are kept as they are.
+
+        Args:
+            tokens: one list of token strings per example, ``seq`` each (padding included), e.g.
+                ``seethrough.hf.token_strings(tokenizer, inputs)``.
+            attention_mask: ``(batch, seq)``, nonzero at real tokens: padding is left out of the
+                table and the figure. ``None`` shows every position.
+
+        Returns:
+            `TokenAttribution` with ``scores`` ``(batch, seq)`` and the tokens.
+
+        Raises:
+            InputTypeError: ``tokens`` given as a raw string or a flat list of strings.
+            InputError: values without a position axis, or tokens/mask that do not match ``(batch, seq)``.
+
+        Example:
+            >>> values = torch.tensor([[[1.0, 2.0], [3.0, -4.0], [0.0, 0.0]]])  # (batch, seq, d_model)
+            >>> result = AttributionResult(values, torch.zeros(1), "toy")
+            >>> scores = result.token_scores([["[CLS]", "hi", "[PAD]"]], attention_mask=torch.tensor([[1, 1, 0]]))
+            >>> scores.to_frame()[["token", "attribution"]].values.tolist()
+            [['[CLS]', 3.0], ['hi', -1.0]]
+        """
+        if self.values.ndim < 2:
+            raise InputError(f"values of shape {tuple(self.values.shape)} have no position axis; per-token scores "
+                             "need attributions to a (batch, seq, ...) site such as the token embeddings.")
+        scores = self.values.detach().reshape(*self.values.shape[:2], -1).sum(2)
+        shape = (int(scores.shape[0]), int(scores.shape[1]))
+        return TokenAttribution(scores, check_tokens(tokens, shape), check_mask(attention_mask, shape),
+                                self.delta, self.method, self.site)
 
     def _repr_html_(self) -> str:
         """A summary table (method, site, shape, largest completeness error), not the long frame."""

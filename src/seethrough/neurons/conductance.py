@@ -10,6 +10,7 @@ everything flows through, conductances sum to ``F(x) - F(baseline)`` (completene
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -17,11 +18,14 @@ import torch
 from torch import Tensor, nn
 
 from ..core.checks import check_int
-from ..core.sites import Site
+from ..core.errors import InputError
+from ..core.sites import Site, resolve_site
+from ..core.types import Inputs
 from ._gradients import (
     broadcast_baseline,
     check_baseline,
     check_internal_batch_size,
+    endpoints,
     gradients,
     gradients_enabled,
     input_scores,
@@ -36,10 +40,11 @@ __all__ = ["conductance"]
 
 def conductance(
     model: nn.Module,
-    inputs: Tensor,
+    inputs: Inputs,
     target: Tensor | int | None,
     *,
     site: Site | str,
+    path_site: Site | str | None = None,
     baseline: Tensor | None = None,
     n_steps: int = 50,
     method: str = "riemann_trapezoid",
@@ -50,7 +55,10 @@ def conductance(
     """Conductance of every unit at ``site`` (or of its selected units, or of a direction in it).
 
     Unlike `integrated_gradients` at a site, whose path runs through the site's own values, the
-    path here runs through the inputs, and ``baseline`` is an input.
+    path here runs through the inputs, and ``baseline`` is an input; or, with ``path_site``,
+    through the value at that earlier site (for token models: the token embeddings), and
+    ``baseline`` is a value there, as in Captum's ``LayerConductance`` on a model that takes
+    embeddings.
 
     ``values_j = Σ_k ∂F/∂y_j(x(α_k)) · (y_j(x(α_{k+1})) - y_j(x(α_k)))`` over the ``n_steps + 1``
     nodes ``α_0 < … < α_n`` of the chosen rule (Captum's ``LayerConductance`` convention), on the
@@ -61,10 +69,14 @@ def conductance(
 
     Args:
         model: any ``nn.Module``.
-        inputs: a ``(batch, ...)`` floating tensor (the path runs in input space).
+        inputs: a ``(batch, ...)`` floating tensor (the path runs in input space); with
+            ``path_site``, anything the model takes (a tensor of token ids, a tuple, a dict).
         target: as in `integrated_gradients`.
         site: the layer (or units) whose conductance is measured.
-        baseline: the path's start *in input space*, broadcastable to ``inputs``; zeros by default.
+        path_site: run the path through this site's value instead of the inputs, e.g.
+            ``"embeddings"`` of a HuggingFace model or ``"embed"``; it must run before ``site``.
+        baseline: the path's start *in input space* (or at ``path_site``), broadcastable to the
+            inputs (or to that site's value); zeros by default.
         n_steps: path intervals (``n_steps + 1`` nodes, all in one pass unless chunked).
         method: the rule whose ``n_steps + 1`` nodes are used. ``"riemann_trapezoid"`` (default):
             evenly spaced from 0 to 1, so the whole path is covered and a network linear in its
@@ -80,7 +92,8 @@ def conductance(
         for a direction, with the per-example completeness error ``delta``.
 
     Raises:
-        InputError: as `integrated_gradients`; also when ``inputs`` are not one floating tensor.
+        InputError: as `integrated_gradients`; also when ``inputs`` are not one floating tensor
+            and no ``path_site`` is given.
         SiteNotFoundError: unknown site path (before any forward pass).
 
     Example:
@@ -97,12 +110,19 @@ def conductance(
     alphas, _ = quadrature(method, n_steps + 1)
     check_internal_batch_size(internal_batch_size)
     check_baseline(baseline)
+    path = None if path_site is None else resolve_site(model, path_site)[0]
     with gradients_enabled():
-        problem = prepare(model, inputs, target, site, metric, direction, need_input_tensor=True)
-        x = problem.inputs
-        assert isinstance(x, Tensor)  # prepare checked it
-        base = broadcast_baseline(baseline, x, "the inputs")
-        ends = input_scores(problem, torch.cat([x, base]), 2)
+        problem = prepare(model, inputs, target, site, metric, direction, need_input_tensor=path is None)
+        if path is None:
+            x = problem.inputs
+            assert isinstance(x, Tensor)  # prepare checked it
+            base = broadcast_baseline(baseline, x, "the inputs")
+            ends = input_scores(problem, torch.cat([x, base]), 2)
+        else:
+            _check_path_site(path, problem.site)
+            # x, the baseline and F at both ends, read at the path's site in one no-grad forward
+            x, base, f_x, f_base = endpoints(dataclasses.replace(problem, site=path, direction=None), baseline)
+            ends = torch.cat([f_x, f_base])
         diff = x - base
         n_nodes = n_steps + 1
         alpha = torch.tensor(alphas, dtype=x.dtype, device=x.device).view(-1, *[1] * x.ndim)
@@ -112,7 +132,12 @@ def conductance(
         for start in range(0, n_nodes, per_pass):
             stop = min(start + per_pass, n_nodes)
             points = torch.addcmul(base, alpha[start:stop], diff).reshape(-1, *x.shape[1:])
-            value, grads = gradients(problem, points, stop - start)
+            if path is None:
+                value, grads = gradients(problem, points, stop - start)
+            elif path == problem.site:  # the path's own site: the points are the attributed values
+                value, grads = gradients(problem, None, stop - start, lambda _, points=points: points)
+            else:
+                value, grads = gradients(problem, None, stop - start, feed=(path, points))
             value = value.reshape(stop - start, problem.n, *value.shape[1:])
             grads = grads.reshape(value.shape)
             if carry is not None:
@@ -123,3 +148,12 @@ def conductance(
     assert total is not None
     delta = total.reshape(problem.n, -1).sum(1, dtype=torch.float64) - (ends[:problem.n] - ends[problem.n:]).double()
     return AttributionResult(total, delta.to(total.dtype), f"conductance ({method}, {n_steps} steps)", problem.site)
+
+
+def _check_path_site(path: Site, site: Site | None) -> None:
+    if path.selects:
+        raise InputError(f"path_site {path!r} selects units or positions; the path runs through the whole value "
+                         "there: give the plain site.")
+    if site is not None and site != path and (site.path, site.point) == (path.path, path.point):
+        raise InputError(f"site {site!r} selects part of the path's own site; measure conductance at a later "
+                         f"site, or call integrated_gradients(..., site={site!r}) for the path's own values.")
