@@ -90,3 +90,105 @@ def test_attention_probabilities_are_a_site_element_equal_to_the_models_own() ->
     torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]), rtol=0, atol=1e-5)
     pads = inputs["attention_mask"][2] == 0
     assert bool(pads.any()) and float(probs[2][..., pads].abs().max()) < 1e-6  # no attention to padding
+
+
+# -- per-token attribution of a sentence-similarity score (issue #10, item 4) -----------------------------
+
+PAIRS = (["A cat sat on the mat.", "The stock market fell sharply.", "I love pizza."],
+         ["A kitten rested on a rug.", "Shares dropped today.", "Pizza is my favourite food."])
+
+
+def _pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask[..., None].to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1)
+
+
+@pytest.fixture(scope="module")
+def similarity() -> tuple:
+    """MiniLM, the first sentences (padded), the pooled embeddings of their partners, and the metric."""
+    from seethrough.evidence import per_example
+
+    tokenizer, model = load_minilm()
+    inputs, partners = tokenize(tokenizer, PAIRS[0]), tokenize(tokenizer, PAIRS[1])
+    with torch.no_grad():
+        reference = _pool(model(**partners).last_hidden_state, partners["attention_mask"])
+
+    def cosine(out, mask, reference):  # type: ignore[no-untyped-def]
+        return torch.cosine_similarity(_pool(out.last_hidden_state, mask), reference, dim=1)
+
+    metric = per_example(cosine, mask=inputs["attention_mask"], reference=reference)
+    return tokenizer, model, inputs, reference, cosine, metric
+
+
+def test_per_token_ig_of_a_similarity_matches_captum_with_additional_forward_args(similarity: tuple) -> None:
+    from captum.attr import IntegratedGradients, LayerIntegratedGradients
+
+    from seethrough.hf import token_strings
+    from seethrough.neurons import integrated_gradients
+
+    tokenizer, model, inputs, reference, cosine, metric = similarity
+    mask = inputs["attention_mask"]
+    assert bool((mask == 0).any())  # padded: the pooled score needs the per-example mask
+    before = snapshot(model)
+    # 1) at the word embeddings, zero baseline: Captum's IntegratedGradients on inputs_embeds
+    ours = integrated_gradients(model, inputs, None, site="embeddings.word_embeddings", metric=metric, n_steps=16)
+    words = st.capture(model, inputs, ["embeddings.word_embeddings"])["embeddings.word_embeddings"]
+
+    def from_embeds(embeds, mask, reference):  # type: ignore[no-untyped-def]
+        return cosine(model(inputs_embeds=embeds, attention_mask=mask, token_type_ids=torch.zeros_like(mask)),
+                      mask, reference)
+
+    theirs = IntegratedGradients(from_embeds).attribute(words, baselines=torch.zeros_like(words), n_steps=16,
+                                                        additional_forward_args=(mask, reference))
+    torch.testing.assert_close(ours.values, theirs.detach(), rtol=1e-4, atol=1e-7)
+    # 2) at the embeddings module, baseline = the [PAD] sentence keeping [CLS]/[SEP]: LayerIntegratedGradients
+    ids = inputs["input_ids"]
+    base_ids = ids.masked_fill((ids != tokenizer.cls_token_id) & (ids != tokenizer.sep_token_id),
+                               tokenizer.pad_token_id)
+    baseline = st.capture(model, dict(inputs, input_ids=base_ids), ["embeddings"])["embeddings"]
+    layer = integrated_gradients(model, inputs, None, site="embeddings", baseline=baseline, metric=metric, n_steps=16)
+
+    def from_ids(ids, mask, reference):  # type: ignore[no-untyped-def]
+        return cosine(model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)), mask, reference)
+
+    theirs = LayerIntegratedGradients(from_ids, model.embeddings).attribute(
+        ids, baselines=base_ids, additional_forward_args=(mask, reference), n_steps=16)
+    torch.testing.assert_close(layer.values, theirs.detach(), rtol=1e-4, atol=1e-7)
+    assert_unchanged(before, snapshot(model), "per-token integrated gradients on MiniLM")
+    # per-token scores: the embedding axis summed, the tokens carried, padding left out
+    strings = token_strings(tokenizer, inputs)
+    assert strings[0][:3] == ["[CLS]", "a", "cat"] and strings[2][-1] == "[PAD]"
+    scores = layer.token_scores(strings, attention_mask=mask)
+    frame = scores.to_frame()
+    assert len(frame) == int(mask.sum()) and "[PAD]" not in set(frame["token"])
+    torch.testing.assert_close(scores.scores, layer.values.sum(2), rtol=0, atol=0)
+    with pytest.raises(st.InputTypeError, match="token_strings"):
+        layer.token_scores(PAIRS[0][0])  # a raw sentence is refused in one line
+
+
+def test_conductance_through_the_embeddings_matches_captum(similarity: tuple) -> None:
+    from captum.attr import LayerConductance
+
+    from seethrough.neurons import conductance
+
+    tokenizer, model, inputs, reference, cosine, metric = similarity
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    base_ids = ids.masked_fill((ids != tokenizer.cls_token_id) & (ids != tokenizer.sep_token_id),
+                               tokenizer.pad_token_id)
+    baseline = st.capture(model, dict(inputs, input_ids=base_ids), ["embeddings"])["embeddings"]
+    before = snapshot(model)
+    ours = conductance(model, inputs, None, site="encoder.layer.2", path_site="embeddings", baseline=baseline,
+                       metric=metric, n_steps=16)
+    assert_unchanged(before, snapshot(model), "conductance on MiniLM")
+    assert ours.values.shape == (3, ids.shape[1], 384)
+    assert float(ours.delta.abs().max()) < 0.05  # a layer the whole score flows through: nearly complete
+
+    def from_embeddings(embeddings, ids, mask, reference):  # type: ignore[no-untyped-def]
+        kwargs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+        return cosine(st.patch(model, kwargs, {"embeddings": embeddings}), mask, reference)
+
+    embeddings = st.capture(model, inputs, ["embeddings"])["embeddings"]
+    theirs = LayerConductance(from_embeddings, model.encoder.layer[2]).attribute(
+        embeddings, baselines=baseline, additional_forward_args=(ids, mask, reference), n_steps=16,
+        method="riemann_trapezoid")
+    torch.testing.assert_close(ours.values, theirs.detach(), rtol=1e-4, atol=1e-7)
