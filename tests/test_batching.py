@@ -1,7 +1,8 @@
-"""Tests for seethrough.core.batching: `batches` and `stream`.
+"""Tests for seethrough.core.batching: `batches`, `stream`, `shards` and `sharded_pass`.
 
 Oracle for `stream`: one full-batch `capture` on the same model; the streamed chunks, concatenated
-in order, must equal it, whatever the batch size.
+in order, must equal it, whatever the batch size. Oracle for `sharded_pass`: the same statistic
+over the whole data in one state, and a recording mapper for the order and offsets of shards.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from seethrough import Site, SiteNotFoundError, capture
-from seethrough.core import InputError, batches, stream
+from seethrough.core import InputError, RunningMean, TopK, batches, sharded_pass, shards, stream
 
 N_ROWS = 10
 
@@ -76,7 +77,7 @@ def test_batches_of_a_dict_pass_non_batch_values_through() -> None:
 
 @pytest.mark.parametrize("batch_size", [0, -1, True])
 def test_batches_bad_batch_size(batch_size: int) -> None:
-    with pytest.raises(InputError, match="batch_size must be a positive int") as info:
+    with pytest.raises(InputError, match="batch_size must be an int ≥ 1") as info:
         list(batches(_x(), batch_size))
     assert repr(batch_size) in str(info.value)
 
@@ -183,3 +184,67 @@ def test_stream_unknown_site_fails_before_reading_any_chunk() -> None:
     assert advanced == [], "a chunk was read before the sites were checked"
     assert "close matches" in str(info.value)
     assert torch.is_grad_enabled()
+
+
+# -- shards and sharded_pass (issue #9) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_shards", [1, 2, 3, 10, 25])
+def test_shards_are_contiguous_cover_every_row_once_and_are_never_empty(n_shards: int) -> None:
+    x = _x()
+    parts = shards(x, n_shards)
+    assert len(parts) == min(n_shards, N_ROWS)
+    assert [offset for _, offset in parts] == [0, *torch.tensor([len(p) for p, _ in parts]).cumsum(0)[:-1].tolist()]
+    assert torch.equal(torch.cat([p for p, _ in parts]), x)
+    sizes = [len(p) for p, _ in parts]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+def test_shards_slice_every_tensor_of_tuple_and_dict_inputs() -> None:
+    x = _x()
+    (first, _), (second, offset) = shards({"x": x, "scale": 2.0}, 2)
+    assert torch.equal(first["x"], x[:5]) and torch.equal(second["x"], x[5:]) and offset == 5
+    assert second["scale"] == 2.0
+
+
+def test_sharded_pass_merges_in_shard_order_and_equals_one_state() -> None:
+    x = _x()
+    seen: list[int] = []
+
+    def top_of(shard: Tensor, offset: int) -> TopK:
+        seen.append(offset)
+        top = TopK(4)
+        top.update(shard.round(), offset)  # rounding makes ties, which must still go to the earlier index
+        return top
+
+    whole = top_of(x, 0)
+    seen.clear()
+    split = sharded_pass(x, top_of, n_shards=3)
+    assert seen == [0, 3, 6]
+    assert torch.equal(split.indices, whole.indices) and torch.equal(split.values, whole.values)
+
+
+def test_sharded_pass_runs_through_any_map_like_callable() -> None:
+    x = _x()
+    calls: list[int] = []
+
+    def recording_map(fn, items):  # type: ignore[no-untyped-def]  # the builtin map's contract
+        items = list(items)
+        calls.append(len(items))
+        return [fn(item) for item in reversed(items)][::-1]  # runs out of order, returns in order
+
+    def mean_of(shard: Tensor, offset: int) -> RunningMean:
+        m = RunningMean()
+        m.update(shard)
+        return m
+
+    got = sharded_pass(x, mean_of, n_shards=4, mapper=recording_map)
+    assert calls == [4] and got.count == N_ROWS
+    torch.testing.assert_close(got.mean, x.double().mean(0), rtol=1e-12, atol=1e-12)
+
+
+def test_sharded_pass_bad_arguments() -> None:
+    with pytest.raises(InputError, match="n_shards must be an int ≥ 1"):
+        sharded_pass(_x(), lambda s, o: RunningMean(), n_shards=0)
+    with pytest.raises(InputError, match="empty batch"):
+        shards(torch.zeros(0, 3), 2)

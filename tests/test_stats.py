@@ -1,7 +1,9 @@
-"""Tests for seethrough.core.stats: streaming mean, covariance and top-k.
+"""Tests for seethrough.core.stats: streaming mean, (block) covariance and top-k, and their merges.
 
 Oracles: numpy (``mean``, ``cov``, ``corrcoef``) on the whole data for the running moments, a
 slow pure-Python sort for `TopK`, and chunking invariance (hypothesis draws the split points).
+Merging (issue #9): states built over disjoint shards merge into the state of the whole, checked
+against the same oracles, with the shards merged in any order.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seethrough.core import InputError, NotFittedError, RunningCovariance, RunningMean, TopK
+from seethrough.core import (
+    InputError,
+    Mergeable,
+    NotFittedError,
+    RunningBlockCovariance,
+    RunningCovariance,
+    RunningMean,
+    TopK,
+)
 
 # Both sides accumulate in float64 and differ only in summation order, so they agree to about
 # 1e-13 relative; 1e-10 leaves room for the 1e4 offset below without hiding a wrong formula.
@@ -235,6 +245,159 @@ def test_topk_is_invariant_to_chunking(k: int, largest: bool, cuts: list[int], s
     assert torch.equal(split.indices, torch.from_numpy(ref_indices))
 
 
+# -- merging shard states (issue #9) -----------------------------------------------------------
+
+
+def _shard_states(make: Callable[[], Mergeable], update: Callable[[Mergeable, np.ndarray, int], None],
+                  x: np.ndarray, cuts: list[int], order: list[int] | None = None) -> Mergeable:
+    """One state per shard (split at ``cuts``), merged in ``order`` (default: shard order)."""
+    bounds = [0, *sorted(cuts), len(x)]
+    states = []
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        state = make()
+        if stop > start:
+            update(state, x[start:stop], start)
+        states.append(state)
+    picked = [states[i] for i in (order if order is not None else range(len(states)))]
+    merged = picked[0]
+    for state in picked[1:]:
+        out = merged.merge(state)
+        assert out is merged  # merge folds in place and returns the state itself
+    return merged
+
+
+def _shuffled(n: int, seed: int) -> list[int]:
+    return [int(i) for i in np.random.default_rng(seed).permutation(n)]
+
+
+@HYPOTHESIS
+@given(cuts=st.lists(st.integers(0, N_ROWS), max_size=6), seed=st.integers(0, 2**16))
+def test_running_mean_merge_of_shards_is_the_mean_of_the_whole(cuts: list[int], seed: int) -> None:
+    x = _correlated(seed=seed % 7)
+    merged = _shard_states(RunningMean, lambda s, part, _: s.update(_t(part)), x, cuts,
+                           _shuffled(len(cuts) + 1, seed))
+    assert isinstance(merged, RunningMean) and merged.count == N_ROWS
+    torch.testing.assert_close(merged.mean, _t(x.mean(0)), **F64)
+
+
+@HYPOTHESIS
+@given(cuts=st.lists(st.integers(0, N_ROWS), max_size=6), seed=st.integers(0, 2**16))
+def test_running_covariance_merge_of_shards_is_the_covariance_of_the_whole(cuts: list[int], seed: int) -> None:
+    x = _correlated(seed=seed % 7)
+    x[:, 1] = 3.0  # a constant unit stays exactly constant through merges of differently shifted shards
+    merged = _shard_states(RunningCovariance, lambda s, part, _: s.update(_t(part)), x, cuts,
+                           _shuffled(len(cuts) + 1, seed))
+    assert isinstance(merged, RunningCovariance) and merged.count == N_ROWS
+    torch.testing.assert_close(merged.mean, _t(x.mean(0)), **F64)
+    cov = merged.covariance()
+    torch.testing.assert_close(cov, _t(np.cov(x, rowvar=False)), **F64)
+    assert (cov[1] == 0).all() and (cov[:, 1] == 0).all()
+
+
+@HYPOTHESIS
+@given(cuts=st.lists(st.integers(0, N_ROWS), max_size=6), seed=st.integers(0, 2**16))
+def test_block_covariance_merge_gives_numpy_cov_blocks(cuts: list[int], seed: int) -> None:
+    x = _correlated(d=5, seed=seed % 7)
+    pairs = [(0, 0), (1, 1), (0, 1)]
+
+    def update(state: Mergeable, part: np.ndarray, _: int) -> None:
+        assert isinstance(state, RunningBlockCovariance)
+        state.update([_t(part[:, :2]), _t(part[:, 2:])])
+
+    merged = _shard_states(lambda: RunningBlockCovariance(pairs), update, x, cuts, _shuffled(len(cuts) + 1, seed))
+    assert isinstance(merged, RunningBlockCovariance) and merged.count == N_ROWS
+    full = _t(np.cov(x, rowvar=False))
+    torch.testing.assert_close(merged.covariance(0, 0), full[:2, :2], **F64)
+    torch.testing.assert_close(merged.covariance(1, 1), full[2:, 2:], **F64)
+    torch.testing.assert_close(merged.covariance(0, 1), full[:2, 2:], **F64)
+    torch.testing.assert_close(merged.covariance(1, 0), full[2:, :2], **F64)  # the transpose of a kept pair
+    torch.testing.assert_close(merged.mean(1), _t(x[:, 2:].mean(0)), **F64)
+    torch.testing.assert_close(merged.comoment(0, 1), full[:2, 2:] * (N_ROWS - 1), **F64)
+
+
+@HYPOTHESIS
+@given(k=st.integers(1, N_ROWS + 3), largest=st.booleans(), cuts=st.lists(st.integers(0, N_ROWS), max_size=6),
+       seed=st.integers(0, 2**16))
+def test_topk_merge_of_shards_keeps_the_earlier_index_on_ties(k: int, largest: bool, cuts: list[int],
+                                                              seed: int) -> None:
+    values = _tied(seed=seed)
+    positions = np.arange(values.size).reshape(values.shape)  # a payload that identifies each entry
+
+    def update(state: Mergeable, part: np.ndarray, start: int) -> None:
+        assert isinstance(state, TopK)
+        state.update(torch.from_numpy(part), offset=start,
+                     positions=torch.from_numpy(positions[start:start + len(part)]))
+
+    merged = _shard_states(lambda: TopK(k, largest=largest), update, values, cuts, _shuffled(len(cuts) + 1, seed))
+    assert isinstance(merged, TopK)
+    ref_values, ref_indices = _reference_topk(values, k, largest)
+    assert torch.equal(merged.values, torch.from_numpy(ref_values))
+    assert torch.equal(merged.indices, torch.from_numpy(ref_indices))
+    assert merged.positions is not None
+    assert torch.equal(merged.positions, torch.from_numpy(np.take_along_axis(positions, ref_indices, 0)))
+
+
+def test_topk_update_out_of_order_still_keeps_the_earlier_index() -> None:
+    column = torch.tensor([[5.0], [5.0]])
+    top = TopK(1)
+    top.update(column[1:], offset=1)
+    top.update(column[:1], offset=0)  # the earlier example arrives last
+    assert top.indices.item() == 0 and top.positions is None
+
+
+def test_merging_mismatched_states_is_refused() -> None:
+    a, b = RunningMean(), RunningMean()
+    a.update(torch.ones(2, 3))
+    b.update(torch.ones(2, 4))
+    with pytest.raises(InputError, match="merge only states of the same statistic"):
+        a.merge(b)
+    with pytest.raises(InputError, match="k, largest"):
+        TopK(2).merge(TopK(3))
+    c, d = RunningCovariance(), RunningCovariance()
+    c.update(torch.ones(2, 3))
+    d.update(torch.ones(2, 2))
+    with pytest.raises(InputError, match="block widths"):
+        c.merge(d)
+    with pytest.raises(InputError, match="pairs"):
+        RunningBlockCovariance([(0, 0)]).merge(RunningBlockCovariance([(0, 1)]))
+    t, u = TopK(2), TopK(2)
+    t.update(torch.ones(2, 1), offset=0, positions=torch.zeros(2, 1, dtype=torch.int64))
+    u.update(torch.ones(2, 1), offset=2)
+    with pytest.raises(InputError, match="positions"):
+        t.merge(u)
+    with pytest.raises(InputError, match="always or never"):
+        t.update(torch.ones(1, 1), offset=4)
+
+
+def test_merging_empty_states_is_neutral() -> None:
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+    for make in (RunningMean, RunningCovariance):
+        full = make()
+        full.update(x)
+        merged = make().merge(full).merge(make())
+        torch.testing.assert_close(merged.mean, full.mean, rtol=0, atol=0)
+        assert merged.count == 6
+    top = TopK(2)
+    top.update(x, offset=0)
+    assert torch.equal(TopK(2).merge(top).merge(TopK(2)).indices, top.indices)
+
+
+def test_block_covariance_refuses_bad_blocks_and_unkept_pairs() -> None:
+    c = RunningBlockCovariance([(0, 0), (1, 1)])
+    with pytest.raises(InputError, match="2 float tensors"):
+        c.update([torch.ones(3, 2, dtype=torch.float64)])
+    with pytest.raises(InputError, match="NaN/inf"):
+        c.update([torch.full((3, 2), float("inf"), dtype=torch.float64), torch.ones(3, 1, dtype=torch.float64)])
+    assert c.count == 0 and not c.shift  # a refused first batch leaves no trace
+    c.update([torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 1, dtype=torch.float64)])
+    with pytest.raises(InputError, match="not kept"):
+        c.comoment(0, 1)
+    with pytest.raises(InputError, match="widths"):
+        c.update([torch.ones(3, 3, dtype=torch.float64), torch.ones(3, 1, dtype=torch.float64)])
+    with pytest.raises(NotFittedError):
+        RunningBlockCovariance([(0, 0)]).mean(0)
+
+
 # -- errors ------------------------------------------------------------------------------------
 
 
@@ -331,5 +494,5 @@ def test_covariance_ddof_too_large(n_rows: int, ddof: int) -> None:
 def test_topk_bad_k(k: int) -> None:
     top = TopK(k)  # __init__ stores hyper-parameters unvalidated (scikit-learn contract)
     assert top.k is k
-    with pytest.raises(InputError, match="positive int k"):
+    with pytest.raises(InputError, match="k must be an int ≥ 1"):
         top.update(torch.ones(2, 2), offset=0)

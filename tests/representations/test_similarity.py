@@ -468,7 +468,7 @@ def test_cka_between_errors_are_clear_and_come_before_any_forward_pass() -> None
     handle = model.register_forward_hook(lambda *args: calls.append(1))
     with pytest.raises(SiteNotFoundError, match="fc3"):
         cka_between(model, model, x, ["fc1"], ["fc3"])
-    with pytest.raises(InputError, match="batch_size must be a positive int"):
+    with pytest.raises(InputError, match="batch_size must be an int ≥ 1"):
         cka_between(model, model, x, ["fc1"], ["fc2"], batch_size=0)
     with pytest.raises(InputError, match="at least 2 examples"):
         cka_between(model, model, x[:1], ["fc1"], ["fc2"])

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-__all__ = ["Outcome", "execute_unit", "LocalExecutor", "RayExecutor"]
+__all__ = ["Outcome", "execute_unit", "LocalExecutor", "RayExecutor", "ray_map"]
 
 
 @dataclass(frozen=True)
@@ -65,23 +66,50 @@ class RayExecutor:
         self.num_cpus = num_cpus
 
     def run(self, tasks: Sequence[Task]) -> Iterator[Outcome]:
-        try:
-            import ray
-        except ImportError as err:
-            from ..core.errors import LoadError
-
-            raise LoadError("the ray executor needs the 'ray' extra: pip install 'seethrough[ray]'.") from err
-        started_here = not ray.is_initialized()
-        if started_here:
-            env = {k: v for k, v in os.environ.items() if k.startswith(("SEETHROUGH_", "HF_", "OMP_"))}
-            ray.init(address=self.address, num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": env}, configure_logging=False)
-        try:
+        with _ray_session(self.address, self.num_cpus) as ray:
             remote = ray.remote(num_cpus=1)(execute_unit)
             pending = [remote.remote(*task) for task in tasks]
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 yield ray.get(done[0])
-        finally:
-            if started_here:
-                ray.shutdown()
+
+
+@contextmanager
+def _ray_session(address: str | None, num_cpus: int | None) -> Iterator[Any]:
+    """The ``ray`` module, initialised (locally, or at ``address``) unless it already was; shut down after if we started it."""
+    try:
+        import ray
+    except ImportError as err:
+        from ..core.errors import LoadError
+
+        raise LoadError("the ray executor needs the 'ray' extra: pip install 'seethrough[ray]'.") from err
+    started_here = not ray.is_initialized()
+    if started_here:
+        env = {k: v for k, v in os.environ.items() if k.startswith(("SEETHROUGH_", "HF_", "OMP_"))}
+        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": env}, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _apply(fn: Callable[[Any], Any], item: Any) -> Any:
+    return fn(item)
+
+
+def ray_map(fn: Callable[[Any], Any], items: Iterable[Any], *, address: str | None = None,
+            num_cpus: int | None = None) -> list[Any]:
+    """``list(map(fn, items))`` with each call a Ray task: the ray executor for a sharded dataset pass.
+
+    A ``mapper`` for `seethrough.core.sharded_pass` (and ``top_exemplars(..., mapper=ray_map)``):
+    ``fn`` and the items are pickled to the workers and the results come back in order. Ray is
+    started as the ray executor starts it (locally, or at ``address``) unless it already runs.
+
+    Raises:
+        LoadError: Ray is not installed.
+    """
+    with _ray_session(address, num_cpus) as ray:
+        remote = ray.remote(num_cpus=1)(_apply)
+        return list(ray.get([remote.remote(fn, item) for item in items]))

@@ -3,7 +3,7 @@
 Imports only torch and numpy (plus safetensors for I/O and jaxtyping for shape annotations).
 """
 
-from .batching import batches, stream
+from .batching import batches, sharded_pass, shards, stream
 from .checks import check_float, check_int
 from .errors import (
     ForwardError,
@@ -46,9 +46,17 @@ from .io import (
     load_weights,
     save_tensors,
 )
+from .quantiles import (
+    Histogram,
+    OrderStatistics,
+    QuantileRanks,
+    RunningRange,
+    exact_quantiles,
+    quantile_ranks,
+)
 from .results import Result, jsonable, new_figure
 from .sites import Site, select_sites
-from .stats import RunningCovariance, RunningMean, TopK
+from .stats import Mergeable, RunningBlockCovariance, RunningCovariance, RunningMean, TopK
 from .types import Inputs
 
 __all__ = [
@@ -57,7 +65,8 @@ __all__ = [
     "Ablation", "ABLATIONS", "check_ablation", "along_units", "unit_means", "unit_values", "resample_indices",
     "zero_ablation", "mean_ablation", "resample_ablation", "replace_slice", "project_out", "add_direction",
     "patch_each",
-    "RunningMean", "RunningCovariance", "TopK",
+    "shards", "sharded_pass", "Mergeable", "RunningMean", "RunningCovariance", "RunningBlockCovariance", "TopK",
+    "RunningRange", "Histogram", "OrderStatistics", "QuantileRanks", "quantile_ranks", "exact_quantiles",
     "ModelSummary", "ModuleRow", "inspect_model",
     "Result", "jsonable", "new_figure", "check_int", "check_float",
     "ArrayData", "atomic_write", "cache_dir", "load_factory", "load_model", "load_weights", "load_data", "save_tensors", "load_tensors",

@@ -8,55 +8,14 @@ independent of ``n``. A high similarity is an observation about geometry, not pr
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
-from dataclasses import dataclass
-
 import numpy as np
 from torch import Tensor
 
 from ..core.errors import InputError, NotFittedError
-from ._arrays import _center, _constant_error, _pair, _sqnorm
+from ._arrays import _center, _pair
+from ._cka_terms import _Centered, _Moments, _ratio
 
 __all__ = ["cka", "StreamingCKA"]
-
-@dataclass(frozen=True)
-class _Centered:
-    """A centered representation, kept as features ``(n, d)`` or, when ``d > n``, as its Gram matrix ``(n, n)``.
-
-    Either form gives ``||Xᵀ Y||_F²`` (what CKA needs); the Gram form is cheaper when ``d > n``.
-    """
-
-    data: Tensor
-    is_gram: bool
-
-    @staticmethod
-    def of(centered: Tensor) -> _Centered:
-        n, d = centered.shape
-        return _Centered(centered @ centered.T, True) if d > n else _Centered(centered, False)
-
-    def cross(self, other: _Centered) -> float:
-        """``||Xᵀ Y||_F²`` = ``<K, L>_F`` with ``K = X Xᵀ``, ``L = Y Yᵀ`` (Kornblith et al., eq. 3)."""
-        if self.is_gram and other.is_gram:
-            return float((self.data * other.data).sum())
-        if self.is_gram or other.is_gram:
-            gram, feats = (self.data, other.data) if self.is_gram else (other.data, self.data)
-            return float(((gram @ feats) * feats).sum())  # tr(Yᵀ K Y), n² d instead of n d²
-        return _sqnorm(self.data.T @ other.data)
-
-    def self_term(self) -> float:
-        """``||Xᵀ X||_F²``."""
-        return _sqnorm(self.data) if self.is_gram else _sqnorm(self.data.T @ self.data)
-
-
-def _ratio(cross: float, self_x: float, self_y: float) -> float:
-    """``cross / sqrt(self_x · self_y)``, clipped to [0, 1] against rounding.
-
-    Symmetric in ``x`` and ``y`` to the last bit. No overflow: inputs are scaled (max |entry| or
-    trace 1) before the squares are summed, so ``self_x · self_y`` stays far below 1e308.
-    """
-    value = cross / math.sqrt(self_x * self_y)
-    return min(max(value, 0.0), 1.0)
 
 
 # -- linear CKA ------------------------------------------------------------------------------
@@ -101,67 +60,13 @@ def cka(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> float:
     return _ratio(rx.cross(ry), rx.self_term(), ry.self_term())
 
 
-class _Moments:
-    """Means and co-moments (sums of outer products of deviations) of several blocks of columns.
-
-    Merged batch by batch with Chan et al.'s update, as `seethrough.core.RunningCovariance`, but
-    only for the blocks pairs ``pairs`` (``(i, i)`` for each block's own co-moment, ``(i, j)``
-    with ``i < j`` for a cross block). Rows are first shifted by the first row ever seen, so
-    constant columns stay exactly zero and data far from the origin loses no digits.
-    """
-
-    def __init__(self, pairs: Iterable[tuple[int, int]]) -> None:
-        self.pairs = sorted(set(pairs))
-        self.count = 0
-        self.shift: list[Tensor] = []
-        self.mean: list[Tensor] = []
-        self.m2: dict[tuple[int, int], Tensor] = {}
-
-    def update(self, blocks: list[Tensor]) -> None:
-        """Add rows; ``blocks[i]`` is a float64 ``(n_b, d_i)`` tensor (all with the same ``n_b``)."""
-        n_b = blocks[0].shape[0]
-        if n_b == 0:
-            return
-        if not self.shift:
-            self.shift = [b[0].clone() for b in blocks]
-        devs, means = [], []
-        for block, shift in zip(blocks, self.shift, strict=True):
-            dev = block - shift  # a new tensor (``block`` may be the caller's own)
-            mean_b = dev.mean(0)
-            devs.append(dev.sub_(mean_b))
-            means.append(mean_b)
-        if self.count == 0:
-            self.count, self.mean = n_b, means
-            self.m2 = {(i, j): devs[i].T @ devs[j] for i, j in self.pairs}
-            return
-        n_a, n = self.count, self.count + n_b
-        deltas = [mb - ma for mb, ma in zip(means, self.mean, strict=True)]
-        for i, j in self.pairs:  # in place, so memory stays at one copy of each block
-            self.m2[(i, j)].addmm_(devs[i].T, devs[j]).addr_(deltas[i], deltas[j], alpha=n_a * n_b / n)
-        for mean, delta in zip(self.mean, deltas, strict=True):
-            mean.add_(delta, alpha=n_b / n)
-        self.count = n
-
-    def cka(self, i: int, j: int, names: tuple[str, str], fn: str) -> float:
-        """Linear CKA between blocks ``i`` and ``j`` from the co-moments alone."""
-        if self.count < 2:
-            raise InputError(f"{fn} needs at least 2 examples (rows), got {self.count}.")
-        m_ii, m_jj, m_ij = self.m2[(i, i)], self.m2[(j, j)], self.m2[(min(i, j), max(i, j))]
-        t_i, t_j = float(m_ii.trace()), float(m_jj.trace())  # = ||Xᶜ||_F², exactly 0 iff constant
-        for t, name in ((t_i, names[0]), (t_j, names[1])):
-            if t == 0.0:
-                raise _constant_error(name, fn)
-        # Scale to unit trace first: entries are then at most 1 in absolute value (Cauchy–Schwarz).
-        cross = _sqnorm(m_ij / math.sqrt(t_i * t_j))
-        return _ratio(cross, _sqnorm(m_ii / t_i), _sqnorm(m_jj / t_j))
-
-
 class StreamingCKA:
     """Linear CKA accumulated over batches in memory independent of the number of examples.
 
     Keeps float64 means and the co-moment matrices ``Σ Xᶜᵀ Xᶜ`` (d1 × d1), ``Σ Yᶜᵀ Yᶜ`` (d2 × d2) and
-    ``Σ Xᶜᵀ Yᶜ`` (d1 × d2), merged batch by batch with Chan et al.'s parallel update, so `value`
-    equals `cka` on the concatenated batches however the data was split.
+    ``Σ Xᶜᵀ Yᶜ`` (d1 × d2) in a `seethrough.core.RunningBlockCovariance`, merged batch by batch with
+    Chan et al.'s parallel update, so `value` equals `cka` on the concatenated batches however the
+    data was split; two accumulators over disjoint examples `merge` into the one of all of them.
 
     Example:
         >>> import torch
@@ -198,6 +103,18 @@ class StreamingCKA:
             self._moments, self._dims = _Moments([(0, 0), (1, 1), (0, 1)]), dims
         device = self._moments.shift[0].device if self._moments.shift else xt.device
         self._moments.update([xt.to(device), yt.to(device)])
+
+    def merge(self, other: StreamingCKA) -> StreamingCKA:
+        """Fold in ``other`` (fed other examples of the same two representations); returns ``self``."""
+        if other._moments is None or other._dims is None:
+            return self
+        if self._dims is not None and other._dims != self._dims:
+            raise InputError(f"StreamingCKA.merge got widths (d1, d2) = {other._dims}, but this one has "
+                             f"{self._dims}; merge only accumulators of the same two representations.")
+        if self._moments is None:
+            self._moments, self._dims = _Moments(other._moments.pairs), other._dims
+        self._moments.merge(other._moments)
+        return self
 
     @property
     def count(self) -> int:

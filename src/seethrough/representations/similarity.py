@@ -20,7 +20,7 @@ from ..core.results import Result, new_figure
 from ..core.sites import Site, as_sites, resolve_site
 from ..core.types import Inputs
 from ._arrays import _center, _check_finite
-from .cka import _Centered, _Moments, _ratio
+from ._cka_terms import _Centered, _Moments, _ratio
 
 if TYPE_CHECKING:
     import pandas
