@@ -1,8 +1,11 @@
-"""Top-k exemplars, receptive fields and activation statistics against independent oracles (issue #5)."""
+"""Top-k exemplars and receptive fields against independent oracles (issue #5).
+
+Sharding (issue #9): one pass, shards in this process and shards as Ray tasks give identical
+exemplars, and identical activation statistics (`activation_stats` shares the sharded pass).
+"""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from models import TinyCNN, TinyMLP, images, vectors
@@ -11,7 +14,7 @@ from torch import nn
 from seethrough import Site
 from seethrough.core import InputError, SiteNotFoundError
 from seethrough.evidence import validate
-from seethrough.neurons.exemplars import _order_statistics, activation_stats, receptive_fields, top_exemplars
+from seethrough.neurons import ActivationStats, activation_stats, receptive_fields, top_exemplars
 
 
 def test_top_exemplars_match_a_full_sort_and_do_not_depend_on_chunking() -> None:
@@ -75,49 +78,23 @@ def test_bad_arguments_fail_before_any_forward() -> None:
         top_exemplars(model, vectors(), Site("act", units=[1]))
     with pytest.raises(InputError, match="crop"):
         top_exemplars(model, vectors(), "act", crop=True)
-    with pytest.raises(InputError, match="one-shot iterator"):
-        activation_stats(model, iter([vectors()]), "act")
-    with pytest.raises(InputError, match="labels has 3"):
-        activation_stats(model, vectors(5), "act", labels=torch.zeros(3, dtype=torch.long))
-    with pytest.raises(InputError, match="quantiles"):
-        activation_stats(model, vectors(), "act", quantiles=(1.5,))
+    with pytest.raises(InputError, match="n_shards must be an int ≥ 1"):
+        top_exemplars(model, vectors(), "act", n_shards=0)
+    with pytest.raises(InputError, match="in memory"):
+        top_exemplars(model, [vectors()], "act", n_shards=2)
     assert not calls
 
 
-@pytest.mark.parametrize("n", [1, 2, 7, 1000])
-def test_order_statistics_are_exact(n: int) -> None:
-    gen = torch.Generator().manual_seed(n)
-    values = torch.cat([torch.randn(3, n, generator=gen, dtype=torch.float64),
-                        torch.randint(0, 3, (1, n), generator=gen).double()])  # last unit: heavy ties
-    ranks = torch.tensor([[0, n // 3, n // 2, n - 1]]).T.expand(4, 4)
-    got = _order_statistics(lambda: iter(values.split(3, dim=1)), ranks.contiguous(), values.min(1).values,
-                            values.max(1).values, n_bins=8)  # few bins: forces several refinement passes
-    expect = values.sort(1).values.T[ranks[:, 0]]
-    assert torch.equal(got, expect)
-
-
-def test_activation_stats_match_numpy_and_count_sparsity() -> None:
-    model, x = TinyMLP(), vectors(301, seed=3)
-    with torch.no_grad():
-        h = model.act(model.fc1(x)).double().numpy()
-    qs = (0.0, 0.1, 0.5, 0.93, 1.0)
-    s = activation_stats(model, x, "act", quantiles=qs, batch_size=16, eps=0.05)
-    np.testing.assert_allclose(s.quantile_values.double().numpy(), np.quantile(h, qs, axis=0), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(s.mean.double().numpy(), h.mean(0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(s.std.double().numpy(), h.std(0), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(s.sparsity.double().numpy(), (h <= 0.05).mean(0), rtol=1e-6)
-    assert s.count == 301 and list(s.to_frame().columns)[:4] == ["unit", "mean", "std", "sparsity"]
-    assert s.plot().axes
-
-
-def test_conv_units_are_reduced_over_positions() -> None:
-    model, x = TinyCNN(), images(9)
-    with torch.no_grad():
-        maps = model.conv(x)
-    mean = activation_stats(model, x, "conv", quantiles=(0.5,), reduce="mean")
-    top = activation_stats(model, x, "conv", quantiles=(0.5,), reduce="max")
-    torch.testing.assert_close(mean.quantile_values[0], maps.mean((2, 3)).median(0).values)
-    torch.testing.assert_close(top.quantile_values[0], maps.amax((2, 3)).median(0).values)
+def test_exemplar_findings_name_the_majority_class_and_validate_by_ablation() -> None:
+    model = _ClassUnits()
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (90,), generator=gen)
+    x = torch.nn.functional.one_hot(labels, 3).float() + 0.05 * torch.rand(90, 3, generator=gen)
+    ex = top_exemplars(model, x, "units", k=10)
+    findings = ex.to_findings(labels)
+    assert [(f.units, f.target) for f in findings] == [((0,), 0), ((1,), 1), ((2,), 2)]
+    result = validate(findings[0], model, x[labels == 0], n_controls=2)
+    assert result.effect > 1.0  # ablating the class-0 unit removes its logit of 4
 
 
 class _ClassUnits(nn.Module):
@@ -135,36 +112,52 @@ class _ClassUnits(nn.Module):
         return self.head(self.units(x))
 
 
-def test_class_selectivity_is_the_morcos_formula() -> None:
-    labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    x = torch.zeros(6, 3)
-    x[labels == 0, 0] = 2.0  # unit 0: only class 0 → selectivity 1
-    x[:, 1] = 1.0  # unit 1: every class alike → 0
-    x[labels == 1, 2], x[labels == 2, 2] = 3.0, 1.0  # unit 2: means (0, 3, 1) → (3 - 0.5) / (3 + 0.5)
-    s = activation_stats(_ClassUnits(), x, "units", labels=labels, batch_size=4)
-    torch.testing.assert_close(s.selectivity, torch.tensor([1.0, 0.0, 2.5 / 3.5]))
-    assert s.preferred_class.tolist() == [0, 0, 1]
-    findings = s.to_findings(min_selectivity=0.6)
-    assert [(f.units, f.target) for f in findings] == [((0,), 0), ((2,), 1)]
+# -- sharded passes (issue #9) ------------------------------------------------------------------
 
 
-def test_exemplar_findings_name_the_majority_class_and_validate_by_ablation() -> None:
-    model = _ClassUnits()
-    gen = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, 3, (90,), generator=gen)
-    x = torch.nn.functional.one_hot(labels, 3).float() + 0.05 * torch.rand(90, 3, generator=gen)
-    ex = top_exemplars(model, x, "units", k=10)
-    findings = ex.to_findings(labels)
-    assert [(f.units, f.target) for f in findings] == [((0,), 0), ((1,), 1), ((2,), 2)]
-    result = validate(findings[0], model, x[labels == 0], n_controls=2)
-    assert result.effect > 1.0  # ablating the class-0 unit removes its logit of 4
+def _same_stats(a: ActivationStats, b: ActivationStats) -> None:
+    """Every statistic bit for bit (class means: NaN for absent classes on both sides)."""
+    assert a.count == b.count and a.quantiles == b.quantiles
+    for name in ("mean", "std", "quantile_values", "sparsity", "class_means", "selectivity", "preferred_class"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x is not None and y is not None and torch.equal(x.nan_to_num(-1.0), y.nan_to_num(-1.0)), name
 
 
-def test_selectivity_is_nan_for_units_with_a_negative_class_mean() -> None:
-    # unit 0 copies the input (negative for class 0), unit 1 is its ReLU: only unit 1 has a selectivity
+@pytest.mark.parametrize("n_shards", [2, 3, 7])
+def test_sharded_passes_in_this_process_give_identical_results(n_shards: int) -> None:
+    model, x = TinyCNN(), images(37, seed=4)
+    labels = torch.arange(37) % 3
+    one = top_exemplars(model, x, "conv", k=5, batch_size=4, crop=True)
+    split = top_exemplars(model, x, "conv", k=5, batch_size=4, crop=True, n_shards=n_shards)
+    for name in ("values", "indices", "positions", "boxes"):
+        assert torch.equal(getattr(split, name), getattr(one, name)), name
+    qs = (0.0, 0.1, 0.5, 0.99, 1.0)
+    whole = activation_stats(model, x, "conv", labels=labels, quantiles=qs, batch_size=4, reduce="max")
+    _same_stats(activation_stats(model, x, "conv", labels=labels, quantiles=qs, batch_size=4, reduce="max",
+                                 n_shards=n_shards), whole)
+
+
+def test_ties_across_shards_keep_the_earlier_index() -> None:
     model = nn.Sequential(nn.Identity())
-    x = torch.tensor([[-2.0, 0.0], [-1.0, 0.0], [1.0, 1.0], [3.0, 3.0]])
-    stats = activation_stats(model, x, "0", labels=torch.tensor([0, 0, 1, 1]))
-    assert torch.isnan(stats.selectivity[0])
-    assert float(stats.selectivity[1]) == pytest.approx((2.0 - 0.0) / (2.0 + 0.0))
-    assert [tuple(f.units) for f in stats.to_findings(min_selectivity=0.5)] == [(1,)]
+    x = torch.tensor([[1.0], [3.0], [3.0], [2.0], [3.0], [3.0]])
+    assert top_exemplars(model, x, "0", k=3, n_shards=3).indices[:, 0].tolist() == [1, 2, 4]
+
+
+def test_shards_as_ray_tasks_give_identical_results() -> None:
+    ray = pytest.importorskip("ray")  # skipped only where the [ray] extra is not installed
+    from seethrough.bench.executors import ray_map
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU())  # torch classes only: Ray workers cannot import tests/
+    x = vectors(40, seed=6)
+    labels = torch.arange(40) % 2
+    one = top_exemplars(model, x, "1", k=4, batch_size=8)
+    stats = activation_stats(model, x, "1", labels=labels, batch_size=8)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        far = top_exemplars(model, x, "1", k=4, batch_size=8, n_shards=3, mapper=ray_map)
+        far_stats = activation_stats(model, x, "1", labels=labels, batch_size=8, n_shards=3, mapper=ray_map)
+    finally:
+        ray.shutdown()
+    assert torch.equal(far.values, one.values) and torch.equal(far.indices, one.indices)
+    _same_stats(far_stats, stats)

@@ -7,10 +7,11 @@ counter-example that fails sanity checks), and the hazards (polysemantic and fri
 """
 
 from .ablation import UnitImportance, ablate, unit_importance
+from .activation_statistics import ActivationStats, activation_stats
 from .attribution import AttributionResult, gradient_x_input, integrated_gradients, saliency
 from .conductance import conductance
 from .dissection import Dissection, dissect
-from .exemplars import ActivationStats, Exemplars, activation_stats, receptive_fields, top_exemplars
+from .exemplars import Exemplars, receptive_fields, top_exemplars
 from .frivolous import FrivolousUnits, frivolous_units
 from .guided import guided_backprop
 from .polysemantic import Polysemanticity, polysemanticity

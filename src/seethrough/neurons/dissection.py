@@ -4,16 +4,16 @@ Neurons / dataset-based in the survey's taxonomy (Bau et al. 2017). Per unit ``k
 ``T_k`` is its top-quantile activation over every position of every image; the unit's map,
 upsampled bilinearly to the masks' resolution and thresholded at ``T_k``, is compared with each
 concept's mask by IoU summed over the dataset. Memory is bounded: the thresholds are exact
-order statistics from streaming histogram passes, then one more pass counts intersections.
+order statistics from streaming histogram passes (`seethrough.core.OrderStatistics`), then one
+more pass counts intersections.
 A label is a hypothesis; ``to_findings`` hands it to `validate` as a ``"units"`` finding.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -21,17 +21,23 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from ..core.batching import batches, stream
+from ..core.checks import check_int
 from ..core.errors import InputError
 from ..core.inputs import validate_inputs
+from ..core.quantiles import Histogram, OrderStatistics, RunningRange, quantile_ranks
+from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..evidence.finding import Finding
-from .exemplars import _check_int, _order_statistics
+
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
 
 __all__ = ["Dissection", "dissect"]
 
 
 @dataclass(frozen=True)
-class Dissection:
+class Dissection(Result):
     """IoU of every unit with every concept, and the resulting labels.
 
     Attributes:
@@ -58,7 +64,7 @@ class Dissection:
         """Units with a label, in unit order."""
         return [u for u, c in enumerate(self.labels) if c >= 0]
 
-    def to_frame(self) -> Any:
+    def to_frame(self) -> pandas.DataFrame:
         """One row per unit: its best concept, that IoU, whether it is a detector, and its threshold."""
         import pandas as pd
 
@@ -69,12 +75,10 @@ class Dissection:
                              "detector": [c >= 0 for c in self.labels],
                              "threshold": self.thresholds.tolist()})
 
-    def plot(self) -> Any:
+    def plot(self) -> Figure:
         """Heatmap of the IoU matrix, labelled units marked."""
-        from matplotlib.figure import Figure
-
         n_units, n_concepts = self.iou.shape
-        fig = Figure(figsize=(0.4 * n_concepts + 2, 0.22 * n_units + 1.5))
+        fig = new_figure(0.4 * n_concepts + 2, 0.22 * n_units + 1.5)
         ax = fig.add_subplot()
         im = ax.imshow(self.iou.double().numpy(), aspect="auto", cmap="magma")
         for u, c in enumerate(self.labels):
@@ -84,7 +88,6 @@ class Dissection:
         ax.set_ylabel(f"unit at {self.site.path}")
         ax.set_title(f"IoU (detector: IoU > {self.iou_threshold:g}, circled)", fontsize=8)
         fig.colorbar(im, ax=ax)
-        fig.tight_layout()
         return fig
 
     def to_findings(self, targets: Mapping[int, int] | None = None) -> list[Finding]:
@@ -107,9 +110,6 @@ class Dissection:
                                          "concept_index": c, "iou": float(self.iou[u, c]),
                                          "threshold": float(self.thresholds[u]), "quantile": self.quantile}))
         return out
-
-    def _repr_html_(self) -> str:
-        return str(self.to_frame().to_html(index=False))
 
 
 def dissect(model: nn.Module, images: Float[Tensor, "batch channels height width"],
@@ -175,7 +175,7 @@ def dissect(model: nn.Module, images: Float[Tensor, "batch channels height width
         raise InputError(f"quantile must be in (0, 1), got {quantile!r} (Bau et al. use 0.995).")
     if not 0.0 <= iou_threshold < 1.0:
         raise InputError(f"iou_threshold must be in [0, 1), got {iou_threshold!r} (Bau et al. use 0.04).")
-    _check_int("batch_size", batch_size)
+    check_int("batch_size", batch_size, at_least=1)
     validate_inputs(model, images[:1])
 
     def maps() -> Iterator[tuple[int, Tensor]]:
@@ -188,19 +188,24 @@ def dissect(model: nn.Module, images: Float[Tensor, "batch channels height width
                 raise InputError(f"{resolved!r} produced NaN/inf values on images from {offset}.")
             yield offset, value
 
-    # pass 1: extremes and size; then exact thresholds by histogram refinement
-    low = high = None
-    n_values = 0
+    def unit_rows(value: Tensor) -> Tensor:  # (batch · h · w, n_units): every position of every image
+        return value.movedim(1, -1).reshape(-1, value.shape[1])
+
+    # pass 1: extremes and size; then exact thresholds (numpy's "higher" quantile) by histogram refinement
+    extent = RunningRange()
     for _, value in maps():
-        per_unit = value.transpose(0, 1).reshape(value.shape[1], -1).double()
-        n_values += per_unit.shape[1]
-        low = per_unit.min(1).values if low is None else torch.minimum(low, per_unit.min(1).values)
-        high = per_unit.max(1).values if high is None else torch.maximum(high, per_unit.max(1).values)
-    assert low is not None and high is not None
-    rank = math.ceil(quantile * (n_values - 1))
-    thresholds = _order_statistics(
-        lambda: (v.transpose(0, 1).reshape(v.shape[1], -1).double() for _, v in maps()),
-        torch.full((1, len(low)), rank, dtype=torch.int64), low, high)[0]
+        extent.update(unit_rows(value))
+    low = extent.low
+    rank = quantile_ranks([quantile], extent.count, method="higher")
+
+    def histogram_pass(new_state: Callable[[], Histogram]) -> Histogram:
+        histogram = new_state()
+        for _, value in maps():
+            histogram.update(unit_rows(value))
+        return histogram
+
+    search = OrderStatistics(rank.targets(len(low)), low, extent.high)
+    thresholds = search.solve(histogram_pass)[0]
 
     # a unit whose threshold is its minimum (constant, or silent on more than the quantile) is
     # "on" only above it, never everywhere
