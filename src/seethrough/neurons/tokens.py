@@ -144,6 +144,6 @@ class TokenAttribution(Result):
             ax.set_yticks([0], [f"example {i}"], fontsize=7)
         if image is not None:
             fig.colorbar(image, ax=fig.axes, shrink=0.8, label="attribution")
-            fig.axes[0].set_title(f"{self.method} at {'input' if self.site is None else self.site.path}, "
+            fig.axes[0].set_title(f"{self.method}\nat {'input' if self.site is None else self.site.path}, "
                                   "summed over the embedding axis", fontsize=8)
         return fig
