@@ -15,6 +15,7 @@ from .exemplars import Exemplars, receptive_fields, top_exemplars
 from .frivolous import FrivolousUnits, frivolous_units
 from .guided import guided_backprop
 from .polysemantic import Polysemanticity, polysemanticity
+from .prompts import SoftPrompt, synthesize_prompt
 from .smoothing import smoothgrad, vargrad
 from .steering import steer
 from .synthesis import (
@@ -27,12 +28,13 @@ from .synthesis import (
     synthesize,
     unit_objective,
 )
+from .tokens import TokenAttribution
 
 __all__ = ["unit_importance", "UnitImportance", "ablate", "steer",
            "integrated_gradients", "saliency", "gradient_x_input", "AttributionResult", "smoothgrad", "vargrad",
-           "conductance", "guided_backprop",
+           "conductance", "guided_backprop", "TokenAttribution",
            "top_exemplars", "Exemplars", "receptive_fields", "activation_stats", "ActivationStats",
            "dissect", "Dissection",
            "synthesize", "Synthesis", "Objective", "Transforms", "unit_objective", "channel_objective",
-           "direction_objective", "logit_objective",
+           "direction_objective", "logit_objective", "synthesize_prompt", "SoftPrompt",
            "frivolous_units", "FrivolousUnits", "polysemanticity", "Polysemanticity"]
