@@ -8,7 +8,8 @@ blur) and optionally pushed apart by a diversity term. Objectives read the model
 `capture`; gradients are taken with ``torch.autograd.grad`` on the image parameters, so the
 model's ``.grad`` fields, flags and modes are never touched. A synthesised image is a
 hypothesis about what a unit detects; `Synthesis.to_findings` hands it to `validate`. The
-objectives live in ``objectives`` and are re-exported here.
+objectives live in ``objectives`` and are re-exported here. Token models have no pixels to
+optimise: `synthesize_prompt` (``prompts``) optimises a soft prompt at the embedding site instead.
 """
 
 from __future__ import annotations
