@@ -8,6 +8,7 @@ runs (thread count changes floating-point reduction order, and training amplifie
 from __future__ import annotations
 
 import os
+import socket
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -85,6 +86,8 @@ def _ray_session(address: str | None, num_cpus: int | None) -> Iterator[Any]:
         raise LoadError("the ray executor needs the 'ray' extra: pip install 'seethrough[ray]'.") from err
     started_here = not ray.is_initialized()
     if started_here:
+        if address is not None:
+            _check_reachable(address, CONNECT_TIMEOUT_S)
         env = {k: v for k, v in os.environ.items() if k.startswith(("SEETHROUGH_", "HF_", "OMP_"))}
         ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": env}, configure_logging=False)
@@ -93,6 +96,29 @@ def _ray_session(address: str | None, num_cpus: int | None) -> Iterator[Any]:
     finally:
         if started_here:
             ray.shutdown()
+
+
+#: How long to wait for a Ray cluster's head to accept a connection (ray.init itself retries forever).
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) address that accepts no TCP connection within ``timeout`` s.
+
+    Raises:
+        LoadError: nothing listens there (or the host is unreachable); other forms ("auto") pass.
+    """
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        from ..core.errors import LoadError
+
+        raise LoadError(f"cannot reach the Ray cluster at {address!r} within {timeout:g} s ({err.strerror or err}); "
+                        "start it (ray start --head) or fix --ray-address.") from None
 
 
 def _apply(fn: Callable[[Any], Any], item: Any) -> Any:
