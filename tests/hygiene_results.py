@@ -11,7 +11,7 @@ from seethrough.core import checks, results
 CASES: list[Case] = []
 
 EXEMPT: dict[Any, str] = {
-    results.Result: "the base of result dataclasses (checked by tests/test_results.py)",
+    results.Result: "the base of result dataclasses (checked by tests/test_result_contract.py)",
     results.jsonable: "converts values to JSON data; takes no model",
     results.new_figure: "makes an empty matplotlib figure; takes no model",
     checks.check_int: "checks a number; takes no model",

@@ -243,7 +243,7 @@ CLASSES = public_result_classes()
 
 def test_every_public_result_class_has_a_factory() -> None:
     missing = missing_factories(CLASSES, FACTORIES)
-    assert not missing, f"public result classes missing from FACTORIES in tests/test_results.py: {missing}"
+    assert not missing, f"public result classes missing from FACTORIES in tests/test_result_contract.py: {missing}"
     stale = sorted(set(FACTORIES) - set(CLASSES))
     assert not stale, f"FACTORIES names classes that are no longer public results: {stale}"
 

@@ -5,7 +5,7 @@ implements `to_frame` (a pandas DataFrame) and `plot` (a matplotlib Figure made 
 never through pyplot); it inherits `to_dict` (strict JSON through `jsonable`) and an escaped
 `_repr_html_`. A result that makes claims adds ``to_findings(...) -> list[Finding]``.
 pandas and matplotlib are imported inside the methods, so importing core stays light.
-tests/test_results.py runs one common check over every public result class.
+tests/test_result_contract.py runs one common check over every public result class.
 """
 
 from __future__ import annotations
