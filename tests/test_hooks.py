@@ -318,3 +318,18 @@ def test_element_must_be_an_int_or_a_str() -> None:
     with pytest.raises(st.SiteError, match="element must be an int index, a str key or None"):
         Site("inner", element=True)
     assert Site("a", element=1) != Site("a") and hash(Site("a", element=1)) == hash(Site("a", element=1))
+
+
+def test_hooks_call_runs_the_model_and_wraps_only_model_failures() -> None:
+    model, x = TinyMLP(), vectors()
+    with st.hooks(model, {"fc1": lambda value, site: value * 0}) as ctx:
+        out = ctx.call(x)
+    torch.testing.assert_close(out, model.fc2(torch.zeros(5, 8)), rtol=0, atol=0)  # hand-written: fc1 zeroed
+    with pytest.raises(st.ForwardError, match="forward failed"), st.hooks(model, {"fc1": lambda v, s: None}) as ctx:
+        ctx.call(torch.zeros(5, 7))  # wrong width: the model's own error, wrapped
+    with pytest.raises(KeyError, match="mine"), st.hooks(model, {"fc1": _raise_key_error}) as ctx:
+        ctx.call(x)  # a callback's error propagates unchanged
+
+
+def _raise_key_error(value: torch.Tensor, site: Site) -> None:
+    raise KeyError("mine")

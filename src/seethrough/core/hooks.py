@@ -152,6 +152,7 @@ class Hooks:
             raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
         if not isinstance(callbacks, Mapping) or not callbacks:
             raise InputTypeError("hooks needs a non-empty dict {site: fn(value, site) -> Tensor | None}.")
+        self._model = model
         states: dict[Site, _SiteState] = {}
         for key, fn in callbacks.items():
             site, module = resolve_site(model, key)
@@ -170,6 +171,21 @@ class Hooks:
     def calls(self) -> dict[Site, int]:
         """How many times each site's module ran since the block was entered."""
         return {s: st.calls for s, st in self._states.items()}
+
+    def call(self, inputs: Inputs) -> Any:
+        """Call the hooked model on ``inputs`` inside the open block and return its output.
+
+        A failure of the model itself becomes a `ForwardError` naming the model and the inputs;
+        an error raised by one of the callbacks propagates unchanged.
+        """
+        try:
+            return call_model(self._model, inputs)
+        except _Stop:
+            raise
+        except Exception as err:
+            if err is self.callback_error or isinstance(err, SeethroughError):
+                raise
+            raise wrap_forward_error(err, self._model, inputs) from err
 
     def _run(self, st: _SiteState, value: Tensor) -> Tensor | None:
         k = st.calls
@@ -278,17 +294,6 @@ def _site_map(keys: Iterable[Site | str]) -> dict[Site | str, Site]:
     return {key: Site(key) if isinstance(key, str) else key for key in keys}
 
 
-def _forward(model: nn.Module, inputs: Inputs, ctx: Hooks) -> Any:
-    try:
-        return call_model(model, inputs)
-    except _Stop:
-        raise
-    except Exception as err:
-        if err is ctx.callback_error or isinstance(err, SeethroughError):
-            raise
-        raise wrap_forward_error(err, model, inputs) from err
-
-
 def capture(model: nn.Module, inputs: Inputs, sites: Site | str | Iterable[Site | str], *, stop: bool = False,
             clone: bool | None = None) -> dict[Any, Tensor]:
     """Run one forward pass and return the value at each site.
@@ -338,7 +343,7 @@ def capture(model: nn.Module, inputs: Inputs, sites: Site | str | Iterable[Site 
     validate_inputs(model, inputs)
     try:
         with ctx:
-            _forward(model, inputs, ctx)
+            ctx.call(inputs)
     except _Stop:
         pass
     changed = [s for s, (t, version) in values.items() if version >= 0 and t._version != version]
@@ -387,7 +392,7 @@ def patch(model: nn.Module, inputs: Inputs, replacements: Mapping[Site | str, Te
             raise InputTypeError(f"the replacement for {key!r} is {type(rep).__name__}; give a Tensor or a callable.")
     ctx = hooks(model, callbacks, refuse_repeats=True)
     with ctx:
-        return _forward(model, inputs, ctx)
+        return ctx.call(inputs)
 
 
 def _constant(rep: Tensor) -> Callback:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import SiteError
-from .hooks import _forward, hooks
+from .hooks import hooks
 from .inputs import describe_inputs, validate_inputs
 from .results import Result, new_figure
 from .sites import Site
@@ -106,7 +106,7 @@ def inspect_model(model: nn.Module, inputs: Inputs | None = None) -> ModelSummar
             try:
                 ctx = hooks(model, sites, require_fired=False)
                 with torch.no_grad(), ctx:
-                    _forward(model, inputs, ctx)
+                    ctx.call(inputs)
                 break
             except SiteError as err:
                 if not isinstance(err.site, Site) or err.site.path in skip:

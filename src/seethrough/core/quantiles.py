@@ -142,13 +142,13 @@ class OrderStatistics:
         [2.0, 3.0]
     """
 
-    def __init__(self, ranks: Int64[Tensor, "n_targets n_units"], low: Float[Tensor, " n_units"],
+    def __init__(self, ranks: Int64[Tensor, "n_ranks n_units"], low: Float[Tensor, " n_units"],
                  high: Float[Tensor, " n_units"], *, n_bins: int = 1024, max_passes: int = 64) -> None:
         self.n_bins = check_int("n_bins", n_bins, at_least=1)
         self.max_passes = check_int("max_passes", max_passes, at_least=1)
         if not isinstance(ranks, Tensor) or ranks.ndim != 2 or ranks.is_floating_point() \
                 or ranks.shape[1] != low.shape[0] or high.shape != low.shape:
-            raise InputError(f"OrderStatistics needs integer ranks (n_targets, n_units) and low, high (n_units,); got "
+            raise InputError(f"OrderStatistics needs integer ranks (n_ranks, n_units) and low, high (n_units,); got "
                              f"{tuple(ranks.shape) if isinstance(ranks, Tensor) else ranks!r}, {tuple(low.shape)}, "
                              f"{tuple(high.shape)}.")
         n_t, n_u = ranks.shape
@@ -201,14 +201,14 @@ class OrderStatistics:
         self._hi = torch.where(self._done, self._hi, torch.nextafter(mx, torch.full_like(mx, math.inf)))
         self._below = torch.where(self._done, self._below, self._below + before)
 
-    def solve(self, run_pass: Callable[[Callable[[], Histogram]], Histogram]) -> Float[Tensor, "n_targets n_units"]:
+    def solve(self, run_pass: Callable[[Callable[[], Histogram]], Histogram]) -> Float[Tensor, "n_ranks n_units"]:
         """Run passes until done: ``run_pass(new_state)`` fills (and merges) states from ``new_state()``."""
         while not self.done:
             self.refine(run_pass(self.histogram))
         return self.values
 
     @property
-    def values(self) -> Float[Tensor, "n_targets n_units"]:
+    def values(self) -> Float[Tensor, "n_ranks n_units"]:
         """The order statistics (float64)."""
         if not self.done:
             raise NotFittedError("OrderStatistics is not done; run histogram passes and refine() until done.")
@@ -231,12 +231,12 @@ class QuantileRanks:
     upper: Int64[Tensor, " n_quantiles"]
     weight: Float[Tensor, " n_quantiles"]
 
-    def targets(self, n_units: int) -> Int64[Tensor, "n_targets n_units"]:
+    def targets(self, n_units: int) -> Int64[Tensor, "n_ranks n_units"]:
         """The ranks for `OrderStatistics`: lower then upper rows for ``"linear"``, else one row per quantile."""
         ranks = torch.cat([self.lower, self.upper]) if self.method == "linear" else self.lower
         return ranks[:, None].expand(-1, n_units)
 
-    def combine(self, order: Float[Tensor, "n_targets n_units"]) -> Float[Tensor, "n_quantiles n_units"]:
+    def combine(self, order: Float[Tensor, "n_ranks n_units"]) -> Float[Tensor, "n_quantiles n_units"]:
         """The quantiles from the order statistics at `targets` (exactly ``x[lower]`` where the weight is 0)."""
         if self.method != "linear":
             return order

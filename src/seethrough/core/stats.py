@@ -187,12 +187,12 @@ class RunningBlockCovariance:
         if self.count == 0:
             raise NotFittedError(f"{type(self).__name__} has seen no data; call update() first.")
 
-    def mean(self, i: int) -> Float[Tensor, " d_i"]:
+    def mean(self, i: int) -> Float[Tensor, " d_left"]:
         """Mean of block ``i``."""
         self._fitted()
         return self.shift[i] + self.means[i]
 
-    def comoment(self, i: int, j: int) -> Float[Tensor, "d_i d_j"]:
+    def comoment(self, i: int, j: int) -> Float[Tensor, "d_left d_right"]:
         """``Σ (x_i − mean_i)ᵀ (x_j − mean_j)`` (a kept pair, or the transpose of one)."""
         self._fitted()
         if (i, j) in self.m2:
@@ -201,7 +201,7 @@ class RunningBlockCovariance:
             return self.m2[(j, i)].T
         raise InputError(f"the co-moment of blocks ({i}, {j}) is not kept; this state keeps pairs {self.pairs}.")
 
-    def covariance(self, i: int, j: int, ddof: int = 1) -> Float[Tensor, "d_i d_j"]:
+    def covariance(self, i: int, j: int, ddof: int = 1) -> Float[Tensor, "d_left d_right"]:
         """Covariance of blocks ``i`` and ``j``; ``ddof=1`` is the unbiased estimate (as ``numpy.cov``)."""
         m2 = self.comoment(i, j)
         if self.count - ddof <= 0:

@@ -19,4 +19,5 @@ __all__ = ["Inputs", "SHAPE_NAMES"]
 Inputs: TypeAlias = Tensor | tuple[Any, ...] | Mapping[str, Any]
 
 SHAPE_NAMES = ("batch", "seq", "d_model", "d_hidden", "d_sae", "n_units", "n_concepts", "n_classes",
-               "channels", "height", "width", "n_features", "vocab", "k", "rest")
+               "channels", "height", "width", "n_features", "vocab", "k", "rest",
+               "n_quantiles", "n_ranks", "d_left", "d_right")
