@@ -9,7 +9,7 @@ import importlib
 import pkgutil
 from typing import Any
 
-from seethrough.bench import games, listing
+from seethrough.bench import games, listing, zoo
 from seethrough.bench.games import base
 
 CASES: list = []
@@ -19,6 +19,7 @@ EXEMPT: dict[Any, str] = {
     base.register: "adds a game to the registry; takes no model",
     base.registered: "lists the registry; takes no model",
     listing.games_markdown: "formats the games list; takes no model",
+    zoo.materialise: "initialises a new model built on the meta device (the games' retrained MLPs)",
 }
 
 for _info in pkgutil.iter_modules(games.__path__):

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ...core.hooks import capture
 from ...neurons.dissection import dissect
-from ..zoo._seeding import derive_seed, generator
+from ..zoo import derive_seed, generator
 from ..zoo.scenes import CONCEPTS, planted_detectors, scenes
 from .base import Game, Metric, register
 

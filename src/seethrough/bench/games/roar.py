@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..zoo._seeding import derive_seed, generator, materialise
+from ..zoo import derive_seed, generator, materialise
 from ..zoo.classifiers import trojaned_classifier
 from ..zoo.data import digits16
 from .attribution import attribution_map

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ...evidence import accuracy
-from ..zoo._seeding import derive_seed, generator
+from ..zoo import derive_seed, generator
 from ..zoo.cache import cached
 from ..zoo.classifiers import DigitsCNN, DigitsMLP, train_classifier, trojaned_classifier
 from ..zoo.data import digits16

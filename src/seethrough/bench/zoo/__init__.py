@@ -7,7 +7,7 @@ gives bit-identical weights. The games of `seethrough.bench` score methods again
 Imports only torch, numpy, scikit-learn's bundled digits, `seethrough.core` and `seethrough.evidence` (the `Trigger`).
 """
 
-from ._seeding import derive_seed, generator
+from ._seeding import derive_seed, generator, materialise
 from .cache import cached, config_hash
 from .classifiers import (
     DigitsCNN,
@@ -29,7 +29,7 @@ from .superposition import LOADING_THRESHOLD, REPRESENTED_NORM, ToyModel, sample
 from .trojans import random_blend_trigger, random_patch_trigger
 
 __all__ = [
-    "config_hash", "cached", "derive_seed", "generator",
+    "config_hash", "cached", "derive_seed", "generator", "materialise",
     "digits16",
     "random_patch_trigger", "random_blend_trigger",
     "MaskedLinear", "DigitsMLP", "DigitsCNN", "train_classifier",
