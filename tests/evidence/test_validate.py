@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
 
 from seethrough import Site
 from seethrough.core import InputError
-from seethrough.evidence import Finding, Trigger, target_log_prob, validate
+from seethrough.evidence import Finding, Trigger, fingerprint, target_log_prob, validate
 
 
 def planted_mlp() -> nn.Sequential:
@@ -164,3 +166,29 @@ def test_stamp_closed_form_and_shape_errors() -> None:
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-7)  # one rounding step
     with pytest.raises(InputError, match="do not fit"):
         stamp(x, Trigger(torch.zeros(5, 5), torch.zeros(1, 5, 5), 0))
+
+
+def test_in_sample_validation_is_flagged_and_warns_held_out_is_not() -> None:
+    """Issue #10, item 5: a finding validated on its discovery data says so (flag, frame, dict, warning)."""
+    model, x = planted_mlp(), inputs(64)
+    held_out = torch.rand(64, 2, generator=torch.Generator().manual_seed(7)) + 0.5
+    plain = Finding("units", "unit 0 carries class 0", site=Site("1"), units=[0], target=0)
+    found = Finding("units", "unit 0 carries class 0", site=Site("1"), units=[0], target=0,
+                    data_fingerprint=fingerprint(x))
+    with pytest.warns(UserWarning, match="held-out data") as caught:
+        same = validate(found, model, x, n_controls=10)
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)  # one warning, one line
+    assert same.in_sample is True and same.n_in_sample == 64
+    assert same.to_dict()["in_sample"] is True and bool(same.to_frame()["in_sample"].iloc[0])
+    with pytest.warns(UserWarning, match="4 examples in-sample"):
+        part = validate(found, model, torch.cat([held_out[:60], x[:4]]), n_controls=10)
+    assert part.in_sample is True and part.n_in_sample == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        held = validate(found, model, held_out, n_controls=10)
+        unknown = validate(plain, model, x, n_controls=10)
+    assert held.in_sample is False and held.n_in_sample == 0 and held.to_dict()["in_sample"] is False
+    assert unknown.in_sample is None and unknown.to_dict()["in_sample"] is None  # no fingerprint: unknown
+    # the flag changes no number
+    assert (same.effect, same.p_value, same.control_effects) == (unknown.effect, unknown.p_value,
+                                                                 unknown.control_effects)

@@ -195,3 +195,18 @@ def test_steer_selected_positions_and_conv_channels() -> None:
 def test_steer_refuses_bad_arguments(direction: torch.Tensor, alpha: float, site: Site | str, message: str) -> None:
     with pytest.raises(InputError, match=message):
         steer(TinyMLP(), vectors(), site, direction, alpha=alpha)
+
+
+def test_top_units_validated_on_their_own_examples_are_flagged_in_sample() -> None:
+    """Issue #10, item 5: the top-5 units of unit_importance on a few examples, validated on the same
+    examples, were reported as validated evidence; they are flagged in-sample, held-out examples are not."""
+    model, discovery, held_out = TinyTransformer(), tokens(6, seed=0), tokens(6, seed=1)
+    metric = lambda out: out[:, -1, 3]  # noqa: E731 - one score per sentence
+    imp = unit_importance(model, discovery, "blocks.0", metric)
+    (finding,) = imp.to_findings(k=5, target=None)
+    assert finding.data_fingerprint == st.evidence.fingerprint(discovery) and finding.evidence["n_tested"] == 8
+    with pytest.warns(UserWarning, match="validate on held-out data"):
+        same = st.evidence.validate(finding, model, discovery, metric=metric, n_controls=10)
+    held = st.evidence.validate(finding, model, held_out, metric=metric, n_controls=10)
+    assert same.in_sample is True and same.n_in_sample == 6 and bool(same.to_frame()["in_sample"].iloc[0])
+    assert held.in_sample is False and held.n_in_sample == 0

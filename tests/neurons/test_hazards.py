@@ -97,8 +97,14 @@ def test_report_frame_plot_and_findings_validate_as_claimed() -> None:
     assert pair.units == (1, 2) and pair.evidence["expect"] == "validated"
     assert set(prunable.units) == set(torch.nonzero(report.prunable).flatten().tolist())
     metric = lambda out: out @ model.fc2.weight[:, 2].detach()  # noqa: E731 - the pair's own output direction
-    assert validate(pair, model, x, metric=metric, n_controls=20).validated
-    assert not validate(prunable, model, x, metric=metric, n_controls=20).validated
+    with pytest.warns(UserWarning, match="held-out"):  # the findings remember their data: in-sample
+        assert validate(pair, model, x, metric=metric, n_controls=20).validated
+    with pytest.warns(UserWarning, match="held-out"):
+        assert not validate(prunable, model, x, metric=metric, n_controls=20).validated
+    held_out = vectors(64, seed=2)  # issue #10: and the claims hold on held-out data
+    held = validate(pair, model, held_out, metric=metric, n_controls=20)
+    assert held.validated and held.in_sample is False
+    assert not validate(prunable, model, held_out, metric=metric, n_controls=20).validated
 
 
 @pytest.mark.parametrize("kwargs, message", [

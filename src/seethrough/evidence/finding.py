@@ -1,7 +1,8 @@
 """Findings: a claim about a model made by an observational tool, with its evidence.
 
 A `Finding` is a hypothesis, not a conclusion. It says what was found (units at a site, a
-direction, a trojan trigger) and why (score, evidence), in a form `validate` can test by intervention.
+direction, a trojan trigger) and why (score, evidence), in a form `validate` can test by intervention,
+and which data it was found on (a `Fingerprint`), so that a test on the same data is flagged in-sample.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import Tensor
 
 from ..core.errors import InputError
 from ..core.sites import Site
+from .fingerprint import Fingerprint
 from .trigger import Trigger
 
 __all__ = ["Finding", "FindingKind"]
@@ -31,7 +33,7 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, Site):
         return {"path": value.path, "point": value.point}
-    if isinstance(value, Trigger):
+    if isinstance(value, (Trigger, Fingerprint)):
         return value.to_dict()
     return value
 
@@ -45,6 +47,11 @@ class Finding:
       - ``"direction"``: ``site`` and ``direction`` (unit-axis vector); project it out.
       - ``"trojan"``: a `Trigger` (its ``target`` is the finding's ``target``); claim "stamping
         this flips inputs to ``target``": stamp it.
+
+    ``data_fingerprint`` is the `Fingerprint` of the data the claim was discovered on (every
+    ``to_findings`` that knows its data sets it; set it by hand with
+    ``Finding(..., data_fingerprint=fingerprint(inputs))``). `validate` on data that shares
+    examples with it marks its result ``in_sample`` and warns; ``None`` means unknown.
 
     Example:
         >>> f = Finding("units", "units 3 and 7 carry class 2", site=Site("fc2"), units=(3, 7), target=2)
@@ -61,6 +68,7 @@ class Finding:
     trigger: Trigger | None = None
     score: float | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    data_fingerprint: Fingerprint | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("units", "direction", "trojan"):
@@ -87,8 +95,11 @@ class Finding:
             elif self.target != self.trigger.target:
                 raise InputError(f"the finding's target {self.target} differs from its trigger's target "
                                  f"{self.trigger.target}; leave target out (the trigger's is used).")
+        if self.data_fingerprint is not None and not isinstance(self.data_fingerprint, Fingerprint):
+            raise InputError(f"data_fingerprint must be a Fingerprint (seethrough.evidence.fingerprint(inputs)) or "
+                             f"None, got {type(self.data_fingerprint).__name__}.")
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (tensors become nested lists)."""
+        """A JSON-able dict (tensors become nested lists; the fingerprint its digest and size)."""
         return {k: _jsonable(getattr(self, k)) for k in ("kind", "claim", "site", "units", "direction", "target",
-                                                          "trigger", "score", "evidence")}
+                                                          "trigger", "score", "evidence", "data_fingerprint")}

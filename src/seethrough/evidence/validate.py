@@ -4,11 +4,15 @@ Observational tools (exemplars, attribution, probes, lenses) propose; `validate`
 intervention depends on the finding's kind: ablate its units, project out its direction, or
 stamp its trigger. The same intervention applied to matched random controls (as many random
 units, a random direction, the trigger's pixels shuffled) gives the null distribution, so the
-p-value answers "is this finding better than an arbitrary one of the same size?".
+p-value answers "is this finding better than an arbitrary one of the same size?". A finding
+tested on the data it was discovered on is flagged: when the finding carries the `Fingerprint`
+of its discovery data and ``inputs`` share examples with it, the result is ``in_sample`` and
+`validate` warns (selection inflates an in-sample effect; validate on held-out data).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,6 +30,7 @@ from ..core.results import Result, jsonable, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
 from .finding import Finding
+from .fingerprint import fingerprint
 from .summary import bootstrap_ci
 from .trigger import Trigger, stamp
 
@@ -69,7 +74,11 @@ class Validation(Result):
 
     ``effect`` is signed so that positive supports the claim (ablating the units lowers the
     metric; stamping the trigger raises the target rate). ``p_value`` is the fraction of controls
-    (plus one) whose effect is at least as large.
+    (plus one) whose effect is at least as large. ``in_sample`` is True when ``n_in_sample`` (> 0)
+    of the inputs (distinct examples) were also in the data the finding was discovered on (its
+    ``data_fingerprint``), False when none were, and None when the finding carries no fingerprint
+    (unknown). An in-sample effect is inflated by selection: ``validated`` still reports the test,
+    but only a held-out validation is evidence.
     """
 
     kind: str
@@ -80,6 +89,8 @@ class Validation(Result):
     control_effects: tuple[float, ...]
     n_examples: int
     alpha: float = 0.05
+    in_sample: bool | None = None
+    n_in_sample: int | None = None
 
     @property
     def validated(self) -> bool:
@@ -95,7 +106,7 @@ class Validation(Result):
         return jsonable({"kind": self.kind, "effect": self.effect, "ci_low": self.ci_low, "ci_high": self.ci_high,
                          "p_value": self.p_value, "control_mean": self.control_mean,
                          "n_controls": len(self.control_effects), "n_examples": self.n_examples,
-                         "validated": self.validated})
+                         "validated": self.validated, "in_sample": self.in_sample, "n_in_sample": self.n_in_sample})
 
     def to_frame(self) -> pandas.DataFrame:
         import pandas as pd
@@ -109,7 +120,7 @@ class Validation(Result):
         ax.hist(self.control_effects, bins=20, color="0.7", label="random controls")
         ax.axvline(self.effect, color="crimson", label=f"finding (p={self.p_value:.3f})")
         ax.axvspan(self.ci_low, self.ci_high, color="crimson", alpha=0.15)
-        ax.set_xlabel("effect")
+        ax.set_xlabel("effect (in-sample: inflated by selection)" if self.in_sample else "effect")
         ax.legend(fontsize=7)
         return fig
 
@@ -122,7 +133,9 @@ def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metr
     Args:
         finding: what to test.
         model: the model the finding is about (left unchanged).
-        inputs: the data to intervene on; for trigger findings a ``(N, C, H, W)`` tensor.
+        inputs: the data to intervene on; for trigger findings a ``(N, C, H, W)`` tensor. Use data
+            held out from the finding's discovery: when ``finding.data_fingerprint`` shares
+            examples with ``inputs`` the result is marked ``in_sample`` and a warning is issued.
         metric: maps the model output to one score per example. Defaults: the log-probability of
             ``finding.target`` (units, direction), the target hit rate (trigger).
         n_controls: number of random controls (the p-value's resolution is ``1 / (n_controls + 1)``).
@@ -130,6 +143,12 @@ def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metr
         reference: the data whose mean defines mean ablation (default: ``inputs``).
         alpha: level at which `Validation.validated` is decided.
         seed: seeds the controls and the bootstrap.
+
+    Returns:
+        A `Validation`; its ``in_sample`` says whether ``inputs`` overlap the discovery data.
+
+    Warns:
+        UserWarning: ``inputs`` share examples with the data the finding was discovered on.
 
     Raises:
         InputError: a finding whose default metric needs a target it lacks, units out of range, a
@@ -151,6 +170,11 @@ def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metr
         if finding.target is None:
             raise InputError(f"the {finding.kind!r} finding has no target; pass metric=... to say what to measure.")
         metric = target_hit(finding.target) if finding.kind == "trojan" else target_log_prob(finding.target)
+    n_in_sample = _n_in_sample(finding, inputs)
+    if n_in_sample:
+        warnings.warn(f"validating on data the finding was discovered on ({n_in_sample} examples in-sample): the "
+                      "effect is inflated by selection; validate on held-out data.", stacklevel=2)
+    in_sample = None if n_in_sample is None else n_in_sample > 0
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         if finding.kind == "trojan":
@@ -162,7 +186,15 @@ def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metr
     effect = float(values.mean())
     lo, hi = bootstrap_ci(values, seed=seed)
     p_value = (1 + sum(c >= effect for c in controls)) / (1 + len(controls))
-    return Validation(finding.kind, effect, lo, hi, float(p_value), tuple(controls), len(values), alpha)
+    return Validation(finding.kind, effect, lo, hi, float(p_value), tuple(controls), len(values), alpha,
+                      in_sample, n_in_sample)
+
+
+def _n_in_sample(finding: Finding, inputs: Inputs) -> int | None:
+    """How many distinct examples of ``inputs`` the finding was discovered on (None: it has no fingerprint)."""
+    if finding.data_fingerprint is None:
+        return None
+    return finding.data_fingerprint.overlap(fingerprint(inputs))
 
 
 def _site_intervention(finding: Finding, model: nn.Module, inputs: Inputs, metric: Metric, n_controls: int,

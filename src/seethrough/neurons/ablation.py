@@ -36,6 +36,7 @@ from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
 from ..evidence.finding import Finding
+from ..evidence.fingerprint import Fingerprint, fingerprint
 
 if TYPE_CHECKING:
     import pandas
@@ -46,11 +47,16 @@ __all__ = ["UnitImportance", "unit_importance", "ablate"]
 
 @dataclass(frozen=True)
 class UnitImportance(Result):
-    """Mean drop of the metric when each unit is ablated (positive = the unit helps the metric)."""
+    """Mean drop of the metric when each unit is ablated (positive = the unit helps the metric).
+
+    ``data_fingerprint`` identifies the inputs the drops were measured on: the top units are chosen
+    on them, so `validate` flags a test of ``to_findings`` on the same inputs as in-sample.
+    """
 
     site: Site
     values: Tensor
     ablation: str
+    data_fingerprint: Fingerprint | None = None
 
     def top(self, k: int) -> list[int]:
         """The ``k`` most important units, most important first (ties: lower index first)."""
@@ -58,11 +64,17 @@ class UnitImportance(Result):
         return order[:k].tolist()
 
     def to_findings(self, *, k: int, target: int | None = None) -> list[Finding]:
-        """One ``"units"`` finding: the ``k`` most important units matter for the metric."""
+        """One ``"units"`` finding: the ``k`` most important units matter for the metric.
+
+        The units are the top ``k`` of every unit of the site (``evidence["n_tested"]``), chosen on
+        the inputs of `unit_importance`: validate the finding on held-out inputs.
+        """
         units = self.top(check_int("k", k, at_least=1, at_most=len(self.values)))
         return [Finding("units", f"units {units} at {self.site.path!r} matter most for the metric",
                         site=self.site, units=units, target=target, score=float(self.values[units].sum()),
-                        evidence={"method": f"{self.ablation} ablation", "importance": self.values[units]})]
+                        evidence={"method": f"{self.ablation} ablation", "importance": self.values[units],
+                                  "n_tested": len(self.values)},
+                        data_fingerprint=self.data_fingerprint)]
 
     def to_frame(self) -> pandas.DataFrame:
         import pandas as pd
@@ -133,7 +145,7 @@ def unit_importance(model: nn.Module, inputs: Inputs, site: Site | str, metric: 
         for edits in passes:  # one list of per-unit edits per resample draw (one for zero and mean)
             scores = patch_each(model, inputs, resolved, edits, metric, max_rows=max_rows).double()
             drops += (clean.unsqueeze(0) - scores).mean(dim=1)
-    return UnitImportance(resolved, (drops / len(passes)).to(torch.float32), ablation)
+    return UnitImportance(resolved, (drops / len(passes)).to(torch.float32), ablation, fingerprint(inputs))
 
 
 def ablate(model: nn.Module, inputs: Inputs, site: Site | str, units: Sequence[int] | None = None, *,

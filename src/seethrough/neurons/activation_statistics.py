@@ -21,6 +21,7 @@ from jaxtyping import Float, Int64
 from torch import Tensor, nn
 
 from ..core.batching import stream
+from ..core.checks import check_float
 from ..core.errors import InputError
 from ..core.inputs import batch_size_of
 from ..core.quantiles import Histogram, OrderStatistics, RunningRange, quantile_ranks
@@ -28,6 +29,8 @@ from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.stats import RunningMean
 from ..evidence.finding import Finding
+from ..evidence.fingerprint import Fingerprint, fingerprint
+from ..evidence.multiple import benjamini_hochberg
 from ._datasets import Data, Mapper, _chunk_source, _dataset_pass, _units_last
 
 if TYPE_CHECKING:
@@ -55,6 +58,8 @@ class ActivationStats(Result):
             unit with a negative class mean (the index is defined for non-negative activations, e.g.
             after a ReLU; read ``class_means`` for signed sites).
         preferred_class: ``(n_units,)`` the class with the largest mean.
+        class_counts: ``(n_classes,)`` examples per class (``None`` without labels).
+        data_fingerprint: the data the statistics describe (``None`` for an iterable of batches).
     """
 
     site: Site
@@ -67,6 +72,8 @@ class ActivationStats(Result):
     class_means: Float[Tensor, "n_classes n_units"] | None = None
     selectivity: Float[Tensor, " n_units"] | None = None
     preferred_class: Int64[Tensor, " n_units"] | None = None
+    class_counts: Int64[Tensor, " n_classes"] | None = None
+    data_fingerprint: Fingerprint | None = None
 
     def to_frame(self) -> pandas.DataFrame:
         """One row per unit: mean, std, sparsity, each quantile, and selectivity when known."""
@@ -97,19 +104,69 @@ class ActivationStats(Result):
         ax.legend(fontsize=7)
         return fig
 
-    def to_findings(self, *, min_selectivity: float = 0.5) -> list[Finding]:
-        """One ``"units"`` finding per unit with selectivity ≥ ``min_selectivity``, targeting its preferred class."""
-        if self.selectivity is None or self.preferred_class is None:
+    def to_findings(self, *, min_selectivity: float = 0.5, fdr: float = 0.05,
+                    data_fingerprint: Fingerprint | None = None) -> list[Finding]:
+        """One ``"units"`` finding per unit selective for its preferred class beyond chance.
+
+        Every unit with a defined selectivity is tested: a pooled-variance two-sample t-test of
+        its preferred class's mean against the mean over all other examples (one-sided, from the
+        streamed means, standard deviation and class counts; parametric: the per-example values
+        a permutation test would need are not kept), times the number of classes (the preferred
+        class is picked after looking; Bonferroni). Benjamini–Hochberg corrects over the units
+        tested; a unit is a finding when its q-value is at most ``fdr`` and its selectivity at
+        least ``min_selectivity``.
+
+        Args:
+            min_selectivity: the smallest class selectivity reported.
+            fdr: the false discovery rate of the Benjamini–Hochberg correction over the units.
+            data_fingerprint: the discovery data's fingerprint when the result has none.
+
+        Returns:
+            Findings targeting each unit's preferred class, their evidence holding ``p_value``,
+            ``q_value`` and ``n_tested``.
+        """
+        if self.selectivity is None or self.preferred_class is None or self.class_means is None \
+                or self.class_counts is None:
             raise InputError("class findings need labels; call activation_stats(..., labels=...).")
+        fdr = check_float("fdr", fdr, at_least=0.0, at_most=1.0)
+        tested = torch.nonzero(~torch.isnan(self.selectivity)).flatten()
+        p_values = self._selectivity_p_values()[tested].numpy()
+        q_values = benjamini_hochberg(p_values)
+        seen = self.data_fingerprint if data_fingerprint is None else data_fingerprint
         out = []
-        for u in torch.nonzero(self.selectivity >= min_selectivity).flatten().tolist():
+        for u, p, q in zip(tested.tolist(), p_values.tolist(), q_values.tolist(), strict=True):
+            if float(self.selectivity[u]) < min_selectivity or q > fdr:
+                continue
             c = int(self.preferred_class[u])
             out.append(Finding("units", f"unit {u} at {self.site.path!r} is selective for class {c} "
-                                        f"(selectivity {float(self.selectivity[u]):.2f})",
+                                        f"(selectivity {float(self.selectivity[u]):.2f}, q = {q:.2g})",
                                site=self.site, units=[u], target=c, score=float(self.selectivity[u]),
-                               evidence={"method": "class selectivity", "class_means": self.class_means[:, u]
-                                         if self.class_means is not None else None}))
+                               evidence={"method": "class selectivity", "class_means": self.class_means[:, u],
+                                         "test": "pooled t-test, preferred class vs rest, x n_classes",
+                                         "p_value": p, "q_value": q, "n_tested": len(tested), "fdr": fdr},
+                               data_fingerprint=seen))
         return out
+
+    def _selectivity_p_values(self) -> Tensor:
+        """Per unit: one-sided pooled t-test p-value of the preferred class vs the rest, times the class count."""
+        from scipy.stats import t as student_t
+
+        assert self.class_counts is not None and self.class_means is not None and self.preferred_class is not None
+        counts = self.class_counts.double()
+        n, n_classes = float(counts.sum()), int((counts > 0).sum())
+        units = torch.arange(len(self.mean))
+        n_c = counts[self.preferred_class]
+        mu, mu_c = self.mean.double(), self.class_means.double()[self.preferred_class, units]
+        mu_rest = (n * mu - n_c * mu_c) / (n - n_c).clamp_min(1.0)
+        # the two groups' within sum of squares: the total minus the two-group between part
+        within = n * self.std.double() ** 2 - n_c * (mu_c - mu) ** 2 - (n - n_c) * (mu_rest - mu) ** 2
+        scale = (within.clamp_min(0.0) / max(n - 2.0, 1.0) * (1.0 / n_c + 1.0 / (n - n_c).clamp_min(1.0))).sqrt()
+        diff = mu_c - mu_rest
+        t = torch.where(scale > 0, diff / torch.where(scale > 0, scale, 1.0),
+                        torch.where(diff > 0, math.inf, -math.inf))
+        p = torch.as_tensor(student_t.sf(t.numpy(), max(n - 2.0, 1.0)))
+        p = torch.where((n_c >= n) | (diff == 0), 1.0, p)  # one class only, or no difference at all
+        return (p * n_classes).clamp(max=1.0)
 
 
 def _reduce(value: Tensor, site: Site, reduce: str) -> Tensor:
@@ -275,5 +332,8 @@ def activation_stats(model: nn.Module, data: Data, site: Site | str, *, labels: 
         class_means_full = torch.full((len(class_count), len(mean)), math.nan)
         class_means_full[present] = class_means
         class_means = class_means_full
+    class_counts = None if first.class_count is None else first.class_count.round().to(torch.int64)
+    seen = fingerprint(data) if isinstance(data, (Tensor, tuple, Mapping, list)) else None  # not a one-shot iterable
     return ActivationStats(resolved, count, mean.float(), std.float(), qs, quantile_values.float(),
-                           (first.inactive.double() / count).float(), class_means, selectivity, preferred)
+                           (first.inactive.double() / count).float(), class_means, selectivity, preferred,
+                           class_counts, seen)

@@ -28,6 +28,7 @@ from ..core.quantiles import Histogram, OrderStatistics, RunningRange, quantile_
 from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..evidence.finding import Finding
+from ..evidence.fingerprint import Fingerprint, fingerprint
 
 if TYPE_CHECKING:
     import pandas
@@ -49,6 +50,7 @@ class Dissection(Result):
             ``iou_threshold``.
         quantile: the activation quantile that set the thresholds.
         iou_threshold: the IoU a unit must exceed to be labelled (a "detector").
+        data_fingerprint: the probe images the labels were found on.
     """
 
     site: Site
@@ -58,6 +60,7 @@ class Dissection(Result):
     labels: tuple[int, ...]
     quantile: float
     iou_threshold: float
+    data_fingerprint: Fingerprint | None = None
 
     @property
     def detectors(self) -> list[int]:
@@ -98,6 +101,11 @@ class Dissection(Result):
                 (e.g. a "red" detector in a model that classifies colours). A finding then has
                 that ``target`` and `validate` measures its log-probability; for other concepts
                 pass ``metric=`` to `validate` (e.g. the class's score on images showing the concept).
+
+        Not corrected for multiple testing: an IoU has no cheap honest p-value (pixels are
+        spatially dependent, and an image-level permutation needs per-image intersections the
+        bounded-memory pass does not keep). ``evidence["n_tested"]`` says how many unit-concept
+        pairs the labels were chosen from; validate each finding on held-out images.
         """
         out = []
         for u in self.detectors:
@@ -108,7 +116,9 @@ class Dissection(Result):
                                score=float(self.iou[u, c]),
                                evidence={"method": "network dissection", "concept": self.concepts[c],
                                          "concept_index": c, "iou": float(self.iou[u, c]),
-                                         "threshold": float(self.thresholds[u]), "quantile": self.quantile}))
+                                         "threshold": float(self.thresholds[u]), "quantile": self.quantile,
+                                         "n_tested": int(self.iou.numel())},
+                               data_fingerprint=self.data_fingerprint))
         return out
 
 
@@ -226,4 +236,5 @@ def dissect(model: nn.Module, images: Float[Tensor, "batch channels height width
     iou = torch.where(union > 0, inter / union.clamp_min(1.0), 0.0)
     best, arg = iou.max(1)
     labels = tuple(int(a) if float(b) > iou_threshold else -1 for a, b in zip(arg, best, strict=True))
-    return Dissection(resolved, names, iou.float(), thresholds.float(), labels, float(quantile), float(iou_threshold))
+    return Dissection(resolved, names, iou.float(), thresholds.float(), labels, float(quantile), float(iou_threshold),
+                      fingerprint(images))

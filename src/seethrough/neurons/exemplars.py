@@ -11,7 +11,7 @@ for `validate`. Activation statistics live in `seethrough.neurons.activation_sta
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ from jaxtyping import Float, Int64
 from torch import Tensor, nn
 
 from ..core.batching import stream
-from ..core.checks import check_int
+from ..core.checks import check_float, check_int
 from ..core.errors import InputError
 from ..core.hooks import capture
 from ..core.inputs import validate_inputs
@@ -29,6 +29,8 @@ from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.stats import TopK
 from ..evidence.finding import Finding
+from ..evidence.fingerprint import Fingerprint, fingerprint
+from ..evidence.multiple import benjamini_hochberg, majority_p_values
 from ._datasets import Data, Mapper, _chunk_source, _dataset_pass, _units_last
 
 if TYPE_CHECKING:
@@ -54,6 +56,8 @@ class Exemplars(Result):
             ``(batch, n_units)`` values); row-major index into the value's trailing dims.
         boxes: ``(k, n_units, 4)`` receptive field of that position in the input image as
             ``(top, left, bottom, right)``, bottom/right exclusive (``None`` unless asked for).
+        data_fingerprint: the data the exemplars were chosen from (``None`` for data given as an
+            iterable of batches: pass it to ``to_findings`` by hand).
     """
 
     site: Site
@@ -61,6 +65,7 @@ class Exemplars(Result):
     indices: Int64[Tensor, "k n_units"]
     positions: Int64[Tensor, "k n_units rest"] | None
     boxes: Int64[Tensor, "k n_units 4"] | None = None
+    data_fingerprint: Fingerprint | None = None
 
     def to_frame(self) -> pandas.DataFrame:
         """One row per (unit, rank): index, value, and position/box columns when known."""
@@ -117,35 +122,56 @@ class Exemplars(Result):
                     ax.set_ylabel(f"unit {u}")
         return fig
 
-    def to_findings(self, labels: Tensor, *, min_purity: float = 0.5) -> list[Finding]:
-        """One ``"units"`` finding per unit whose exemplars are mostly one class.
+    def to_findings(self, labels: Tensor, *, min_purity: float = 0.5, fdr: float = 0.05,
+                    data_fingerprint: Fingerprint | None = None) -> list[Finding]:
+        """One ``"units"`` finding per unit whose exemplars agree on a class beyond chance.
+
+        Every unit is tested: if its ranking were unrelated to the labels, its ``k`` exemplars
+        would be a random ``k``-subset of the dataset, so its majority count is scored by a
+        hypergeometric test against the dataset's class frequencies (`majority_p_values`). The
+        p-values of all units are corrected by Benjamini–Hochberg, and a unit is a finding when
+        its q-value is at most ``fdr`` and its purity at least ``min_purity``. With a small ``k``
+        nothing may survive (3 of 3 exemplars of one class among 10 balanced classes has p ≈ 0.01,
+        far from significant over hundreds of units): use more exemplars.
 
         Args:
             labels: ``(N,)`` int class of every dataset example (indexed by ``indices``).
             min_purity: the fraction of a unit's ``k`` exemplars that must share the majority class.
+            fdr: the false discovery rate of the Benjamini–Hochberg correction over the units.
+            data_fingerprint: the discovery data's fingerprint when the result has none.
 
         Returns:
-            Findings "unit u responds to class c" with ``target=c``: `validate` ablates the unit
-            and measures the log-probability of class c against random units.
+            Findings "unit u responds to class c" with ``target=c``, their evidence holding
+            ``p_value``, ``q_value`` and ``n_tested``: `validate` ablates the unit and measures
+            the log-probability of class c against random units (on held-out data).
         """
-        if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.is_floating_point():
-            raise InputError("labels must be a 1-d integer tensor with one class per dataset example.")
+        if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.is_floating_point() or \
+                (len(labels) and int(labels.min()) < 0):
+            raise InputError("labels must be a 1-d integer tensor of non-negative classes, one per dataset example.")
         if int(self.indices.max()) >= len(labels):
             raise InputError(f"labels has {len(labels)} entries but an exemplar has index {int(self.indices.max())}; "
                              "pass the labels of the whole dataset.")
+        fdr = check_float("fdr", fdr, at_least=0.0, at_most=1.0)
+        k, n_units = self.values.shape
+        totals = torch.bincount(labels)
+        classes = labels[self.indices].T  # (n_units, k)
+        counts = torch.zeros(n_units, len(totals), dtype=torch.int64).scatter_add_(1, classes, torch.ones_like(classes))
+        p_values = majority_p_values(counts.numpy(), totals.numpy())
+        q_values = benjamini_hochberg(p_values)
+        seen = self.data_fingerprint if data_fingerprint is None else data_fingerprint
         out = []
-        k = self.values.shape[0]
-        for u in range(self.values.shape[1]):
-            classes = labels[self.indices[:, u]]
-            counts = torch.bincount(classes)
-            c = int(counts.argmax())
-            purity = float(counts[c]) / k
-            if purity >= min_purity:
+        for u in range(n_units):
+            c = int(counts[u].argmax())
+            purity = float(counts[u, c]) / k
+            if purity >= min_purity and q_values[u] <= fdr:
                 out.append(Finding("units", f"unit {u} at {self.site.path!r} responds to class {c} "
-                                            f"({purity:.0%} of its top {k} exemplars)",
+                                            f"({purity:.0%} of its top {k} exemplars, q = {q_values[u]:.2g})",
                                    site=self.site, units=[u], target=c, score=purity,
                                    evidence={"method": "top-k exemplars", "indices": self.indices[:, u],
-                                             "values": self.values[:, u]}))
+                                             "values": self.values[:, u], "test": "hypergeometric majority",
+                                             "p_value": float(p_values[u]), "q_value": float(q_values[u]),
+                                             "n_tested": n_units, "fdr": fdr},
+                                   data_fingerprint=seen))
         return out
 
     def _repr_html_(self) -> str:
@@ -249,7 +275,8 @@ def top_exemplars(model: nn.Module, data: Data, site: Site | str, *, k: int = 9,
         unique, inverse = torch.unique(pairs, dim=0, return_inverse=True)
         found = receptive_fields(model, data[:1], resolved, unique[:, 0], unique[:, 1:])
         boxes = found[inverse].reshape(*top.indices.shape, 4)
-    return Exemplars(resolved, top.values, top.indices.to(torch.int64), positions, boxes)
+    seen = fingerprint(data) if isinstance(data, (Tensor, tuple, Mapping, list)) else None  # not a one-shot iterable
+    return Exemplars(resolved, top.values, top.indices.to(torch.int64), positions, boxes, seen)
 
 
 def receptive_fields(model: nn.Module, example: Float[Tensor, "1 channels height width"], site: Site | str,

@@ -34,6 +34,7 @@ from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
 from ..evidence.finding import Finding
+from ..evidence.fingerprint import Fingerprint, fingerprint
 
 if TYPE_CHECKING:
     import pandas
@@ -52,6 +53,7 @@ class FrivolousUnits(Result):
     unit (-1 when none qualifies); ``substitution_damage`` the larger damage of the two
     substitutions (each unit replaced by its affine fit from the other) and ``pair_damage`` the
     damage of zero-ablating the pair, both NaN for units without a candidate partner.
+    ``data_fingerprint`` identifies the inputs the report was measured on (its findings carry it).
     """
 
     site: Site
@@ -68,6 +70,7 @@ class FrivolousUnits(Result):
     tolerance: float
     corr: float
     dead_eps: float
+    data_fingerprint: Fingerprint | None = None
 
     def redundant_pairs(self) -> list[tuple[int, int]]:
         """The redundant pairs ``(i, j)`` with ``i < j``, sorted."""
@@ -87,7 +90,8 @@ class FrivolousUnits(Result):
                        evidence={"method": "frivolous_units", "corr": float(self.partner_corr[a]),
                                  "damage_alone": [float(self.damage[a]), float(self.damage[b])],
                                  "pair_damage": float(self.pair_damage[a]),
-                                 "substitution_damage": float(self.substitution_damage[a]), "expect": "validated"})
+                                 "substitution_damage": float(self.substitution_damage[a]), "expect": "validated"},
+                       data_fingerprint=self.data_fingerprint)
                for a, b in self.redundant_pairs()]
         prunable = torch.nonzero(self.prunable).flatten().tolist()
         if prunable:
@@ -96,7 +100,8 @@ class FrivolousUnits(Result):
                                f"{self.tolerance}", site=self.site, units=prunable, target=target,
                                score=float(self.damage[prunable].max()),
                                evidence={"method": "frivolous_units", "damage": self.damage[prunable],
-                                         "expect": "not validated (removing them changes little)"}))
+                                         "expect": "not validated (removing them changes little)"},
+                               data_fingerprint=self.data_fingerprint))
         return out
 
     def to_frame(self) -> pandas.DataFrame:
@@ -219,7 +224,7 @@ def frivolous_units(model: nn.Module, inputs: Inputs, site: Site | str, *,
     redundant = keep & (sub.nan_to_num(math.inf) <= tolerance) & (pair.nan_to_num(-math.inf) > tolerance)
     return FrivolousUnits(resolved, max_abs.float(), active.float(), zero.float(), partner, partner_corr.float(),
                           sub.float(), pair.float(), dead, redundant, zero <= tolerance, float(tolerance),
-                          float(corr), float(dead_eps))
+                          float(corr), float(dead_eps), fingerprint(inputs))
 
 
 def _scorer(metric: Callable[[Any], Tensor] | None, n: int) -> Callable[[Any], Tensor]:

@@ -23,6 +23,7 @@ from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
 from ..evidence.finding import Finding
+from ..evidence.fingerprint import Fingerprint, fingerprint
 
 if TYPE_CHECKING:
     import pandas
@@ -41,6 +42,7 @@ class Polysemanticity(Result):
     ``1 / Σ_f shares[u, f]²``: 1 for a unit driven by one feature, ``k`` for one driven equally by
     ``k`` features (0 for a unit that responds to nothing). ``count`` is the number of features
     whose ``|response| * std_f`` is at least ``threshold`` times the unit's largest.
+    ``data_fingerprint`` identifies the inputs the responses were fitted on.
     """
 
     site: Site
@@ -50,18 +52,25 @@ class Polysemanticity(Result):
     count: Int[Tensor, " n_units"]
     threshold: float
     discovered: bool
+    data_fingerprint: Fingerprint | None = None
 
     def top(self, k: int) -> list[int]:
         """The ``k`` most polysemantic units (largest effective number; ties: lower index first)."""
         return torch.sort(-self.effective, stable=True).indices[:k].tolist()
 
     def to_findings(self, *, k: int, target: int | None = None) -> list[Finding]:
-        """One ``"units"`` finding naming the ``k`` most polysemantic units (`validate` ablates them)."""
+        """One ``"units"`` finding naming the ``k`` most polysemantic units (`validate` ablates them).
+
+        A ranking, not a per-unit test: the finding names the top ``k`` of ``evidence["n_tested"]``
+        units, chosen on the inputs of `polysemanticity` (validate on held-out inputs).
+        """
         units = self.top(check_int("k", k, at_least=1, at_most=len(self.effective)))
         return [Finding("units", f"units {units} at {self.site.path!r} respond to the most distinct features",
                        site=self.site, units=units, target=target, score=float(self.effective[units].mean()),
                        evidence={"method": "polysemanticity", "effective": self.effective[units],
-                                 "count": self.count[units], "discovered_features": self.discovered})]
+                                 "count": self.count[units], "discovered_features": self.discovered,
+                                 "n_tested": len(self.effective)},
+                       data_fingerprint=self.data_fingerprint)]
 
     def to_frame(self) -> pandas.DataFrame:
         import pandas as pd
@@ -170,7 +179,7 @@ def polysemanticity(model: nn.Module, inputs: Inputs, site: Site | str,
     peak = mags.amax(1, keepdim=True)
     count = ((mags >= threshold * peak) & (peak > 0)).sum(1)
     return Polysemanticity(resolved, responses.float(), shares.float(), effective.float(), count, float(threshold),
-                           discovered)
+                           discovered, fingerprint(inputs))
 
 
 def _responses(acts: Tensor, features: Tensor) -> Tensor:
