@@ -61,9 +61,10 @@ def _tour(ns: dict) -> None:
 
 def _evidence(ns: dict) -> None:
     torch, st = ns["torch"], ns["st"]
-    imp, check, model, x = ns["imp"], ns["check"], ns["model"], ns["x"]
+    imp, check, model, x = ns["imp"], ns["check"], ns["model"], ns["held_out"]
     assert imp.values.shape == (8,) and len(check.control_effects) == 99
-    # oracle: the effect is the mean drop of log p(class 0) when the two top units are zeroed
+    assert check.in_sample is False and check.n_examples == 8  # discovered on x[:8], validated on x[8:]
+    # oracle: the effect is the mean drop of log p(class 0) on the held-out half when the two top units are zeroed
     top = imp.top(2)
     clean = torch.log_softmax(model(x), -1)[:, 0]
     ablated = torch.log_softmax(st.patch(model, x, {st.Site("1", units=top): torch.zeros(2)}), -1)[:, 0]
