@@ -187,6 +187,42 @@ def _repair() -> Any:
                                                  epochs=1)
 
 
+def _hostile_stream() -> nn.Module:
+    """A residual stream whose embedding is named HOSTILE and whose head is named HOSTILE_CELL."""
+
+    class Stream(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add_module(HOSTILE, nn.Linear(4, 6))
+            self.block = nn.Sequential(nn.Linear(6, 6), nn.ReLU())
+            self.add_module(HOSTILE_CELL, nn.Linear(6, 3))
+
+        def forward(self, x: Tensor) -> Tensor:
+            h = getattr(self, HOSTILE)(x)
+            return getattr(self, HOSTILE_CELL)(h + self.block(h))
+
+    return Stream()
+
+
+def _partition() -> Any:
+    return seethrough.subnetworks.partition(_hostile_stream(), 2)
+
+
+def _clusterability() -> Any:
+    return seethrough.subnetworks.clusterability(_hostile_stream(), 2, n_shuffles=3)
+
+
+def _patching() -> Any:
+    x = vectors()
+    return seethrough.subnetworks.activation_patching(HostileMLP(), x, -x, [HOSTILE, Site("fc1", units=[1, 2])], _metric)
+
+
+def _circuit() -> Any:
+    x = vectors()
+    return seethrough.subnetworks.find_circuit(_hostile_stream(), x, -x, _metric, writers=[HOSTILE, "block"],
+                                               readers=["block", HOSTILE_CELL], method="eap")
+
+
 # class name -> (factory, whether the instance carries a hostile name)
 FACTORIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "ModelSummary": (_model_summary, True),
@@ -210,6 +246,10 @@ FACTORIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "TriggerUnits": (_trigger_units, True),
     "DesignedAttack": (_designed_attack, False),
     "RepairResult": (_repair, False),
+    "Partition": (_partition, True),
+    "Clusterability": (_clusterability, False),
+    "Patching": (_patching, True),
+    "Circuit": (_circuit, True),
 }
 
 

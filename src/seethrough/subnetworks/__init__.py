@@ -1,0 +1,16 @@
+"""seethrough.subnetworks: modules and circuits (survey §4).
+
+`partition` and `clusterability` read the network as a weighted graph of units and cut it into
+modules (spectral clustering, n-cut, z-score against weight shuffles); `activation_patching`
+measures how much of a clean-to-corrupted change each site, unit or position carries;
+`find_circuit` scores the writer → reader edges of a residual stream (exact edge patching, EAP,
+EAP-IG, ACDC) and `faithfulness` checks a circuit by corrupting everything outside it.
+"""
+
+from .circuits import CIRCUIT_METHODS, Circuit, faithfulness, find_circuit
+from .partition import Clusterability, Partition, clusterability, ncut, partition
+from .patching import Patching, activation_patching
+
+__all__ = ["partition", "clusterability", "ncut", "Partition", "Clusterability",
+           "activation_patching", "Patching",
+           "find_circuit", "faithfulness", "Circuit", "CIRCUIT_METHODS"]

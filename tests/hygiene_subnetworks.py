@@ -1,0 +1,91 @@
+"""Hygiene cases for issue #12: partition, clusterability, activation patching and circuits (joined by hygiene.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from hygiene import Case
+from models import TinyCNN, TinyMLP, TinyTransformer, images, tokens, vectors
+from torch import Tensor, nn
+
+from seethrough import Site
+from seethrough import subnetworks as sub
+
+
+class Residual(nn.Module):
+    """A residual stream: embed writes, three blocks read and write, head reads (contract_check's model)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.embed = nn.Linear(4, 8)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(8, 8), nn.ReLU()) for _ in range(3))
+        self.head = nn.Linear(8, 2)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.6)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.embed(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return self.head(h)
+
+
+def _metric(out: Any) -> Tensor:
+    return torch.log_softmax(out, -1)[:, 0]
+
+
+def _last_token(out: Any) -> Tensor:
+    return out[:, -1, 0]
+
+
+def _corrupt(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {**x, "input_ids": (x["input_ids"] * 3 + 1) % 16}
+    return x.flip(0) * -1.5
+
+
+WRITERS = ["embed", "blocks.0", "blocks.1", "blocks.2"]
+READERS = ["blocks.0", "blocks.1", "blocks.2", "head"]
+
+
+def _circuit(method: str):
+    return lambda m, x: sub.find_circuit(m, x, _corrupt(x), _metric, writers=WRITERS, readers=READERS,
+                                         method=method).to_dict()
+
+
+CASES: list[Case] = [
+    Case("partition", sub.partition, TinyMLP, vectors, lambda m, x: sub.partition(m, 2).to_dict(),
+         runs_forward=False, invalid=(lambda m, x: sub.partition(m, 0),)),
+    Case("partition (cnn)", sub.partition, TinyCNN, images, lambda m, x: sub.partition(m, 2, seed=1).to_dict(),
+         runs_forward=False, train_mode=True),
+    Case("clusterability", sub.clusterability, TinyMLP, vectors,
+         lambda m, x: sub.clusterability(m, 2, n_shuffles=3).to_dict(), runs_forward=False,
+         invalid=(lambda m, x: sub.clusterability(m, 2, n_shuffles=1),)),
+    Case("activation_patching", sub.activation_patching, TinyMLP, vectors,
+         lambda m, x: sub.activation_patching(m, x, _corrupt(x), ["act", Site("fc1", units=[0, 2])], _metric).effects,
+         invalid=(lambda m, x: sub.activation_patching(m, x, x[:2], ["act"], _metric),
+                  lambda m, x: sub.activation_patching(m, x, _corrupt(x), [Site("fc1", units=[99])], _metric))),
+    Case("activation_patching (transformer positions, train mode)", sub.activation_patching, TinyTransformer, tokens,
+         lambda m, x: sub.activation_patching(m, x, _corrupt(x), [Site("blocks.0", positions=[0, -1])],
+                                              _last_token).effects, train_mode=True),
+    *[Case(f"find_circuit ({method})", sub.find_circuit, Residual, vectors, _circuit(method),
+           invalid=(lambda m, x: sub.find_circuit(m, x, _corrupt(x), _metric, writers=WRITERS,
+                                                  readers=["blocks.0", "blocks.9"]),))
+      for method in sub.CIRCUIT_METHODS],
+    Case("faithfulness", sub.faithfulness, Residual, vectors,
+         lambda m, x: sub.faithfulness(m, x, _corrupt(x), _metric, writers=WRITERS, readers=READERS,
+                                       edges=[("embed", "head"), ("blocks.0", "blocks.2")]),
+         invalid=(lambda m, x: sub.faithfulness(m, x, _corrupt(x), _metric, writers=WRITERS, readers=READERS,
+                                                edges=[("head", "embed")]),)),
+]
+
+EXEMPT: dict[Any, str] = {
+    sub.ncut: "the n-cut of a labelled adjacency matrix; takes no model (hand-computed and brute-force oracles)",
+    sub.Partition: "a result dataclass",
+    sub.Clusterability: "a result dataclass",
+    sub.Patching: "a result dataclass",
+    sub.Circuit: "a result dataclass (its verify() is faithfulness, which is in the table)",
+}
