@@ -223,8 +223,31 @@ def _circuit() -> Any:
                                                readers=["block", HOSTILE_CELL], method="eap")
 
 
+def _hostile_layers() -> nn.Module:
+    """An MLP whose two linear layers are named HOSTILE and HOSTILE_CELL: parameter names carry both."""
+    from collections import OrderedDict
+
+    return nn.Sequential(OrderedDict([(HOSTILE, nn.Linear(4, 8)), ("act", nn.ReLU()), (HOSTILE_CELL, nn.Linear(8, 3))]))
+
+
+def _weight_importance() -> Any:
+    return seethrough.weights.importance(_hostile_layers(), vectors(), torch.arange(5) % 3, method="fisher")
+
+
+def _weight_mask() -> Any:
+    return seethrough.weights.learn_mask(_hostile_layers(), vectors(), torch.arange(5) % 3, steps=3)
+
+
+def _weight_overlap() -> Any:
+    top = _weight_importance().top(0.3)
+    return seethrough.weights.overlap(top, _weight_mask().binary())
+
+
 # class name -> (factory, whether the instance carries a hostile name)
 FACTORIES: dict[str, tuple[Callable[[], Any], bool]] = {
+    "Importance": (_weight_importance, True),
+    "WeightMask": (_weight_mask, True),
+    "Overlap": (_weight_overlap, True),
     "ModelSummary": (_model_summary, True),
     "Summary": (_summary, False),
     "Validation": (_validation, False),  # the claim stays in the Finding; the hostile site is exercised anyway

@@ -7,7 +7,7 @@ The public entry points for reading and editing a model's insides are `Site`, `h
 
 # The taxonomy areas are part of the public contract as attributes (seethrough.neurons.integrated_gradients,
 # seethrough.representations.cka), so `import seethrough` makes them reachable.
-from . import evidence, neurons, representations, subnetworks
+from . import evidence, neurons, representations, subnetworks, weights
 from .core import (
     ForwardError,
     HookNotFiredError,
@@ -28,7 +28,7 @@ from .core import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "evidence", "neurons", "representations", "subnetworks",
+    "evidence", "neurons", "representations", "weights", "subnetworks",
     "Site", "select_sites", "hooks", "capture", "patch",
     "SeethroughError", "SiteNotFoundError", "SiteError", "HookNotFiredError", "InputError", "InputTypeError",
     "ForwardError", "LoadError", "NotFittedError",

@@ -1,0 +1,14 @@
+"""seethrough.weights: which weights matter for what (continual learning as a lens, weight masks, pruning).
+
+`importance` scores every weight for a task (diagonal Fisher of EWC in its empirical, exact, sampled and
+batched variants, MAS, magnitude, SNIP, Taylor); `learn_mask` learns a binary mask over a frozen
+network's weights that keeps a behaviour with as few weights as possible; `overlap` compares the
+weights two tasks use. Imports only `seethrough.core`.
+"""
+
+from .importance import FISHER_VARIANTS, METHODS, Importance, importance
+from .masks import WeightMask, learn_mask
+from .overlap import Overlap, overlap
+
+__all__ = ["importance", "Importance", "METHODS", "FISHER_VARIANTS", "learn_mask", "WeightMask", "overlap",
+           "Overlap"]
