@@ -192,3 +192,32 @@ def test_conductance_through_the_embeddings_matches_captum(similarity: tuple) ->
         embeddings, baselines=baseline, additional_forward_args=(ids, mask, reference), n_steps=16,
         method="riemann_trapezoid")
     torch.testing.assert_close(ours.values, theirs.detach(), rtol=1e-4, atol=1e-7)
+
+
+# -- padding never counts in dataset summaries (issue #10, item 2) ---------------------------------------
+
+SENTENCES = ["The cat sat on the mat.", "Interpretability tools generate hypotheses, not conclusions.", "ok",
+             "I love pizza.", "The stock market fell sharply after the announcement on Monday morning.",
+             "Shares dropped.", "A kitten rested on a rug by the fire.", "Why?"]
+
+
+def test_top_exemplars_over_a_padded_batch_skip_pads_and_equal_each_sentence_alone(minilm: tuple) -> None:
+    from seethrough.neurons import top_exemplars
+
+    tokenizer, model, _ = minilm
+    site = "encoder.layer.3.intermediate"
+    padded = tokenize(tokenizer, SENTENCES)
+    lengths = padded["attention_mask"].sum(1)
+    before = snapshot(model)
+    ex = top_exemplars(model, padded, site, k=3, batch_size=3)  # the attention_mask is the default mask
+    assert_unchanged(before, snapshot(model), "top_exemplars on padded MiniLM inputs")
+    assert ex.positions is not None and not bool((ex.positions[..., 0] >= lengths[ex.indices]).any())  # no [PAD]
+    alone = [st.capture(model, tokenize(tokenizer, [s]), [site])[site][0] for s in SENTENCES]
+    best = torch.stack([v.max(0).values for v in alone])  # (n_sentences, 1536): each sentence unpadded
+    where = torch.stack([v.max(0).indices for v in alone])
+    order = torch.sort(best, dim=0, descending=True, stable=True).indices[:3]
+    assert torch.equal(ex.indices, order) and torch.equal(ex.positions[..., 0], where.gather(0, order))
+    # padding changes float32 sums inside BERT's attention slightly: 1e-4 absolute covers it
+    torch.testing.assert_close(ex.values, best.gather(0, order), rtol=0.0, atol=1e-4)
+    unmasked = top_exemplars(model, padded, site, k=3, mask=False)  # the trial's failure, for contrast
+    assert unmasked.positions is not None and bool((unmasked.positions[..., 0] >= lengths[unmasked.indices]).any())

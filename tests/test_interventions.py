@@ -1,4 +1,7 @@
-"""core.interventions: each edit against the value edited by hand, and the tiled engine against a loop (issue #9)."""
+"""core.interventions: each edit against the value edited by hand, and the tiled engine against a loop (issue #9).
+
+Masks (issue #10, item 2): reference means and resample draws over a padded batch see real tokens only.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import seethrough as st
 from seethrough import Site
 from seethrough.core import (
     InputError,
+    InputTypeError,
     SiteError,
     add_direction,
     along_units,
@@ -27,6 +31,8 @@ from seethrough.core import (
     unit_values,
     zero_ablation,
 )
+from seethrough.core.interventions import check_position_mask, position_mask, resample_draws
+from seethrough.neurons import ablate, unit_importance
 
 
 def run_on(model: torch.nn.Module, inputs, site: Site | str, edited: Tensor):
@@ -272,3 +278,109 @@ def test_patch_each_refuses_bad_edits_and_metrics() -> None:
 
 def _raise(value: Tensor, site: Site) -> None:
     raise RuntimeError("injected failure in an edit")
+
+
+# -- which positions count: masks for reference values (issue #10, item 2) -------------------
+
+
+def _padded_tokens() -> dict[str, Tensor]:
+    """Four right-padded sentences (pad id 0) of lengths 5, 2, 4, 1 with their attention mask."""
+    t = tokens(4, 5, seed=2)
+    mask = torch.zeros(4, 5, dtype=torch.long)
+    for i, n in enumerate((5, 2, 4, 1)):
+        mask[i, :n] = 1
+    return {"input_ids": t["input_ids"] * mask, "attention_mask": mask}
+
+
+def _real_tokens(model: torch.nn.Module, inputs: dict[str, Tensor], site: str) -> Tensor:
+    """``(n_real, d)``: each sentence run alone, unpadded, its positions concatenated (the oracle)."""
+    rows = []
+    for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"], strict=True):
+        n = int(mask.sum())
+        alone = {"input_ids": ids[None, :n], "attention_mask": torch.ones(1, n, dtype=torch.long)}
+        rows.append(st.capture(model, alone, [site])[site][0].detach())
+    return torch.cat(rows)
+
+
+def test_position_mask_reads_the_attention_mask_of_sequence_values_only() -> None:
+    t = _padded_tokens()
+    seq = torch.zeros(4, 5, 8)
+    assert torch.equal(position_mask(t, seq, Site("b")), t["attention_mask"].bool())
+    assert position_mask(t, seq, Site("b"), False) is None
+    assert position_mask(t, torch.zeros(4, 8), Site("pooler")) is None  # no positions
+    assert position_mask(t, torch.zeros(4, 2, 5, 5), Site("attn")) is None  # attention probabilities: not (b, s, d)
+    assert position_mask(t, torch.zeros(4, 5, 8), Site("b", unit_dim=1)) is None  # units on dim 1: no positions
+    assert position_mask(tokens(4, 5), seq, Site("b")) is None  # nothing padded: the unmasked path
+    assert position_mask(images(3), torch.zeros(3, 4, 6, 6), Site("conv")) is None
+    explicit = torch.tensor([[1, 0, 0, 0, 0]] * 4)
+    assert torch.equal(position_mask(t, seq, Site("b"), explicit), explicit.bool())
+    with pytest.raises(InputError, match=r"mask has shape \(4, 3\)"):
+        position_mask(t, seq, Site("b"), torch.ones(4, 3))
+    with pytest.raises(InputError, match="mask=False"):
+        position_mask(images(3), torch.zeros(3, 4, 6, 6), Site("conv"), torch.ones(3, 6))
+    with pytest.raises(InputTypeError, match="mask must be"):
+        check_position_mask(True)
+    with pytest.raises(InputError, match="0/1"):
+        check_position_mask(torch.tensor([[0.5, 1.0]]))
+    with pytest.raises(InputError, match=r"\(batch, seq\)"):
+        check_position_mask(torch.ones(2, 3, 1))
+
+
+def test_unit_means_and_resample_draws_leave_padding_out() -> None:
+    value = torch.randn(3, 4, 2, generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0]]).bool()
+    value[~mask] = 1e6  # padding: must never be averaged or drawn
+    real = value[mask]  # (6, 2), row-major
+    torch.testing.assert_close(unit_means(value, Site("b"), mask=mask), real.mean(0))
+    target = torch.zeros(2, 3, 2)  # another sequence length than the reference: tokens are drawn one by one
+    draws = resample_draws(value, target, Site("b"), n_samples=3, seed=4, mask=mask)
+    index = resample_indices(6, 2 * 3, n_samples=3, seed=4)  # the documented order
+    assert torch.equal(draws, real[index].view(3, 2, 3, 2)) and bool((draws < 1e5).all())
+    edit = resample_ablation(value, [1], seed=4, mask=mask)
+    edited = edit(target, Site("b"))
+    assert torch.equal(edited[..., 1], draws[0, ..., 1]) and torch.equal(edited[..., 0], target[..., 0])
+    with pytest.raises(InputError, match="no position"):
+        unit_means(value, Site("b"), mask=torch.zeros(3, 4, dtype=torch.bool))
+    with pytest.raises(InputError, match="pass reference data of the same kind"):
+        resample_draws(value, torch.zeros(2, 3, 5), Site("b"), mask=mask)
+    # without a mask, resample_draws is resample_ablation's row draw, bit for bit
+    rows = resample_draws(value, torch.zeros(5, 4, 2), Site("b"), n_samples=2, seed=1)
+    assert torch.equal(rows, value[resample_indices(3, 5, n_samples=2, seed=1)])
+
+
+def test_mean_ablation_of_a_padded_reference_is_the_mean_over_real_tokens() -> None:
+    tr, t, site = TinyTransformer(), _padded_tokens(), "blocks.0.mlp.1"
+    real = _real_tokens(tr, t, site)
+    out = st.patch(tr, t, {site: mean_ablation(real.mean(0), [1, 5])})  # oracle: the unpadded runs' mean
+    # padding changes the attention's float32 sums slightly: 1e-5 absolute covers it
+    torch.testing.assert_close(ablate(tr, t, site, [1, 5], ablation="mean"), out, rtol=0.0, atol=1e-5)
+    torch.testing.assert_close(ablate(tr, tokens(2, 5), site, [1, 5], ablation="mean", reference=t),
+                               st.patch(tr, tokens(2, 5), {site: mean_ablation(real.mean(0), [1, 5])}),
+                               rtol=0.0, atol=1e-5)
+    unmasked = ablate(tr, t, site, [1, 5], ablation="mean", mask=False)
+    assert not torch.allclose(unmasked, out, atol=1e-3)  # the pads moved the mean: what the mask fixes
+    metric = lambda out: out[:, -1, 3]  # noqa: E731
+    got = unit_importance(tr, tokens(2, 5), site, metric, ablation="mean", reference=t)
+    clean = metric(tr(**tokens(2, 5)))
+    slow = torch.stack([(clean - metric(st.patch(tr, tokens(2, 5), {site: mean_ablation(real.mean(0), [u])}))).mean()
+                        for u in range(16)])
+    torch.testing.assert_close(got.values, slow.detach(), rtol=0.0, atol=1e-5)
+
+
+def test_resample_ablation_never_draws_a_pad_position() -> None:
+    tr, site = TinyTransformer(), "blocks.0.mlp.1"
+    t = tokens(3, 4, seed=5)
+    one = {"input_ids": torch.tensor([[7, 0, 0, 0], [0, 0, 0, 0]]), "attention_mask": torch.tensor([[1, 0, 0, 0],
+                                                                                                     [0, 0, 0, 0]])}
+    token = _real_tokens(tr, {k: v[:1] for k, v in one.items()}, site)[0]  # the only real reference token
+    fixed = st.patch(tr, t, {site: mean_ablation(token, [2, 9])})  # every position takes that token's units
+    torch.testing.assert_close(ablate(tr, t, site, [2, 9], ablation="resample", reference=one), fixed,
+                               rtol=0.0, atol=1e-5)  # float32 sums of the padded reference run, as above
+    metric = lambda out: out[:, 0, 1]  # noqa: E731
+    got = unit_importance(tr, t, site, metric, ablation="resample", reference=one, n_samples=2)
+    clean = metric(tr(**t))
+    slow = torch.stack([(clean - metric(st.patch(tr, t, {site: mean_ablation(token, [u])}))).mean()
+                        for u in range(16)])
+    torch.testing.assert_close(got.values, slow.detach(), rtol=0.0, atol=1e-5)
+    with pytest.raises(InputTypeError, match="mask must be"):
+        ablate(tr, t, site, [2], ablation="mean", mask=True)  # type: ignore[arg-type]  # the wrong form

@@ -1,7 +1,8 @@
 """Activation statistics and class selectivity against numpy and closed forms (issue #5).
 
 The exact quantile search itself is tested in tests/test_quantiles.py; sharded passes in
-tests/neurons/test_exemplars.py.
+tests/neurons/test_exemplars.py. Padding (issue #10, item 2): a padded batch gives the statistics
+of each sentence's real positions run alone.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from models import TinyCNN, TinyMLP, images, vectors
+from models import TinyCNN, TinyMLP, TinyTransformer, images, vectors
 from torch import nn
 
+import seethrough as st
 from seethrough.core import InputError
 from seethrough.neurons import activation_stats
 
@@ -92,3 +94,68 @@ def test_selectivity_is_nan_for_units_with_a_negative_class_mean() -> None:
     assert float(stats.selectivity[1]) == pytest.approx((2.0 - 0.0) / (2.0 + 0.0))
     # fdr=1: four examples cannot make unit 1 significant (p = 0.18); the point here is the NaN unit
     assert [tuple(f.units) for f in stats.to_findings(min_selectivity=0.5, fdr=1.0)] == [(1,)]
+
+
+# -- padding never counts (issue #10, item 2) -----------------------------------------------------
+
+LENGTHS = (5, 2, 4, 3, 5, 1, 4, 2, 3)
+
+
+def _padded_and_alone(model: nn.Module, site: str) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """A right-padded batch (pad id 0, with its attention mask) and each sentence's values run alone, unpadded."""
+    gen = torch.Generator().manual_seed(1)
+    sentences = [torch.randint(1, 16, (n,), generator=gen) for n in LENGTHS]
+    ids = torch.zeros(len(LENGTHS), max(LENGTHS), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    alone = []
+    for i, s in enumerate(sentences):
+        ids[i, :len(s)], mask[i, :len(s)] = s, 1
+        inputs = {"input_ids": s[None], "attention_mask": torch.ones(1, len(s), dtype=torch.long)}
+        alone.append(st.capture(model, inputs, [site])[site][0].detach().double())
+    return {"input_ids": ids, "attention_mask": mask}, alone
+
+
+def test_a_padded_batch_gives_the_statistics_of_the_real_positions() -> None:
+    model, site = TinyTransformer(), "blocks.0.mlp.1"
+    padded, alone = _padded_and_alone(model, site)
+    qs = (0.0, 0.1, 0.5, 0.9, 1.0)
+    tokens_alone = torch.cat(alone).numpy()  # every real position of every sentence, run alone
+    per_sentence = {"mean": torch.stack([v.mean(0) for v in alone]).numpy(),
+                    "max": torch.stack([v.amax(0) for v in alone]).numpy(),
+                    "none": tokens_alone}
+    for reduce, h in per_sentence.items():
+        for kwargs in ({}, {"batch_size": 2}, {"batch_size": 4, "n_shards": 3},
+                       {"mask": padded["attention_mask"].bool()}):
+            s = activation_stats(model, padded, site, quantiles=qs, eps=0.05, reduce=reduce, **kwargs)  # type: ignore[arg-type]
+            assert s.count == len(h), (reduce, kwargs)
+            # padding changes the attention's float32 sums slightly: 1e-5 absolute covers it
+            np.testing.assert_allclose(s.quantile_values.double().numpy(), np.quantile(h, qs, axis=0), atol=1e-5)
+            np.testing.assert_allclose(s.mean.double().numpy(), h.mean(0), atol=1e-5)
+            np.testing.assert_allclose(s.std.double().numpy(), h.std(0), atol=1e-5)
+            np.testing.assert_allclose(s.sparsity.double().numpy(), (h <= 0.05).mean(0))
+    unmasked = activation_stats(model, padded, site, reduce="none", mask=False)
+    assert unmasked.count == padded["input_ids"].numel() and not torch.allclose(
+        unmasked.mean.double(), torch.from_numpy(tokens_alone.mean(0)), atol=1e-3)
+
+
+def test_class_means_over_a_padded_batch_and_examples_without_positions() -> None:
+    model, site = TinyTransformer(), "blocks.1"
+    padded, alone = _padded_and_alone(model, site)
+    labels = torch.tensor([0, 1, 0, 1, 1, 0, 0, 1, 0])
+    s = activation_stats(model, padded, site, labels=labels, batch_size=4)
+    means = torch.stack([v.mean(0) for v in alone])
+    expected = torch.stack([means[labels == c].mean(0) for c in (0, 1)]).float()
+    torch.testing.assert_close(s.class_means, expected, rtol=0.0, atol=1e-5)  # padding: float32 sums, as above
+    # an example whose every position is masked is left out of every statistic, labels still align
+    mask = padded["attention_mask"].clone()
+    mask[2] = 0
+    dropped = activation_stats(model, padded, site, labels=labels, mask=mask)
+    keep = torch.arange(9) != 2
+    assert dropped.count == 8
+    torch.testing.assert_close(dropped.mean, means[keep].mean(0).float(), rtol=0.0, atol=1e-5)
+    torch.testing.assert_close(dropped.class_means[0], means[keep & (labels == 0)].mean(0).float(), rtol=0.0,
+                               atol=1e-5)
+    with pytest.raises(InputError, match="reduce='none'"):
+        activation_stats(model, padded, site, labels=labels, reduce="none")
+    with pytest.raises(InputError, match="no position"):
+        activation_stats(model, padded, site, mask=torch.zeros(9, 5))

@@ -2,17 +2,21 @@
 
 Sharding (issue #9): one pass, shards in this process and shards as Ray tasks give identical
 exemplars, and identical activation statistics (`activation_stats` shares the sharded pass).
+Padding (issue #10, item 2): a padded batch gives the exemplars of each sentence run alone.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
-from models import TinyCNN, TinyMLP, images, vectors
+from models import TinyCNN, TinyMLP, TinyTransformer, images, tokens, vectors
 from torch import nn
 
+import seethrough as st
 from seethrough import Site
-from seethrough.core import InputError, SiteNotFoundError
+from seethrough.core import InputError, InputTypeError, SiteNotFoundError
 from seethrough.evidence import validate
 from seethrough.neurons import ActivationStats, activation_stats, receptive_fields, top_exemplars
 
@@ -161,3 +165,107 @@ def test_shards_as_ray_tasks_give_identical_results() -> None:
         ray.shutdown()
     assert torch.equal(far.values, one.values) and torch.equal(far.indices, one.indices)
     _same_stats(far_stats, stats)
+
+
+# -- padding never counts (issue #10, item 2) -----------------------------------------------------
+
+LENGTHS = (5, 2, 4, 3, 5, 1, 4, 2, 3)
+
+
+def _sentences(lengths: tuple[int, ...] = LENGTHS, seed: int = 1) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(1, 16, (n,), generator=gen) for n in lengths]
+
+
+def _padded(sentences: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Right-padded token ids (pad id 0) with their attention mask, as a tokenizer gives them."""
+    seq = max(len(s) for s in sentences)
+    ids = torch.zeros(len(sentences), seq, dtype=torch.long)
+    mask = torch.zeros(len(sentences), seq, dtype=torch.long)
+    for i, s in enumerate(sentences):
+        ids[i, :len(s)], mask[i, :len(s)] = s, 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _alone(model: nn.Module, sentences: list[torch.Tensor], site: str) -> list[torch.Tensor]:
+    """Each sentence run by itself, unpadded: ``(length, n_units)`` values (the oracle)."""
+    out = []
+    for s in sentences:
+        inputs = {"input_ids": s[None], "attention_mask": torch.ones(1, len(s), dtype=torch.long)}
+        out.append(st.capture(model, inputs, [site])[site][0].detach())
+    return out
+
+
+def _exemplar_oracle(alone: list[torch.Tensor], k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    best = torch.stack([v.max(0).values for v in alone])  # (n_sentences, n_units)
+    where = torch.stack([v.max(0).indices for v in alone])
+    order = torch.sort(best, dim=0, descending=True, stable=True).indices[:k]
+    return best.gather(0, order), order, where.gather(0, order)
+
+
+@pytest.mark.parametrize("site", ["blocks.0.mlp.1", "blocks.1"])
+def test_a_padded_batch_gives_the_exemplars_of_each_sentence_run_alone(site: str) -> None:
+    model, sentences = TinyTransformer(), _sentences()
+    padded = _padded(sentences)
+    values, indices, positions = _exemplar_oracle(_alone(model, sentences, site), k=4)
+    unmasked = top_exemplars(model, padded, site, k=4, mask=False)
+    lengths = torch.tensor(LENGTHS)
+    assert unmasked.positions is not None and bool((unmasked.positions[..., 0] >= lengths[unmasked.indices]).any())
+    with ThreadPoolExecutor(1) as pool:  # one worker: shards share the model and its hooks
+        runs = [top_exemplars(model, padded, site, k=4, **kwargs)  # the attention_mask is the default mask
+                for kwargs in ({}, {"batch_size": 2}, {"batch_size": 3, "n_shards": 2},
+                               {"n_shards": 3, "mapper": pool.map},
+                               {"mask": padded["attention_mask"].bool(), "batch_size": 4})]
+    for run, ex in enumerate(runs):
+        assert torch.equal(ex.indices, indices) and ex.positions is not None, run
+        assert torch.equal(ex.positions[..., 0], positions), run
+        assert not bool((ex.positions[..., 0] >= lengths[ex.indices]).any())  # never on a pad
+        # padding changes the attention's float32 sums slightly: 1e-5 absolute covers it
+        torch.testing.assert_close(ex.values, values, rtol=0.0, atol=1e-5)
+
+
+def test_batches_padded_to_different_lengths_and_explicit_masks() -> None:
+    model, sentences = TinyTransformer(), _sentences()
+    site = "blocks.0.mlp.1"
+    values, indices, positions = _exemplar_oracle(_alone(model, sentences, site), k=3)
+    chunks = [_padded(sentences[:4]), _padded(sentences[4:6]), _padded(sentences[6:])]  # seq 5, 5, 4
+    chunks[1] = {"input_ids": chunks[1]["input_ids"][:, :5], "attention_mask": chunks[1]["attention_mask"][:, :5]}
+    ex = top_exemplars(model, iter(chunks), site, k=3)
+    assert torch.equal(ex.indices, indices) and ex.positions is not None
+    assert torch.equal(ex.positions[..., 0], positions)
+    torch.testing.assert_close(ex.values, values, rtol=0.0, atol=1e-5)
+    # an explicit mask on plain token ids (no attention_mask) says the same
+    ids, mask = _padded(sentences)["input_ids"], _padded(sentences)["attention_mask"]
+    plain = top_exemplars(model, (ids,), site, k=3, mask=mask)
+    assert torch.equal(plain.indices, top_exemplars(model, (ids,), site, k=3, mask=mask.bool()).indices)
+
+
+def test_an_example_with_no_counted_position_is_never_an_exemplar() -> None:
+    model = nn.Sequential(nn.Identity())
+    x = torch.tensor([[[1.0], [9.0]], [[2.0], [0.0]], [[3.0], [0.0]]])  # (batch, seq, 1)
+    mask = torch.tensor([[0, 0], [1, 0], [1, 1]])
+    ex = top_exemplars(model, x, "0", k=3, mask=mask)
+    assert ex.indices[:, 0].tolist() == [2, 1] and ex.values[:, 0].tolist() == [3.0, 2.0]
+    assert top_exemplars(model, x, "0", k=1).indices.item() == 0  # no mask on a plain tensor: the 9 wins
+    with pytest.raises(InputError, match="no position"):
+        top_exemplars(model, x, "0", mask=torch.zeros(3, 2))
+
+
+def test_bad_masks_are_refused() -> None:
+    model, t = TinyTransformer(), tokens(3, 5)
+    calls: list[int] = []
+    model.embed.register_forward_hook(lambda *a: calls.append(1))
+    with pytest.raises(InputTypeError, match="mask must be"):
+        top_exemplars(model, t, "blocks.0", mask=True)  # type: ignore[arg-type]  # the wrong form, on purpose
+    with pytest.raises(InputError, match="0/1"):
+        top_exemplars(model, t, "blocks.0", mask=torch.full((3, 5), 2))
+    with pytest.raises(InputError, match="3 rows but the data has 4"):
+        top_exemplars(model, tokens(4, 5), "blocks.0", mask=torch.ones(3, 5))
+    assert not calls
+    with pytest.raises(InputError, match=r"mask has shape \(3, 4\)"):
+        top_exemplars(model, t, "blocks.0", mask=torch.ones(3, 4))
+    with pytest.raises(InputError, match="mask=False"):
+        top_exemplars(TinyCNN(), images(3), "conv", mask=torch.ones(3, 6))
+    # images and vectors ignore the default: the same exemplars as before masks existed
+    assert torch.equal(top_exemplars(TinyCNN(), images(5), "conv", k=2).indices,
+                       top_exemplars(TinyCNN(), images(5), "conv", k=2, mask=False).indices)

@@ -2,19 +2,22 @@
 
 How the methods read data: in-memory inputs or an iterable of batches, cut into chunks, run in
 one pass or split into shards (`seethrough.core.sharded_pass`), with a site's value viewed as
-``(batch, n_units, positions)``.
+``(batch, n_units, positions)`` and, for ``(batch, seq, d)`` values, the positions that count
+(`seethrough.core.position_mask`: an HF ``attention_mask`` by default).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from torch import Tensor
+from torch import Tensor, nn
 
-from ..core.batching import batches, sharded_pass
+from ..core.batching import batches, sharded_pass, stream
 from ..core.checks import check_int
 from ..core.errors import InputError, InputTypeError
+from ..core.inputs import batch_size_of
+from ..core.interventions import check_position_mask, position_mask
 from ..core.sites import Site
 from ..core.stats import Mergeable
 from ..core.types import Inputs
@@ -22,6 +25,7 @@ from ..core.types import Inputs
 __all__: list[str] = []
 
 Data = Inputs | Iterable[Inputs]
+Mask = Tensor | bool | None
 Mapper = Callable[..., Iterable[Any]]
 S = TypeVar("S", bound=Mergeable)
 
@@ -59,3 +63,33 @@ def _units_last(value: Tensor, site: Site) -> tuple[Tensor, tuple[int, ...]]:
     moved = value.movedim(axis, 1)
     spatial = tuple(moved.shape[2:])
     return moved.reshape(moved.shape[0], moved.shape[1], -1), spatial
+
+
+def _check_dataset_mask(data: Data, mask: Mask) -> None:
+    """Validate ``mask=`` before any forward pass: None, False, or ``(N, seq)`` for in-memory data of N examples."""
+    given = check_position_mask(mask)
+    if given is not None and isinstance(data, (Tensor, tuple, Mapping)) and len(given) != batch_size_of(data):
+        raise InputError(f"mask has {len(given)} rows but the data has {batch_size_of(data)} examples; pass one "
+                         "(batch, seq) row per example, in data order.")
+
+
+def _masked_stream(model: nn.Module, chunks: Iterable[Inputs], site: Site, mask: Mask, offset: int, *,
+                   progress: bool = False, total: int | None = None) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+    """``(dataset index of the chunk's first row, site value, positions that count or None)`` per chunk.
+
+    ``mask`` is the whole dataset's (rows picked by dataset index), or None for each chunk's own
+    ``attention_mask`` (`seethrough.core.position_mask`), or False.
+    """
+    current: list[Inputs] = []
+
+    def remember() -> Iterator[Inputs]:  # `stream` reads one chunk per value it yields
+        for chunk in chunks:
+            current[:] = [chunk]
+            yield chunk
+
+    for start, values in stream(model, remember(), [site], progress=progress, total=total):
+        value, first = values[site], offset + start
+        given = mask[first:first + len(value)] if isinstance(mask, Tensor) else mask
+        if isinstance(mask, Tensor) and len(given) != len(value):
+            raise InputError(f"mask has {len(mask)} rows but the data has more examples; pass one row per example.")
+        yield first, value, position_mask(current[0], value, site, given)

@@ -24,11 +24,13 @@ from ..core.inputs import validate_inputs
 from ..core.interventions import (
     Ablation,
     check_ablation,
+    check_position_mask,
     mean_ablation,
     patch_each,
+    position_mask,
     replace_slice,
     resample_ablation,
-    resample_indices,
+    resample_draws,
     unit_means,
     zero_ablation,
 )
@@ -92,7 +94,7 @@ class UnitImportance(Result):
 
 def unit_importance(model: nn.Module, inputs: Inputs, site: Site | str, metric: Callable[[Any], Tensor], *,
                     ablation: Ablation = "zero", reference: Inputs | None = None, max_rows: int = 4096,
-                    n_samples: int = 4, seed: int = 0) -> UnitImportance:
+                    n_samples: int = 4, seed: int = 0, mask: Tensor | bool | None = None) -> UnitImportance:
     """Ablate each unit of ``site`` alone and return the mean drop of ``metric`` per unit.
 
     Args:
@@ -111,9 +113,15 @@ def unit_importance(model: nn.Module, inputs: Inputs, site: Site | str, metric: 
             ``d`` pairs every example with one reference example, the same for every unit, so units
             are compared on the same draws (`seethrough.core.resample_indices` gives the order).
         seed: seeds the resample draws (other ablations are deterministic).
+        mask: which positions of the reference count for mean and resample ablation (padding
+            does not): ``(n_reference, seq)`` bool or 0/1; by default the reference's
+            ``attention_mask`` when it is a dict (HuggingFace style) and the site's value is
+            ``(batch, seq, n_units)`` of that length; ``False`` counts every position. With
+            padding left out, means are over real tokens and resampling is per token
+            (`seethrough.core.resample_draws`).
 
     Raises:
-        InputError: a site with a unit selection, an unknown ablation, a metric that does not give one
+        InputError: a site with a unit selection, an unknown ablation, a bad mask, a metric that does not give one
             score per example, reference data whose site values differ in shape per example, or
             ``n_samples`` below 1.
 
@@ -131,6 +139,7 @@ def unit_importance(model: nn.Module, inputs: Inputs, site: Site | str, metric: 
     if resolved.selects:
         raise InputError(f"{resolved!r} selects units; unit_importance scores every unit of a site.")
     check_ablation(ablation)
+    check_position_mask(mask)
     check_int("n_samples", n_samples, at_least=1)
     check_int("max_rows", max_rows, at_least=1)
     n = validate_inputs(model, inputs)
@@ -141,7 +150,7 @@ def unit_importance(model: nn.Module, inputs: Inputs, site: Site | str, metric: 
         if clean.shape != (n,):
             raise InputError(f"metric must return one score per example, shape ({n},); got {tuple(clean.shape)}.")
         drops = torch.zeros(n_units, dtype=torch.float64)
-        passes = _one_unit_edits(model, reference, resolved, value, ablation, n_samples, seed)
+        passes = _one_unit_edits(model, inputs, reference, mask, resolved, value, ablation, n_samples, seed)
         for edits in passes:  # one list of per-unit edits per resample draw (one for zero and mean)
             scores = patch_each(model, inputs, resolved, edits, metric, max_rows=max_rows).double()
             drops += (clean.unsqueeze(0) - scores).mean(dim=1)
@@ -149,7 +158,8 @@ def unit_importance(model: nn.Module, inputs: Inputs, site: Site | str, metric: 
 
 
 def ablate(model: nn.Module, inputs: Inputs, site: Site | str, units: Sequence[int] | None = None, *,
-           ablation: Ablation = "zero", reference: Inputs | None = None, seed: int = 0) -> Any:
+           ablation: Ablation = "zero", reference: Inputs | None = None, seed: int = 0,
+           mask: Tensor | bool | None = None) -> Any:
     """Run the model with ``units`` of ``site`` ablated (the whole site when ``units`` is None).
 
     Args:
@@ -162,6 +172,8 @@ def ablate(model: nn.Module, inputs: Inputs, site: Site | str, units: Sequence[i
             example drawn uniformly with replacement, seeded; all ablated units use the same draw).
         reference: the data for mean and resample ablation (default: ``inputs``).
         seed: seeds the resample draw.
+        mask: which positions of the reference count for mean and resample ablation, as in
+            `unit_importance` (default: a dict reference's ``attention_mask``; ``False``: all).
 
     Returns:
         The model's output with the ablation applied.
@@ -183,6 +195,7 @@ def ablate(model: nn.Module, inputs: Inputs, site: Site | str, units: Sequence[i
     if resolved.units is not None:
         raise InputError(f"{resolved!r} selects units; pass the site without units and units=[...] instead.")
     check_ablation(ablation)
+    check_position_mask(mask)
     validate_inputs(model, inputs)
     with torch.no_grad():
         value = capture(model, inputs, [resolved])[resolved]
@@ -196,34 +209,35 @@ def ablate(model: nn.Module, inputs: Inputs, site: Site | str, units: Sequence[i
         if ablation == "zero":
             edit = zero_ablation(chosen)
         else:
-            ref = _reference_values(model, reference, resolved, value)
-            edit = mean_ablation(unit_means(ref, resolved), chosen) if ablation == "mean" else \
-                resample_ablation(ref, chosen, seed=seed)
+            ref, keep = _reference_values(model, inputs, reference, mask, resolved, value)
+            edit = mean_ablation(unit_means(ref, resolved, mask=keep), chosen) if ablation == "mean" else \
+                resample_ablation(ref, chosen, seed=seed, mask=keep)
     return patch(model, inputs, {resolved: edit})
 
 
-def _one_unit_edits(model: nn.Module, reference: Inputs | None, site: Site, value: Tensor, ablation: str,
-                    n_samples: int, seed: int) -> list[list[Callback]]:
+def _one_unit_edits(model: nn.Module, inputs: Inputs, reference: Inputs | None, mask: Tensor | bool | None,
+                    site: Site, value: Tensor, ablation: str, n_samples: int, seed: int) -> list[list[Callback]]:
     """For each pass (one per resample draw; one for zero and mean), one edit per unit ablating it alone."""
     units = range(value.shape[site.unit_axis(value)])
     if ablation == "zero":
         return [[zero_ablation([u]) for u in units]]
-    ref = _reference_values(model, reference, site, value)
+    ref, keep = _reference_values(model, inputs, reference, mask, site, value)
     if ablation == "mean":
-        means = unit_means(ref, site)
+        means = unit_means(ref, site, mask=keep)
         return [[mean_ablation(means, [u]) for u in units]]
-    draws = resample_indices(ref.shape[0], value.shape[0], n_samples=n_samples, seed=seed)
-    rows = [ref[index.to(ref.device)] for index in draws]
+    rows = resample_draws(ref, value, site, n_samples=n_samples, seed=seed, mask=keep)
     return [[replace_slice(source, units=[u]) for u in units] for source in rows]
 
 
-def _reference_values(model: nn.Module, reference: Inputs | None, site: Site, value: Tensor) -> Tensor:
-    """The site's values on ``reference`` (or ``value`` itself when there is none)."""
+def _reference_values(model: nn.Module, inputs: Inputs, reference: Inputs | None, mask: Tensor | bool | None,
+                      site: Site, value: Tensor) -> tuple[Tensor, Tensor | None]:
+    """The site's values on ``reference`` (or ``value`` itself when there is none) and the positions that count."""
     if reference is None:
-        return value
+        return value, position_mask(inputs, value, site, mask)
     validate_inputs(model, reference)
     ref = capture(model, reference, [site])[site]
-    if ref.shape[1:] != value.shape[1:]:
+    keep = position_mask(reference, ref, site, mask)
+    if (ref.shape[1:] if keep is None else ref.shape[2:]) != (value.shape[1:] if keep is None else value.shape[2:]):
         raise InputError(f"reference values at {site.path!r} have shape {tuple(ref.shape[1:])} per example but "
                          f"inputs give {tuple(value.shape[1:])}; pass reference data of the same kind.")
-    return ref
+    return ref, keep

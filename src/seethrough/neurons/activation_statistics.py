@@ -20,7 +20,6 @@ import torch
 from jaxtyping import Float, Int64
 from torch import Tensor, nn
 
-from ..core.batching import stream
 from ..core.checks import check_float
 from ..core.errors import InputError
 from ..core.inputs import batch_size_of
@@ -31,7 +30,16 @@ from ..core.stats import RunningMean
 from ..evidence.finding import Finding
 from ..evidence.fingerprint import Fingerprint, fingerprint
 from ..evidence.multiple import benjamini_hochberg
-from ._datasets import Data, Mapper, _chunk_source, _dataset_pass, _units_last
+from ._datasets import (
+    Data,
+    Mapper,
+    Mask,
+    _check_dataset_mask,
+    _chunk_source,
+    _dataset_pass,
+    _masked_stream,
+    _units_last,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -46,7 +54,8 @@ class ActivationStats(Result):
 
     Attributes:
         site: where the units live.
-        count: number of examples.
+        count: number of observations: examples (those with a counted position, see ``mask``), or
+            positions with ``reduce="none"``.
         mean, std: ``(n_units,)`` mean and population standard deviation.
         quantiles: the probabilities asked for; ``quantile_values`` ``(len(quantiles), n_units)``
             the exact quantiles (numpy's default "linear" method; `seethrough.core.quantiles`).
@@ -169,25 +178,40 @@ class ActivationStats(Result):
         return (p * n_classes).clamp(max=1.0)
 
 
-def _reduce(value: Tensor, site: Site, reduce: str) -> Tensor:
+def _reduce(value: Tensor, site: Site, reduce: str, keep: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """``(n_rows, n_units)`` observations of a chunk and the chunk example of each row (None: row i is example i).
+
+    ``keep`` (``(batch, seq)``, see `_masked_stream`) leaves padding out of the means and maxima,
+    and out of the rows of ``reduce="none"``; an example with no counted position gives no row.
+    """
     flat, spatial = _units_last(value, site)
     if not spatial:
-        return flat[:, :, 0]
-    return flat.mean(2) if reduce == "mean" else flat.max(2).values
+        return flat[:, :, 0], None
+    if reduce == "none":
+        rows = torch.arange(len(flat), device=flat.device).repeat_interleave(flat.shape[2])
+        units = flat.transpose(1, 2).reshape(-1, flat.shape[1])  # example-major, then position
+        if keep is None:
+            return units, rows
+        where = keep.reshape(-1)
+        return units[where], rows[where]
+    if keep is None:
+        return flat.mean(2) if reduce == "mean" else flat.max(2).values, None
+    counted = keep[:, None, :]
+    if reduce == "mean":
+        reduced = flat.masked_fill(~counted, 0.0).sum(2) / counted.sum(2).clamp_min(1)
+    else:
+        reduced = flat.masked_fill(~counted, -math.inf).max(2).values
+    present = keep.any(1)
+    return reduced[present], torch.nonzero(present).flatten()
 
 
-def _reduce(value: Tensor, site: Site, reduce: str) -> Tensor:
-    flat, spatial = _units_last(value, site)
-    if not spatial:
-        return flat[:, :, 0]
-    return flat.mean(2) if reduce == "mean" else flat.max(2).values
-
-
-def _unit_values(model: nn.Module, site: Site, reduce: str, batch_size: int, shard: Data, passes: int,
-                 progress: bool = False) -> Iterator[tuple[int, Tensor]]:
-    """``(offset within the shard, (batch, n_units) float64 values)`` per chunk of ``shard``."""
-    for offset, values in stream(model, _chunk_source(shard, batch_size, passes=passes)(), [site], progress=progress):
-        yield offset, _reduce(values[site], site, reduce).to(torch.float64)
+def _unit_values(model: nn.Module, site: Site, reduce: str, batch_size: int, mask: Mask, shard: Data, offset: int,
+                 passes: int, progress: bool = False) -> Iterator[tuple[int, int, Tensor, Tensor | None]]:
+    """``(dataset index of the chunk, its examples, (n_rows, n_units) float64 values, example of each row)``."""
+    chunks = _chunk_source(shard, batch_size, passes=passes)()
+    for first, value, keep in _masked_stream(model, chunks, site, mask, offset, progress=progress):
+        v, rows = _reduce(value, site, reduce, keep)
+        yield first, len(value), v.to(torch.float64), rows
 
 
 @dataclass
@@ -200,8 +224,10 @@ class _FirstPass:
     inactive: Tensor | None = None
     class_sum: Tensor | None = None
     class_count: Tensor | None = None
+    examples: int = 0
 
     def merge(self, other: _FirstPass) -> _FirstPass:
+        self.examples += other.examples
         self.values.merge(other.values)
         self.squares.merge(other.squares)
         self.range.merge(other.range)
@@ -215,11 +241,13 @@ def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
     return b if a is None else a if b is None else a + b
 
 
-def _first_pass(values: Callable[..., Iterator[tuple[int, Tensor]]], site: Site, progress: bool,
+def _first_pass(values: Callable[..., Iterator[tuple[int, int, Tensor, Tensor | None]]], site: Site, progress: bool,
                 labels: Tensor | None, eps: float, shard: Data, offset: int) -> _FirstPass:
     state = _FirstPass(RunningMean(), RunningMean(), RunningRange())
-    for start, v in values(shard, 2, progress):
-        first = offset + start
+    for first, n_examples, v, rows in values(shard, offset, 2, progress):
+        state.examples += n_examples
+        if not len(v):
+            continue  # every position of this chunk is padding
         if not bool(torch.isfinite(v).all()):
             raise InputError(f"{site!r} produced NaN/inf values on examples from {first}.")
         state.values.update(v)
@@ -227,10 +255,11 @@ def _first_pass(values: Callable[..., Iterator[tuple[int, Tensor]]], site: Site,
         state.range.update(v)
         state.inactive = _add(state.inactive, (v <= eps).sum(0))
         if labels is not None:
-            if first + len(v) > len(labels):
+            if first + n_examples > len(labels):
                 raise InputError(f"labels has {len(labels)} entries but the data has more examples; pass one "
                                  "label per example.")
-            y = labels[first:first + len(v)].to(torch.int64)
+            y = labels[first:first + len(v)] if rows is None else labels[first + rows.to(labels.device)]
+            y = y.to(torch.int64)
             n_classes = int(labels.max()) + 1
             if state.class_sum is None or state.class_count is None:
                 state.class_sum = torch.zeros(n_classes, v.shape[1], dtype=torch.float64)
@@ -240,18 +269,20 @@ def _first_pass(values: Callable[..., Iterator[tuple[int, Tensor]]], site: Site,
     return state
 
 
-def _histogram_pass(values: Callable[..., Iterator[tuple[int, Tensor]]], new_state: Callable[[], Histogram],
-                    shard: Data, offset: int) -> Histogram:
+def _histogram_pass(values: Callable[..., Iterator[tuple[int, int, Tensor, Tensor | None]]],
+                    new_state: Callable[[], Histogram], shard: Data, offset: int) -> Histogram:
     histogram = new_state()
-    for _, v in values(shard, 2):
-        histogram.update(v)
+    for _, _, v, _ in values(shard, offset, 2):
+        if len(v):
+            histogram.update(v)
     return histogram
 
 
 def activation_stats(model: nn.Module, data: Data, site: Site | str, *, labels: Tensor | None = None,
                      quantiles: Sequence[float] = (0.01, 0.25, 0.5, 0.75, 0.99), eps: float = 0.0,
-                     reduce: Literal["mean", "max"] = "mean", batch_size: int = 256,
-                     progress: bool = False, n_shards: int = 1, mapper: Mapper = map) -> ActivationStats:
+                     reduce: Literal["mean", "max", "none"] = "mean", batch_size: int = 256,
+                     progress: bool = False, n_shards: int = 1, mapper: Mapper = map,
+                     mask: Mask = None) -> ActivationStats:
     """Streaming per-unit statistics: mean, std, exact quantiles, sparsity and class selectivity.
 
     One pass gathers the moments, the extremes, the sparsity and the class means; the quantiles
@@ -267,7 +298,9 @@ def activation_stats(model: nn.Module, data: Data, site: Site | str, *, labels: 
         labels: ``(N,)`` integer classes of the examples, in data order, for class selectivity.
         quantiles: probabilities in [0, 1].
         eps: a value ``≤ eps`` counts as inactive for ``sparsity``.
-        reduce: ``"mean"`` (as Morcos et al. for conv channels) or ``"max"`` over positions.
+        reduce: ``"mean"`` (as Morcos et al. for conv channels) or ``"max"`` over positions, or
+            ``"none"``: every position of every example is one observation (per-token statistics
+            of a ``(batch, seq, d)`` site; ``count`` counts positions; no labels).
         batch_size: rows per chunk when ``data`` is one tensor/tuple/dict.
         progress: show a progress bar on the first pass (one per shard).
         n_shards: split every pass into this many contiguous shards (in-memory inputs only).
@@ -275,6 +308,13 @@ def activation_stats(model: nn.Module, data: Data, site: Site | str, *, labels: 
             merge in another order, which can move float64 sums by rounding only.
         mapper: runs the shards, a ``map``-like callable: the builtin ``map`` (in this process),
             or `seethrough.bench.executors.ray_map` (Ray tasks; the model is pickled to them).
+        mask: which positions count for a ``(batch, seq, d)`` site value (padding does not):
+            ``None`` (default) uses the inputs' ``attention_mask`` when they are a dict holding one
+            of that sequence length (ignored for images and vectors); ``False`` counts every
+            position; a ``(N, seq)`` bool or 0/1 tensor, one row per example in data order, is
+            used as given. Means, maxima, quantiles, sparsity and counts then see real positions
+            only, so a padded batch gives what each sentence gives alone; an example with no
+            counted position is left out (and ``count`` is smaller).
 
     Raises:
         InputError: bad quantiles, labels not one int per example, one-shot iterator data,
@@ -295,8 +335,11 @@ def activation_stats(model: nn.Module, data: Data, site: Site | str, *, labels: 
     qs = tuple(float(q) for q in quantiles)
     if not qs or not all(0.0 <= q <= 1.0 for q in qs):
         raise InputError(f"quantiles must be a non-empty list of probabilities in [0, 1], got {list(quantiles)}.")
-    if reduce not in ("mean", "max"):
-        raise InputError(f"reduce must be 'mean' or 'max', got {reduce!r}.")
+    if reduce not in ("mean", "max", "none"):
+        raise InputError(f"reduce must be 'mean', 'max' or 'none', got {reduce!r}.")
+    if reduce == "none" and labels is not None:
+        raise InputError("labels are one class per example, but reduce='none' makes every position an observation; "
+                         "use reduce='mean' or 'max' for class selectivity.")
     if labels is not None and (not isinstance(labels, Tensor) or labels.ndim != 1 or labels.is_floating_point()
                                or (len(labels) and int(labels.min()) < 0)):
         raise InputError("labels must be a 1-d tensor of non-negative integer classes, one per example.")
@@ -305,11 +348,14 @@ def activation_stats(model: nn.Module, data: Data, site: Site | str, *, labels: 
             raise InputError(f"labels has {len(labels)} entries but the data has {batch_size_of(data)} examples; "
                              "pass one label per example.")
     _chunk_source(data, batch_size, passes=2)  # validates before any forward pass
-    values = partial(_unit_values, model, resolved, reduce, batch_size)
+    _check_dataset_mask(data, mask)
+    values = partial(_unit_values, model, resolved, reduce, batch_size, mask)
     first = _dataset_pass(data, partial(_first_pass, values, resolved, progress, labels, eps), n_shards=n_shards, mapper=mapper)
     count = first.range.count
-    if labels is not None and count != len(labels):
-        raise InputError(f"labels has {len(labels)} entries but the data has {count} examples.")
+    if labels is not None and first.examples != len(labels):
+        raise InputError(f"labels has {len(labels)} entries but the data has {first.examples} examples.")
+    if count == 0:
+        raise InputError(f"the mask leaves no position of any example at {resolved!r}; nothing to describe.")
     mean = first.values.mean
     std = (first.squares.mean - mean * mean).clamp_min(0.0).sqrt()
     ranks = quantile_ranks(qs, count, method="linear")

@@ -134,7 +134,8 @@ def dissect(model: nn.Module, images: Float[Tensor, "batch channels height width
     (``map > T_k`` when ``T_k`` is the unit's minimum: a constant unit, or a ReLU unit silent on
     more than ``quantile`` of the positions, is never "on" everywhere),
     and ``IoU_{k,c} = Σ|M_k ∩ L_c| / Σ|M_k ∪ L_c|`` with sums over the dataset. A unit is
-    labelled with its best concept if that IoU exceeds ``iou_threshold``.
+    labelled with its best concept if that IoU exceeds ``iou_threshold``. Dissection takes image
+    maps only, so unlike `top_exemplars` and `activation_stats` it has no padding to mask.
 
     Args:
         model: any ``nn.Module`` (left unchanged).

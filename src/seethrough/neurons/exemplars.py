@@ -20,9 +20,8 @@ import torch
 from jaxtyping import Float, Int64
 from torch import Tensor, nn
 
-from ..core.batching import stream
 from ..core.checks import check_float, check_int
-from ..core.errors import InputError
+from ..core.errors import InputError, NotFittedError
 from ..core.hooks import capture
 from ..core.inputs import validate_inputs
 from ..core.results import Result, new_figure
@@ -31,7 +30,16 @@ from ..core.stats import TopK
 from ..evidence.finding import Finding
 from ..evidence.fingerprint import Fingerprint, fingerprint
 from ..evidence.multiple import benjamini_hochberg, majority_p_values
-from ._datasets import Data, Mapper, _chunk_source, _dataset_pass, _units_last
+from ._datasets import (
+    Data,
+    Mapper,
+    Mask,
+    _check_dataset_mask,
+    _chunk_source,
+    _dataset_pass,
+    _masked_stream,
+    _units_last,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -194,30 +202,52 @@ class _Found:
         return self
 
 
-def _top_shard(model: nn.Module, site: Site, k: int, batch_size: int, progress: bool, shard: Data,
+def _top_shard(model: nn.Module, site: Site, k: int, batch_size: int, progress: bool, mask: Mask, shard: Data,
                offset: int) -> _Found:
-    """The top-k of one shard, with dataset indices counted from ``offset``."""
+    """The top-k of one shard, with dataset indices counted from ``offset``; positions ``mask`` leaves out never count."""
     total = math.ceil(len(shard) / batch_size) if isinstance(shard, Tensor) else None
     top = TopK(k)
     spatial: tuple[int, ...] = ()
-    for start, values in stream(model, _chunk_source(shard, batch_size)(), [site], progress=progress, total=total):
-        flat, spatial = _units_last(values[site], site)
-        first = offset + start
-        if not bool(torch.isfinite(flat).all()):
+    chunks = _chunk_source(shard, batch_size)()
+    for first, value, keep in _masked_stream(model, chunks, site, mask, offset, progress=progress, total=total):
+        flat, shape = _units_last(value, site)
+        # batches of a text dataset may be padded to different lengths: positions index the longest
+        spatial = (max(spatial[0], shape[0]),) if len(shape) == 1 and spatial else shape
+        if keep is not None:  # (batch, seq) over (batch, n_units, seq): padding can never be a maximum
+            flat = flat.masked_fill(~keep[:, None, :], -math.inf)
+        if not bool(torch.isfinite(flat if keep is None else flat.masked_fill(~keep[:, None, :], 0.0)).all()):
             raise InputError(f"{site!r} produced NaN/inf values on examples {first}..{first + len(flat) - 1}.")
         best, where = flat.max(dim=2)  # the first maximum over positions
-        top.update(best, first, positions=where)
+        if keep is None:
+            top.update(best, first, positions=where)
+            continue
+        for start, stop in _runs(keep.any(1).tolist()):  # an example with no counted position is no exemplar
+            top.update(best[start:stop], first + start, positions=where[start:stop])
     return _Found(top, spatial)
+
+
+def _runs(flags: list[bool]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of consecutive True flags."""
+    runs: list[tuple[int, int]] = []
+    for i, flag in enumerate(flags):
+        if flag and runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        elif flag:
+            runs.append((i, i + 1))
+    return runs
 
 
 def top_exemplars(model: nn.Module, data: Data, site: Site | str, *, k: int = 9, batch_size: int = 256,
                   crop: bool = False, progress: bool = False, n_shards: int = 1,
-                  mapper: Mapper = map) -> Exemplars:
+                  mapper: Mapper = map, mask: Mask = None) -> Exemplars:
     """Stream ``data`` through ``model`` and keep the ``k`` examples that excite each unit most.
 
     For map-shaped values (``(batch, C, H, W)`` channels, ``(batch, seq, d_model)`` features) a
     unit's value on an example is its maximum over positions, and the position of the first
     maximum is kept. Memory is ``O(k × n_units)`` beyond one chunk, whatever the dataset size.
+    Padding never counts: for HuggingFace-style dict inputs the ``attention_mask`` of each chunk
+    says which positions of a ``(batch, seq, d)`` value are real (``mask=`` overrides it), so no
+    exemplar sits on a pad and a padded batch gives each sentence the values it has alone.
 
     Args:
         model: any ``nn.Module`` (left unchanged).
@@ -233,13 +263,19 @@ def top_exemplars(model: nn.Module, data: Data, site: Site | str, *, k: int = 9,
             result is identical whatever the number.
         mapper: runs the shards, a ``map``-like callable: the builtin ``map`` (in this process),
             or `seethrough.bench.executors.ray_map` (Ray tasks; the model is pickled to them).
+        mask: which positions count for a ``(batch, seq, d)`` site value: ``None`` (default) uses
+            the inputs' ``attention_mask`` when they are a dict holding one of that sequence length
+            (ignored for other values: images, vectors); ``False`` counts every position; a
+            ``(N, seq)`` bool or 0/1 tensor, one row per example in data order, is used as given.
+            An example with no counted position is never an exemplar.
 
     Returns:
         An `Exemplars` result.
 
     Raises:
         InputError: ``k``, ``batch_size`` or ``n_shards`` not positive ints, a site that selects
-            units, ``crop`` without image data, or shards of data that is not in memory.
+            units, ``crop`` without image data, shards of data that is not in memory, a mask that
+            does not fit the site's ``(batch, seq, d)`` values, or one that leaves no position.
         SiteNotFoundError: unknown site (before any forward pass).
 
     Example:
@@ -257,9 +293,14 @@ def top_exemplars(model: nn.Module, data: Data, site: Site | str, *, k: int = 9,
     if crop and not (isinstance(data, Tensor) and data.ndim == 4):
         raise InputError("crop=True needs the images as one (N, C, H, W) tensor, to find receptive fields.")
     _chunk_source(data, batch_size)  # validates before any forward pass
-    found = _dataset_pass(data, partial(_top_shard, model, resolved, k, batch_size, progress),
+    _check_dataset_mask(data, mask)
+    found = _dataset_pass(data, partial(_top_shard, model, resolved, k, batch_size, progress, mask),
                           n_shards=n_shards, mapper=mapper)
     top, spatial = found.top, found.spatial
+    try:
+        _ = top.values
+    except NotFittedError:
+        raise InputError(f"the mask leaves no position of any example at {resolved!r}; nothing to rank.") from None
     assert top.positions is not None  # every update gave positions
     positions = None
     if spatial:
