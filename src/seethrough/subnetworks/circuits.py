@@ -163,6 +163,7 @@ def find_circuit(model: nn.Module, clean: Inputs, corrupted: Inputs, metric: Cal
         SiteNotFoundError: an unknown path (before any forward pass).
 
     Example:
+        >>> import torch
         >>> class Net(nn.Module):
         ...     def __init__(self):
         ...         super().__init__()
@@ -213,6 +214,7 @@ def faithfulness(model: nn.Module, clean: Inputs, corrupted: Inputs, metric: Cal
             means, or any error of `find_circuit`.
 
     Example:
+        >>> import torch
         >>> class Net(nn.Module):
         ...     def __init__(self):
         ...         super().__init__()
