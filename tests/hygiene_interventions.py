@@ -65,4 +65,7 @@ EXEMPT: dict[Any, str] = {
     iv.unit_values: "averages a tensor; takes no model",
     iv.resample_indices: "draws indices from its own seeded generator; takes no model",
     iv.check_ablation: "checks an argument; takes no model",
+    iv.check_position_mask: "checks an argument; takes no model",
+    iv.position_mask: "reads a mask from inputs and a value; takes no model",
+    iv.resample_draws: "draws reference rows or tokens from its own seeded generator; takes no model",
 }

@@ -91,3 +91,18 @@ def test_bad_arguments() -> None:
         Fingerprint("0" * 32, 3, rows=np.zeros(2, dtype=np.uint64))
     with pytest.raises((InputError, TypeCheckError), match="data_fingerprint"):
         Finding("direction", "d", site=Site("fc"), direction=torch.ones(3), data_fingerprint="abc")  # type: ignore[arg-type]
+
+
+def test_a_sentence_fingerprints_alike_however_its_batch_was_padded() -> None:
+    """Issue #10: text batches are padded to different lengths; padding must not change an example's hash."""
+    ids = torch.tensor([[5, 6, 7, 0, 0], [8, 9, 1, 2, 3]])
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    batch = {"input_ids": ids, "attention_mask": mask}
+    alone = {"input_ids": ids[:1, :3], "attention_mask": mask[:1, :3]}
+    repadded = {"input_ids": torch.tensor([[5, 6, 7, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 0]])}
+    assert fingerprint(batch).overlap(fingerprint(alone)) == 1
+    assert fingerprint(batch).overlap(fingerprint(repadded)) == 1
+    both = fingerprint([alone, {"input_ids": ids[1:], "attention_mask": mask[1:]}])  # batches of two lengths
+    assert both.n_examples == 2 and fingerprint(batch).overlap(both) == 2
+    other = {"input_ids": torch.tensor([[5, 6, 4]]), "attention_mask": torch.tensor([[1, 1, 1]])}
+    assert fingerprint(batch).overlap(fingerprint(other)) == 0

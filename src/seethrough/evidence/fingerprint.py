@@ -104,7 +104,7 @@ def fingerprint(inputs: Inputs | Iterable[Inputs]) -> Fingerprint:
 def _fingerprint_batches(batches: Iterable[Inputs]) -> Fingerprint:
     whole = hashlib.blake2b(digest_size=16)
     rows: list[np.ndarray] = []
-    layout: list[tuple[str, str, tuple[int, ...]]] | None = None
+    layout: list[tuple[str, str, tuple[int | str, ...]]] | None = None
     for inputs in batches:
         named = _named_tensors(inputs)
         if named[0][1].ndim == 0:
@@ -112,7 +112,12 @@ def _fingerprint_batches(batches: Iterable[Inputs]) -> Fingerprint:
         n = named[0][1].shape[0]
         per_row = [(name, t) for name, t in named if t.ndim > 0 and t.shape[0] == n]
         per_row_names = {name for name, _ in per_row}
-        this = [(name, str(t.dtype), tuple(t.shape[1:])) for name, t in per_row]
+        # Text batches are padded to different lengths: the sequence axis of inputs that carry an
+        # attention mask is compared by name, every other size exactly.
+        seq = _sequence_length(inputs, n)
+        this = [(name, str(t.dtype), tuple("seq" if seq is not None and i == 0 and size == seq else size
+                                           for i, size in enumerate(t.shape[1:])))
+                for name, t in per_row]
         if layout is not None and this != layout:
             raise InputError(f"batches differ in their tensors: {layout} then {this}; fingerprint batches of one kind.")
         if layout is None:
@@ -124,7 +129,8 @@ def _fingerprint_batches(batches: Iterable[Inputs]) -> Fingerprint:
                 whole.update(_canonical(_sample(t.reshape(1, -1))).tobytes())
         if n == 0:
             continue
-        columns = np.stack([_row_hashes(t) for _, t in per_row], axis=1)
+        mask = _padding_mask(inputs, n)
+        columns = np.stack([_row_hashes(t, mask) for _, t in per_row], axis=1)
         batch_rows = columns[:, 0] if columns.shape[1] == 1 else _hash_rows(np.ascontiguousarray(columns))
         whole.update(batch_rows.tobytes())
         rows.append(batch_rows)
@@ -132,6 +138,20 @@ def _fingerprint_batches(batches: Iterable[Inputs]) -> Fingerprint:
         raise InputError("no batches to fingerprint; pass inputs holding at least one example.")
     hashes = np.concatenate(rows)
     return Fingerprint(whole.hexdigest(), len(hashes), hashes)
+
+
+def _sequence_length(inputs: Inputs, n: int) -> int | None:
+    """The sequence length of HuggingFace-style dict inputs with an ``(n, seq)`` attention mask."""
+    mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+    return int(mask.shape[1]) if isinstance(mask, Tensor) and mask.ndim == 2 and mask.shape[0] == n else None
+
+
+def _padding_mask(inputs: Inputs, n: int) -> Tensor | None:
+    """The ``(n, seq)`` attention mask of HuggingFace-style dict inputs, if they carry one."""
+    mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+    if isinstance(mask, Tensor) and mask.ndim == 2 and mask.shape[0] == n and not bool(mask.bool().all()):
+        return mask.bool()
+    return None
 
 
 def _named_tensors(inputs: Inputs) -> list[tuple[str, Tensor]]:
@@ -164,8 +184,14 @@ def _canonical(values: Tensor) -> np.ndarray:
     return np.ascontiguousarray(values.to(device="cpu", dtype=dtype).numpy())
 
 
-def _row_hashes(t: Tensor) -> np.ndarray:
-    """One 64-bit BLAKE2b hash per row of ``t`` (over its canonical, possibly sampled, values)."""
+def _row_hashes(t: Tensor, mask: Tensor | None = None) -> np.ndarray:
+    """One 64-bit BLAKE2b hash per row of ``t`` (over its canonical, possibly sampled, values).
+
+    With a padding ``mask`` ``(n, seq)``, a tensor whose dim 1 is the sequence keeps only each
+    row's real positions, so a sentence hashes alike however its batch was padded.
+    """
+    if mask is not None and t.ndim >= 2 and t.shape[1] == mask.shape[1]:
+        return np.concatenate([_row_hashes(t[i:i + 1, mask[i]]) for i in range(t.shape[0])])
     flat = t.reshape(t.shape[0], -1)
     width = max(1, min(flat.shape[1], FULL_ROW_ELEMENTS)) * 16
     step = max(1, _CHUNK_BYTES // width)
