@@ -243,6 +243,21 @@ def _weight_overlap() -> Any:
     return seethrough.weights.overlap(top, _weight_mask().binary())
 
 
+def _probe() -> Any:
+    x = vectors(40)
+    return seethrough.representations.probe(HostileMLP(), x, (x[:, 0] > 0).long(), HOSTILE)
+
+
+def _erasure() -> Any:
+    x = vectors(20)
+    return seethrough.representations.erase(HostileMLP(), x, (x[:, 0] > 0).long(), HOSTILE, n_controls=3)
+
+
+def _tcav() -> Any:
+    x = vectors(20)
+    return seethrough.representations.tcav(HostileMLP(), x[:6] + 1, x[6:], HOSTILE, x, 1, n_random=3)
+
+
 # class name -> (factory, whether the instance carries a hostile name)
 FACTORIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "Importance": (_weight_importance, True),
@@ -263,6 +278,9 @@ FACTORIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "FrivolousUnits": (_frivolous, True),
     "Polysemanticity": (_polysemanticity, True),
     "SimilarityMatrix": (_similarity, True),
+    "ProbeResult": (_probe, True),
+    "Erasure": (_erasure, True),
+    "TCAVResult": (_tcav, True),
     "AuditResult": (_audit_result, True),
     "NeuralCleanse": (_neural_cleanse, False),
     "ReversedTrigger": (_reversed_trigger, False),

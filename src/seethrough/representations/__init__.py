@@ -1,12 +1,19 @@
 """seethrough.representations: what a layer represents, and how two representations compare.
 
-Today: similarity (linear CKA, streaming CKA, CKA between the sites of two models, canonical
-correlations, SVCCA, PWCCA and the orthogonal Procrustes distance).
+Probes with control tasks (`probe`, `LinearProbe`, `MLPProbe`), concept erasure (`LeaceEraser`,
+`erase`), concept vectors with a calibrated TCAV test (`tcav`). Similarity (linear CKA, streaming
+CKA, CKA between the sites of two models, canonical correlations, SVCCA, PWCCA and the orthogonal
+Procrustes distance).
 """
 
 from .cca import cca_correlations, procrustes, pwcca, svcca
 from .cka import StreamingCKA, cka
+from .concepts import TCAVResult, directional_derivatives, fit_cavs, tcav
+from .erasure import Erasure, LeaceEraser, erase
+from .probes import LinearProbe, MLPProbe, ProbeResult, probe
 from .similarity import SimilarityMatrix, cka_between
 
 __all__ = ["cka", "StreamingCKA", "cka_between", "SimilarityMatrix", "cca_correlations", "svcca", "pwcca",
            "procrustes"]
+__all__ += ["probe", "ProbeResult", "LinearProbe", "MLPProbe", "LeaceEraser", "erase", "Erasure", "tcav",
+            "TCAVResult", "fit_cavs", "directional_derivatives"]

@@ -1,0 +1,243 @@
+"""Concept erasure: is what a probe decodes *used*? Erase it (LEACE) and measure the behaviour change.
+
+Representations / probes, the causal follow-up (survey §5.6). `LeaceEraser` is the closed-form
+least-squares concept eraser of Belrose et al. (2023): after erasure the features' covariance with
+the one-hot labels is zero, so no linear classifier beats a constant predictor. `erase` fits it on
+a site's labelled values, patches the model with the erased values (through `core.patch`) and
+compares the change in the model's predictions with the changes from erasing control concepts
+(the same labels shuffled, so the same rank and frequencies): "decodable" (`probe`) and "used"
+(`erase`) are separate verdicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from torch import Tensor, nn
+
+from ..core.checks import check_float, check_int
+from ..core.errors import InputError, InputTypeError, NotFittedError
+from ..core.hooks import patch
+from ..core.inputs import validate_inputs
+from ..core.results import Result, new_figure
+from ..core.sites import Site, resolve_site
+from ..core.types import Inputs
+from ._examples import _as_labels, _as_matrix, _capture_site, _int_array, control_labels, site_examples
+
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
+
+__all__ = ["LeaceEraser", "erase", "Erasure"]
+
+
+class LeaceEraser(BaseEstimator, TransformerMixin):  # type: ignore[misc]  # sklearn ships no stubs
+    """LEACE: the least-squares linear eraser of a discrete concept (Belrose et al., 2023).
+
+    ``fit(X, y)`` learns ``r(x) = x - W⁺ P W (x - μ)`` with ``W = Σ^{-1/2}`` (the whitening map of
+    the features' covariance, pseudo-inverse on its null space) and ``P`` the orthogonal projection
+    onto the column space of ``W Σ_{xz}``, ``z`` the one-hot labels. Then ``Cov(r(x), z) = 0``
+    exactly (up to float64 rounding), the smallest such edit in the Mahalanobis norm.
+
+    Args:
+        rcond: eigenvalues (singular values) below ``rcond`` times the largest are treated as zero.
+
+    Attributes:
+        mean_: ``(d,)`` the features' mean.
+        proj_: ``(d, d)`` the oblique projection ``W⁺ P W`` that is subtracted.
+        rank_: the rank of the erased subspace (at most ``n_classes - 1``).
+
+    Example:
+        >>> x = torch.tensor([[0.0, 1.0], [2.0, 1.5], [0.5, -1.0], [2.5, 0.0]]); y = torch.tensor([0, 1, 0, 1])
+        >>> e = LeaceEraser().fit(x, y)
+        >>> erased = e.transform(x)
+        >>> abs(float(((erased[:, 0] - erased[:, 0].mean()) * (y - 0.5)).mean())) < 1e-9
+        True
+
+    References:
+        Belrose et al., "LEACE: Perfect linear concept erasure in closed form", NeurIPS 2023.
+    """
+
+    def __init__(self, rcond: float = 1e-10) -> None:
+        self.rcond = rcond
+
+    def fit(self, X: Any, y: Any) -> LeaceEraser:
+        """Fit on ``(n, d)`` features and ``(n,)`` integer labels; returns self."""
+        rcond = check_float("rcond", self.rcond, at_least=0.0, at_most=1.0)
+        x = _as_matrix(X)
+        labels = _as_labels(y, x.shape[0])
+        classes, codes = torch.unique(labels, return_inverse=True)
+        if len(classes) < 2:
+            raise InputError(f"y holds a single class ({classes.tolist()}); there is no concept to erase.")
+        z = torch.nn.functional.one_hot(codes, len(classes)).double()
+        n = x.shape[0]
+        self.mean_ = x.mean(0)
+        xc = x - self.mean_
+        sigma = xc.T @ xc / n
+        cross = xc.T @ (z - z.mean(0)) / n  # (d, k)
+        evals, evecs = torch.linalg.eigh(sigma)
+        keep = evals > rcond * evals.max().clamp_min(1e-300)
+        root = evals.clamp_min(0).sqrt()
+        inv_root = torch.where(keep, 1.0 / root.clamp_min(1e-300), torch.zeros_like(root))
+        whiten = evecs @ torch.diag(inv_root) @ evecs.T  # W = Σ^{-1/2} (pseudo-inverse)
+        unwhiten = evecs @ torch.diag(torch.where(keep, root, torch.zeros_like(root))) @ evecs.T  # W⁺ = Σ^{1/2}
+        u, s, _ = torch.linalg.svd(whiten @ cross, full_matrices=False)
+        basis = u[:, s > rcond * s.max().clamp_min(1e-300)] if float(s.max()) > 0 else u[:, :0]
+        self.rank_ = int(basis.shape[1])
+        self.proj_ = unwhiten @ basis @ basis.T @ whiten
+        self.classes_ = classes.numpy()
+        self.n_features_in_ = x.shape[1]
+        return self
+
+    def transform(self, X: Any) -> Tensor:
+        """The erased features ``x - (x - μ) proj_ᵀ`` as float64 ``(n, d)``."""
+        if not hasattr(self, "proj_"):
+            raise NotFittedError("this LeaceEraser is not fitted yet; call fit(X, y) first.")
+        x = _as_matrix(X)
+        if x.shape[1] != self.n_features_in_:
+            raise InputError(f"X has {x.shape[1]} features but the eraser was fitted on {self.n_features_in_}.")
+        return x - (x - self.mean_) @ self.proj_.T
+
+    def edit(self) -> Callable[[Tensor, Site], Tensor]:
+        """A `patch` callback applying the erasure to each example's value (flattened) or each position's vector."""
+        if not hasattr(self, "proj_"):
+            raise NotFittedError("this LeaceEraser is not fitted yet; call fit(X, y) first.")
+        d = self.n_features_in_
+
+        def apply(value: Tensor, site: Site) -> Tensor:
+            flat = value.reshape(-1, d) if value.ndim == 3 and value.shape[-1] == d else value.reshape(value.shape[0], -1)
+            if flat.shape[1] != d:
+                raise InputError(f"{site!r}: the eraser was fitted on {d} features but the value has shape "
+                                 f"{tuple(value.shape)}.")
+            mean, proj = self.mean_.to(flat), self.proj_.to(flat)
+            return (flat - (flat - mean) @ proj.T).reshape(value.shape)
+
+        return apply
+
+
+@dataclass(frozen=True)
+class Erasure(Result):
+    """How much erasing a concept at a site changes the model, against erasing control concepts.
+
+    Attributes:
+        site: where the concept was erased.
+        change: the behaviour change of erasing the concept (mean |Δ metric|, or the fraction of
+            predictions that change with the default metric).
+        control_changes: the same for each control concept (the labels shuffled by group).
+        p_value: ``(1 + #{controls ≥ change}) / (1 + n_controls)``.
+        used: ``p_value ≤ alpha``: the model uses the concept more than an arbitrary concept of the
+            same rank.
+        rank: dimension of the erased subspace.
+        residual_covariance: largest |covariance| between the erased features and the one-hot labels.
+    """
+
+    site: Site
+    change: float
+    control_changes: Tensor
+    p_value: float
+    used: bool
+    rank: int
+    residual_covariance: float
+
+    def to_frame(self) -> pandas.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame({"site": [self.site.path], "change": [self.change],
+                             "control_mean": [float(self.control_changes.mean())], "p_value": [self.p_value],
+                             "used": [self.used], "rank": [self.rank]})
+
+    def plot(self) -> Figure:
+        fig = new_figure(4, 2.5)
+        ax = fig.add_subplot()
+        ax.hist(self.control_changes.tolist(), bins=10, color="C7", label="control concepts")
+        ax.axvline(self.change, color="C3", label="concept")
+        ax.set_xlabel("behaviour change after erasure")
+        ax.set_title(f"erasure at {self.site.path}: p = {self.p_value:.3f}", fontsize=9)
+        ax.legend(fontsize=7)
+        return fig
+
+
+def _prediction(output: Any) -> Tensor:
+    if not isinstance(output, Tensor) or not output.is_floating_point() or output.ndim < 2:
+        raise InputError("the default behaviour is the model's prediction (argmax over the last dim of a floating "
+                         "output with a batch dim); give metric= for other outputs.")
+    return output.argmax(-1).flatten()
+
+
+def erase(model: nn.Module, inputs: Inputs, labels: Any, site: Site | str, *, groups: Any | None = None,
+          metric: Callable[[Any], Tensor] | None = None, n_controls: int = 20, alpha: float = 0.05,
+          seed: int = 0, batch_size: int = 256) -> Erasure:
+    """Erase the concept ``labels`` at ``site`` with LEACE and measure how much the model's behaviour changes.
+
+    The eraser is fitted on the site's labelled values (as `probe` reads them) and applied to the
+    whole value of every input (every position of a sequence site). The behaviour change is the
+    fraction of predictions (argmax of the output's last dim, every row and position) that differ
+    from the unedited model, or ``mean |metric_after - metric_before|`` with ``metric``. Each
+    control erases a concept with the same groups' labels shuffled (`control_labels`): same rank,
+    same label frequencies, no relation to the property.
+
+    Args:
+        model: any ``nn.Module`` (left as found).
+        inputs: as for `capture`.
+        labels: ``(batch,)`` or ``(batch, seq)`` integer labels; < 0 means no label.
+        site: where to erase.
+        groups: as for `probe` (the controls shuffle labels by group).
+        metric: output → one score per row; default: the prediction flip rate.
+        n_controls: control concepts.
+        alpha: level of the "used" verdict.
+        seed: the controls' seed.
+        batch_size: rows per capture pass.
+
+    Returns:
+        An `Erasure` with ``change``, ``control_changes``, ``p_value`` and ``used``.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> x = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
+        >>> r = erase(model, x, (x[:, 0] > 0).long(), "0", n_controls=5)
+        >>> r.residual_covariance < 1e-6
+        True
+
+    References:
+        Belrose et al., "LEACE: Perfect linear concept erasure in closed form", NeurIPS 2023.
+    """
+    check_int("n_controls", n_controls, at_least=1)
+    level = check_float("alpha", alpha, at_least=0.0, at_most=1.0)
+    check_int("seed", seed)
+    check_int("batch_size", batch_size, at_least=1)
+    if metric is not None and not callable(metric):
+        raise InputTypeError(f"metric must be callable (output -> one score per row), got {type(metric).__name__}.")
+    resolved = resolve_site(model, site)[0]
+    validate_inputs(model, inputs)
+    values = _capture_site(model, inputs, resolved, batch_size)
+    x, y, g, _ = site_examples(values, _int_array("labels", labels), groups)
+    score = _prediction if metric is None else metric
+    with torch.no_grad():
+        before = score(patch(model, inputs, {resolved: lambda v, s: None})).double()
+
+        def change_of(eraser: LeaceEraser) -> float:
+            after = score(patch(model, inputs, {resolved: eraser.edit()})).double()
+            if after.shape != before.shape:
+                raise InputError(f"metric returned shape {tuple(after.shape)} after erasure but "
+                                 f"{tuple(before.shape)} before; return one score per row.")
+            return float((after != before).double().mean()) if metric is None else float((after - before).abs().mean())
+
+        eraser = LeaceEraser().fit(x, y)
+        change = change_of(eraser)
+        controls = []
+        for c in range(n_controls):
+            shuffled = control_labels(y, g, seed * 1_000_003 + c)
+            if len(torch.unique(shuffled)) < 2:
+                shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + c))]
+            controls.append(change_of(LeaceEraser().fit(x, shuffled)))
+    control_changes = torch.tensor(controls, dtype=torch.float64)
+    p_value = (1 + int((control_changes >= change).sum())) / (1 + n_controls)
+    erased = eraser.transform(x)
+    z = torch.nn.functional.one_hot(torch.unique(y, return_inverse=True)[1]).double()
+    residual = float(((erased - erased.mean(0)).T @ (z - z.mean(0)) / len(y)).abs().max())
+    return Erasure(resolved, change, control_changes, p_value, bool(p_value <= level), eraser.rank_, residual)
+

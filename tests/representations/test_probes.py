@@ -1,0 +1,175 @@
+"""Probes with control tasks (issue #13, item 1): LinearProbe against scikit-learn, probe's split and control."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from models import TinyMLP, TinyTransformer, seeded
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from seethrough import Site, capture
+from seethrough.core import InputError, InputTypeError, NotFittedError, SiteNotFoundError
+from seethrough.representations import LinearProbe, MLPProbe, ProbeResult, probe
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _blobs(n: int = 300, d: int = 5, k: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = seeded(seed)
+    y = torch.randint(0, k, (n,), generator=g)
+    centres = torch.randn(k, d, generator=g) * 1.5
+    return centres[y] + torch.randn(n, d, generator=g) * torch.linspace(0.5, 3.0, d), y
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_linear_probe_solves_scikit_learns_logistic_regression_objective(k: int) -> None:
+    x, y = _blobs(k=k)
+    ours = LinearProbe(C=0.5, standardize=False).fit(x, y)
+    ref = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(x.double().numpy(), y.numpy())
+    # both minimise the same strictly convex objective; the optimisers stop at slightly different points
+    np.testing.assert_allclose(ours.coef_, ref.coef_, atol=1e-4)
+    np.testing.assert_allclose(ours.intercept_, ref.intercept_, atol=1e-4)
+    np.testing.assert_allclose(ours.predict_proba(x), ref.predict_proba(x.double().numpy()), atol=1e-5)
+    assert (ours.predict(x) == ref.predict(x.double().numpy())).all()
+
+
+def test_standardized_linear_probe_equals_scaler_plus_logistic_regression() -> None:
+    x, y = _blobs(seed=1)
+    ours = LinearProbe(C=2.0).fit(x, y)
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=2.0, tol=1e-10, max_iter=10_000)).fit(x.double().numpy(), y)
+    np.testing.assert_allclose(ours.predict_proba(x), ref.predict_proba(x.double().numpy()), atol=1e-5)
+    # coef_ is reported in the original feature space: the logits it gives are the model's
+    logits = x.double().numpy() @ ours.coef_.T + ours.intercept_
+    np.testing.assert_allclose(torch.tensor(logits).softmax(-1).numpy(), ours.predict_proba(x), atol=1e-10)
+
+
+def test_probe_accuracy_agrees_with_logistic_regression_on_the_same_captured_features() -> None:
+    model = TinyMLP().eval()
+    x = torch.randn(400, 4, generator=seeded(3))
+    labels = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    ours = probe(model, x, labels, "fc1", seed=0)
+    sk = probe(model, x, labels, "fc1", seed=0,
+               estimator=make_pipeline(StandardScaler(), LogisticRegression(max_iter=10_000)))
+    assert abs(ours.accuracy - sk.accuracy) <= 0.01
+    assert abs(ours.control_accuracy - sk.control_accuracy) <= 0.03
+    # the oracle by hand: the same features, any split by input gives the same picture
+    feats = capture(model, x, ["fc1"])["fc1"].detach().numpy()
+    hand = LogisticRegression(max_iter=10_000).fit(feats[:300], labels[:300]).score(feats[300:], labels[300:])
+    assert abs(ours.accuracy - hand) <= 0.05
+
+
+def test_selectivity_is_accuracy_minus_control_and_the_control_is_near_chance() -> None:
+    model = TinyMLP().eval()
+    x = torch.randn(400, 4, generator=seeded(4))
+    r = probe(model, x, (x[:, 0] > 0).long(), "fc1", seed=1)
+    assert isinstance(r, ProbeResult)
+    assert r.selectivity == r.accuracy - r.control_accuracy
+    assert r.accuracy >= 0.95
+    assert r.control_accuracy <= 0.65  # per-example random labels: nothing to learn (chance 0.5)
+    assert r.n_train + r.n_test == 400 and r.n_test == 100
+
+
+def test_sequence_site_positions_are_examples_and_negative_labels_are_ignored() -> None:
+    model = TinyTransformer().eval()
+    ids = torch.randint(0, 16, (120, 6), generator=seeded(5))
+    labels = (ids % 2).clone()
+    labels[:, 0] = -1  # no label at the first position
+    r = probe(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, labels, "blocks.1", groups=ids)
+    assert r.n_train + r.n_test == 120 * 5
+    # padding labelled -1 changes nothing (the padded positions come after the real ones: causal-free
+    # blocks see them, so pad at the embedding, which reads each token alone)
+    padded = torch.cat([labels, torch.full((120, 2), -1)], 1)
+    ids2 = torch.cat([ids, torch.zeros(120, 2, dtype=torch.long)], 1)
+    first = probe(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, labels, "embed", groups=ids)
+    second = probe(model, {"input_ids": ids2, "attention_mask": torch.ones_like(ids2)}, padded, "embed", groups=ids2)
+    assert (second.n_train, second.n_test) == (first.n_train, first.n_test)
+    assert second.accuracy == pytest.approx(first.accuracy, abs=1e-9)
+    assert second.control_accuracy == pytest.approx(first.control_accuracy, abs=1e-9)
+
+
+def test_control_task_per_token_exposes_a_memorising_probe() -> None:
+    """Hewitt & Liang's point: where token identity is decodable, any per-token label is too."""
+    model = nn.Sequential(nn.Embedding(16, 32), nn.Identity())
+    with torch.no_grad():
+        model[0].weight.copy_(torch.randn(16, 32, generator=seeded(0)))
+    ids = torch.randint(0, 16, (150, 6), generator=seeded(1))
+    r = probe(model, ids, ids % 2, "1", groups=ids)
+    assert r.accuracy >= 0.95  # 16 tokens in 32 dimensions: every labelling is linearly separable
+    assert r.control_accuracy >= 0.9
+    assert r.selectivity <= 0.1
+    per_example = probe(model, ids, ids % 2, "1")  # a random label per position cannot be memorised
+    assert per_example.control_accuracy <= 0.65
+
+
+def test_held_out_split_is_by_input_whole_sentences() -> None:
+    # each input's positions all carry one label drawn per input: a split by position would leak it
+    model = nn.Sequential(nn.Embedding(50, 8), nn.Identity())
+    with torch.no_grad():
+        model[0].weight.copy_(torch.randn(50, 8, generator=seeded(0)))
+    ids = torch.arange(50).repeat_interleave(1).view(50, 1).expand(50, 4).clone()
+    labels = torch.randint(0, 2, (50,), generator=seeded(1))[:, None].expand(50, 4).clone()
+    r = probe(model, ids, labels, "1", groups=ids, seed=0)
+    # sentence i is token i repeated: held-out sentences are unseen tokens, so nothing generalises
+    assert r.accuracy <= 0.8
+    assert r.n_test % 4 == 0
+
+
+def test_mlp_probe_has_more_capacity_than_the_linear_probe() -> None:
+    x = torch.randn(400, 2, generator=seeded(6))
+    y = ((x[:, 0] * x[:, 1]) > 0).long()  # XOR: not linearly decodable
+    assert LinearProbe().fit(x, y).score(x, y) < 0.65
+    assert MLPProbe(d_hidden=32, epochs=400).fit(x, y).score(x, y) > 0.9
+
+
+def test_estimator_contract() -> None:
+    p = LinearProbe(C=3.0)
+    assert p.get_params() == {"C": 3.0, "standardize": True, "max_iter": 500, "tol": 1e-8}
+    with pytest.raises(NotFittedError):
+        p.predict(torch.zeros(2, 2))
+    x, y = _blobs()
+    assert p.fit(x, y) is p
+    assert p.coef_.shape == (3, 5) and list(p.classes_) == [0, 1, 2]
+    p.fit(x[:, :2], (y > 0).long())  # forgets the earlier fit
+    assert p.coef_.shape == (1, 2)
+    with pytest.raises(InputError, match="single class"):
+        LinearProbe().fit(x, torch.zeros(len(x), dtype=torch.long))
+
+
+def test_bad_arguments_are_refused_before_any_forward_pass() -> None:
+    model = TinyMLP().eval()
+    x = torch.randn(20, 4)
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    with pytest.raises(SiteNotFoundError):
+        probe(model, x, torch.zeros(20, dtype=torch.long), "fc9")
+    with pytest.raises(InputError, match="test_fraction"):
+        probe(model, x, torch.zeros(20, dtype=torch.long), "fc1", test_fraction=1.5)
+    with pytest.raises(InputTypeError, match="class indices"):
+        probe(model, x, torch.zeros(20, dtype=torch.float32), Site("fc1"))
+    assert not calls
+
+
+def test_same_seed_same_result_other_seed_other_split() -> None:
+    model = TinyMLP().eval()
+    x = torch.randn(200, 4, generator=seeded(7))
+    labels = (x[:, 1] > 0).long()
+    assert probe(model, x, labels, "fc1", seed=3) == probe(model, x, labels, "fc1", seed=3)
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "contract_check.py").is_file(), reason="../shared is absent")
+def test_contract_check_passes_for_probe_and_tcav() -> None:
+    """Issue #13, done-when: DESIGN.md §6's contract for probe and tcav, checked by the outside script."""
+    out = subprocess.run([sys.executable, str(ROOT.parent / "shared" / "contract_check.py"), "--require",
+                          "representations.probe", "representations.tcav"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.startswith("representations.")}
+    assert lines["representations.probe"].split()[-1] == "ok", out.stdout
+    assert lines["representations.tcav"].split()[-1] == "ok", out.stdout
