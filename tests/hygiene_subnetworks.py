@@ -11,6 +11,8 @@ from torch import Tensor, nn
 
 from seethrough import Site
 from seethrough import subnetworks as sub
+from seethrough.bench.zoo import circuits as zoo_circuits
+from seethrough.bench.zoo import modules as zoo_modules
 
 
 class Residual(nn.Module):
@@ -88,4 +90,10 @@ EXEMPT: dict[Any, str] = {
     sub.Clusterability: "a result dataclass",
     sub.Patching: "a result dataclass",
     sub.Circuit: "a result dataclass (its verify() is faithfulness, which is in the table)",
+    zoo_modules.modular_mlp: "builds a new model (tests/bench/test_subnetwork_games.py)",
+    zoo_modules.side_by_side_digits: "builds data",
+    zoo_circuits.compiled_circuit: "builds a new model (tests/bench/test_subnetwork_games.py)",
+    zoo_circuits.CompiledCircuit: "a model class",
+    zoo_circuits.circuit_bits: "builds data",
+    zoo_circuits.circuit_pairs: "builds data",
 }
