@@ -15,6 +15,8 @@ from hygiene import Case
 from models import TinyCNN, TinyMLP, TinyTransformer, images, tokens, vectors
 
 from seethrough import weights
+from seethrough.bench.games import weights as weights_game
+from seethrough.bench.zoo import task_weights
 
 
 def _labels(x: Any) -> torch.Tensor:
@@ -61,4 +63,9 @@ EXEMPT: dict[Any, str] = {
     weights.WeightMask: "a result dataclass (apply/ablate return copies; exercised by the learn_mask cases)",
     weights.Overlap: "a result dataclass",
     weights.overlap: "compares two boolean selections; takes no model",
+    task_weights.two_task_network: "builds a new model",
+    task_weights.TaskWeights: "a planted case (a model and its answer key)",
+    task_weights.TaskHead: "a model class (one task's view of a network)",
+    weights_game.TaskWeightsAnswer: "a game answer (scores per task)",
+    weights_game.task_auroc: "ranks numbers; takes no model",
 }

@@ -1,0 +1,58 @@
+"""The known-task-weights game and its planted two-task network (issue #15): the answer key is right."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seethrough.bench.games import GAMES
+from seethrough.bench.games.weights import task_auroc
+from seethrough.bench.zoo.task_weights import two_task_network
+
+
+def _zeroed(planted, keep: dict[str, torch.Tensor]) -> torch.nn.Module:
+    import copy
+
+    net = copy.deepcopy(planted.net)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            p.mul_(keep[name].to(p.dtype))
+    return net
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_only_block_a_computes_task_a_and_the_decoy_is_larger(seed: int) -> None:
+    planted = two_task_network(seed)
+    out = planted.net(planted.inputs)[:, :3]
+    only_a = _zeroed(planted, planted.task_a)
+    torch.testing.assert_close(only_a(planted.inputs)[:, :3], out, rtol=0, atol=0)  # exact: nothing else reaches head A
+    without_a = _zeroed(planted, {n: ~m for n, m in planted.task_a.items()})
+    assert float((without_a(planted.inputs)[:, :3].argmax(1) == planted.labels_a).float().mean()) < 0.7
+    weights = dict(planted.net.named_parameters())
+    size = {key: torch.cat([weights[n].detach()[m[n]].abs() for n in m]).mean()
+            for key, m in (("a", planted.task_a), ("b", planted.task_b), ("decoy", planted.decoy))}
+    assert size["a"] < size["b"] < size["decoy"]
+    for mask in (planted.task_a, planted.task_b, planted.decoy):  # the key marks only connections
+        assert all(bool((planted.nonzero[n] | ~m).all()) for n, m in mask.items())
+
+
+def test_every_unit_of_block_a_fires_on_some_input() -> None:
+    planted = two_task_network(0)
+    hidden = torch.relu(planted.net[0](planted.inputs))
+    assert bool((hidden[:, :8] > 0).any(0).all())
+    assert not bool((hidden[:, 20:] > 0).any())  # the dead decoy units never fire
+
+
+def test_scores_fisher_perfect_and_magnitude_below_chance_on_exact_blocks() -> None:
+    game = GAMES["known-task-weights"]
+    case = game.cases(0, True)[0]
+    assert case["leak"] == 0.0
+    assert game.play("fisher", case) == {"task_a_auroc": 1.0, "task_b_auroc": 1.0}
+    assert game.play("magnitude", case)["task_a_auroc"] < 0.5
+
+
+def test_task_auroc_ignores_weights_outside_the_population() -> None:
+    scores = {"w": torch.tensor([3.0, 9.0, 1.0, 2.0])}
+    truth = {"w": torch.tensor([True, False, False, True])}
+    assert task_auroc(scores, truth, {"w": torch.tensor([True, True, True, True])}) == 0.5
+    assert task_auroc(scores, truth, {"w": torch.tensor([True, False, True, True])}) == 1.0
