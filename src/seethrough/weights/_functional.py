@@ -151,3 +151,25 @@ def per_example_grads(model: nn.Module, params: dict[str, Tensor], buffers: dict
 
     in_dims = (None, [0] * len(tensors), None if targets is None else 0)
     return vmap(grad(one), in_dims=in_dims, chunk_size=batch_size)(params, tensors, targets)
+
+
+def per_example_mean(model: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], inputs: Inputs,
+                     n: int, objective: Callable[[Any, Tensor | None], Tensor], targets: Tensor | None,
+                     chunk: int, transform: Callable[[str, Tensor], Tensor]) -> dict[str, Tensor]:
+    """``{name: mean_i transform(name, g_i)}`` over per-example gradients ``g_i`` (see `per_example_grads`).
+
+    The batch goes through `per_example_grads` in chunks of ``chunk`` rows, each reduced before the
+    next, so memory is ``chunk × n_parameters`` whatever ``n`` (and the small per-chunk tensors stay in
+    cache: faster than materialising all ``n`` gradients at once).
+    """
+    from ..core.inputs import slice_inputs
+
+    total = {k: torch.zeros_like(v) for k, v in params.items()}
+    for start in range(0, n, chunk):
+        part = slice_inputs(inputs, start, start + chunk)
+        rows = min(chunk, n - start)
+        t = None if targets is None else targets[start:start + chunk]
+        grads = per_example_grads(model, params, buffers, part, rows, objective, t, None)
+        for k, g in grads.items():
+            total[k] += transform(k, g).sum(0)
+    return {k: v / n for k, v in total.items()}
