@@ -158,6 +158,18 @@ def _similarity() -> Any:
     return seethrough.representations.cka_between(model, model, vectors(), [HOSTILE, "fc1"], [HOSTILE])
 
 
+def _splice() -> Any:
+    model, x = HostileMLP(), vectors(16)
+    sae = seethrough.representations.SparseAutoencoder(6, k=2, max_epochs=2)
+    sae.fit(seethrough.representations.site_activations(model, x, HOSTILE))
+    return seethrough.representations.loss_recovered(model, x, HOSTILE, sae)
+
+
+def _dci() -> Any:
+    factors = torch.randint(0, 3, (60, 2), generator=torch.Generator().manual_seed(0)).double()
+    return seethrough.representations.dci(factors, factors)
+
+
 def _audit_result() -> Any:
     return seethrough.audit.scan(HostileCNN().eval(), images(16), class_names=[HOSTILE, HOSTILE_CELL, "c"], steps=10,
                                  n_controls=3)
@@ -291,6 +303,8 @@ FACTORIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "Clusterability": (_clusterability, False),
     "Patching": (_patching, True),
     "Circuit": (_circuit, True),
+    "SpliceResult": (_splice, True),
+    "DCI": (_dci, False),
 }
 
 
