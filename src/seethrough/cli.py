@@ -1,26 +1,37 @@
 """The ``seethrough`` command line (typer + rich).
 
 Commands: ``inspect`` (the module tree, site names, parameter counts, output shapes), ``audit``
-(a trojan audit from clean data, DESIGN §6) and ``bench`` (the ground-truth games, DESIGN §6). Errors end with a one-line reason on stderr and a
-non-zero exit, never a traceback.
+(a trojan audit from clean data, DESIGN §6) and ``bench`` (the ground-truth games, DESIGN §6).
+Every refusal is one line on stderr (``error: ...``) and exit status 2, before any work and with
+nothing half-written; Ctrl-C is one line and exit status 130. User text (paths, names, exception
+messages) is always printed literally, never read as Rich markup.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import torch
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from torch import Tensor, nn
 
-from .core.errors import SeethroughError
+from .core.checks import check_int
+from .core.errors import InputError, SeethroughError
+from .core.inputs import call_model, validate_inputs, wrap_forward_error
 from .core.inspection import inspect_model
-from .core.io import atomic_write, load_data, load_model
+from .core.io import ArrayData, atomic_write, load_data, load_model
 
 __all__ = ["app"]
 
@@ -32,16 +43,82 @@ app = typer.Typer(
     add_completion=False,
 )
 
+#: The exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+#: The largest seed: torch's and numpy's generators take any non-negative 64-bit signed int.
+MAX_SEED = 2**63 - 1
+#: The most seeds one bench run plans (the full suite uses 10).
+MAX_SEEDS = 1000
+
 
 @app.callback()
 def _main() -> None:
     """Inner interpretability of PyTorch networks, evaluated on planted ground truth."""
 
 
+def _say_error(message: str) -> None:
+    """One ``error:`` line on stderr; ``message`` is printed literally (a ``[/x]`` in it is text, not markup)."""
+    line = Text("error: ", style="bold red")
+    line.append(" ".join(message.split()))
+    Console(stderr=True, highlight=False, soft_wrap=True).print(line)
+
+
 def _fail(err: BaseException) -> typer.Exit:
-    message = " ".join(str(err).split()) or type(err).__name__
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    _say_error(str(err) or type(err).__name__)
     return typer.Exit(code=2)
+
+
+def _interrupted(note: str) -> typer.Exit:
+    _say_error(f"interrupted (Ctrl-C); {note}")
+    return typer.Exit(code=INTERRUPTED)
+
+
+def _say(console: Console, message: str) -> None:
+    """Print ``message`` literally, unwrapped (a long path stays on its line)."""
+    console.print(Text(message), highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _progress(console: Console, description: str, total: int | None) -> Iterator[Callable[..., None]]:
+    """``update(**fields)`` of a transient progress bar on a terminal; in a pipe or a log, nothing is printed."""
+    if not console.is_terminal:
+        yield lambda **fields: None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda **fields: bar.update(task, **fields)
+
+
+def _check_writable(path: Path, what: str, *, folder: bool) -> None:
+    """Refuse, before any work, an output ``path`` (a folder, or a file) that this run could not write.
+
+    Nothing is created: the nearest existing folder (``path`` itself for an existing folder) is
+    probed with a temporary file, which catches permissions, read-only file systems and a file
+    standing where a folder must be.
+
+    Raises:
+        InputError: ``path`` (or a parent) is a file where a folder is needed, a folder where a file
+            is needed, or not writable.
+    """
+    try:
+        if folder and path.exists() and not path.is_dir():
+            raise InputError(f"{what} {str(path)!r} is a file, not a folder; give a folder path.")
+        if not folder and path.is_dir():
+            raise InputError(f"{what} {str(path)!r} is a folder; give a file path.")
+        probe = path if folder and path.is_dir() else path.absolute().parent
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise InputError(f"{what} {str(path)!r} cannot be created: {str(probe)!r} is a file, not a folder; "
+                             "choose another path.")
+        handle, name = tempfile.mkstemp(dir=probe, prefix=".seethrough-probe-")
+        os.close(handle)
+        os.unlink(name)
+    except OSError as err:
+        raise InputError(f"{what} {str(path)!r} is not writable ({err.strerror or err}); choose a path you can "
+                         "write to.") from None
 
 
 ModelOpt = Annotated[str, typer.Option("--model", help="path/to/file.py:factory or package.module:factory")]
@@ -51,15 +128,18 @@ DataOpt = Annotated[Path | None, typer.Option("--data", help=".npz with x (N,C,H
 
 @app.command()
 def inspect(model: ModelOpt, weights: WeightsOpt = None, data: DataOpt = None,
-            batch_size: Annotated[int, typer.Option(min=1, help="rows of data used for output shapes")] = 8) -> None:
+            batch_size: Annotated[int, typer.Option(help="rows of data used for output shapes (≥ 1)")] = 8) -> None:
     """Print the module tree: every site name, its type, parameter counts and, with --data, output shapes."""
     try:
+        check_int("--batch-size", batch_size, at_least=1)
         net = load_model(model, weights)
-        inputs = load_data(data).x[:batch_size] if data is not None else None
+        inputs = load_data(data, max_rows=batch_size).x if data is not None else None  # reads only those rows
         summary = inspect_model(net, inputs)
+    except KeyboardInterrupt:
+        raise _interrupted("nothing was written.") from None
     except (SeethroughError, OSError) as err:
         raise _fail(err) from None
-    table = Table(title=f"{summary.model_name}: {summary.total_params:,} parameters", title_justify="left")
+    table = Table(title=Text(f"{summary.model_name}: {summary.total_params:,} parameters"), title_justify="left")
     table.add_column("site")
     table.add_column("type")
     table.add_column("params", justify="right")
@@ -72,38 +152,48 @@ def inspect(model: ModelOpt, weights: WeightsOpt = None, data: DataOpt = None,
         if inputs is not None:
             shapes = row.output_shapes
             cells.append("—" if not shapes else str(list(shapes[0])) + (f" ×{len(shapes)} calls" if len(shapes) > 1 else ""))
-        table.add_row(*cells)
+        table.add_row(*(Text(cell) for cell in cells))  # module names are user text: never markup
     console = Console(width=max(Console().width, 100))
     console.print(table, markup=False, highlight=False)
     if summary.input_description:
-        console.print(f"shapes from one batch of {summary.input_description}", markup=False, highlight=False)
+        _say(console, f"shapes from one batch of {summary.input_description}")
 
 
 @app.command()
 def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="clean .npz: x, y, class_names")],
-          out: Annotated[Path, typer.Option("--out", help="writes DIR/findings.json and DIR/report.html")],
+          out: Annotated[Path, typer.Option("--out", help="writes DIR/report.html, then DIR/findings.json last: a "
+                                            "DIR without findings.json holds no complete audit")],
           weights: WeightsOpt = None,
-          steps: Annotated[int, typer.Option(min=10, help="optimisation steps per class")] = 300,
-          seed: Annotated[int, typer.Option(help="seeds the split, the optimisation and the controls")] = 0,
+          steps: Annotated[int, typer.Option(help="optimisation steps per class (≥ 10)")] = 300,
+          seed: Annotated[int, typer.Option(help="seeds the split, the optimisation and the controls "
+                                            f"(0..{MAX_SEED})")] = 0,
+          max_rows: Annotated[int, typer.Option("--max-rows", help="audit at most the first N rows of --data "
+                                                "(shuffle a file sorted by class)")] = 10_000,
           repair: Annotated[bool, typer.Option("--repair", help="unlearn the validated triggers; writes "
                                                "DIR/repaired.safetensors")] = False,
           attack: Annotated[bool, typer.Option("--attack", help="design a new trigger from the implicated units "
                                                "and test it against random triggers of the same size")] = False) -> None:
-    """Audit a classifier for a planted trojan from clean data: scan, calibrate, validate, report."""
-    from rich.progress import Progress
+    """Audit a classifier for a planted trojan from clean data: scan, calibrate, validate, report.
 
-    from . import audit as audits
-    from .report.audit import write_audit_report
-
+    Every argument, the data and (with --repair) the labels are checked before the scan starts.
+    Artefacts of an earlier run in DIR are removed, and DIR/findings.json is written last: an
+    interrupted or failed run removes what it wrote, so a DIR without findings.json is incomplete.
+    """
     console = Console()
     try:
+        check_int("--steps", steps, at_least=10)
+        check_int("--seed", seed, at_least=0, at_most=MAX_SEED)
+        check_int("--max-rows", max_rows, at_least=4)
+        _check_writable(out, "--out", folder=True)
+        from . import audit as audits
+        from .report.audit import write_audit_report
+
         net = load_model(model, weights)
-        dataset = load_data(data)
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("reverse-engineering a trigger per class", total=None)
+        dataset = load_data(data, max_rows=max_rows)
+        _check_fits(net, dataset, labels=repair)
+        with _progress(console, "reverse-engineering a trigger per class", None) as update:
             result = audits.scan(net, dataset.x, class_names=dataset.class_names, steps=steps, seed=seed,
-                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
-        out.mkdir(parents=True, exist_ok=True)
+                                 progress=lambda done, total: update(completed=done, total=total))
         fixed = audits.repair(result, net, dataset.x, dataset.y, seed=seed) if repair else None
         designed = audits.attack(result, net, seed=seed) if attack else None
         report = result.to_dict()
@@ -111,46 +201,113 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
             report["repair"] = _NOTHING_TO_REPAIR if fixed is None else {**fixed.to_dict(), "weights": _REPAIRED}
         if attack:
             report["attack"] = _NOTHING_TO_ATTACK if designed is None else designed.to_dict()
-        if fixed is not None:
-            from safetensors.torch import save_file
-
-            save_file({k: v.detach().contiguous() for k, v in fixed.model.state_dict().items()}, str(out / _REPAIRED))
-        findings = out / "findings.json"
-        text = json.dumps(report, indent=1)
-        atomic_write(findings, lambda tmp: Path(tmp).write_text(text))
-        page = write_audit_report(out, result, dataset.x, meta={"model": model, "weights": str(weights or "—"),
-                                                                "data": str(data)},
-                                  repair=fixed, attack=designed)
+        text = _strict_json(report)
+        state = None if fixed is None else {k: v.detach().contiguous() for k, v in fixed.model.state_dict().items()}
+        meta = {"model": model, "weights": str(weights or "—"), "data": str(data)}
+        page = _write_audit(out, text, state, lambda: write_audit_report(out, result, dataset.x, meta=meta,
+                                                                         repair=fixed, attack=designed))
+    except KeyboardInterrupt:
+        raise _interrupted(f"no audit was written to {str(out)!r}.") from None
     except (SeethroughError, OSError) as err:
         raise _fail(err) from None
     flagged = ", ".join(f"class {f.target} ({'validated' if v.validated else 'not validated'})"
                         for f, v in zip(result.findings, result.validations, strict=True))
-    console.print(f"verdict: {result.verdict}   anomaly score: {result.anomaly_score:.2f}   "
-                  f"flagged: {flagged or 'none'}", markup=False, highlight=False)
+    if len(dataset) == max_rows:
+        _say(console, f"audited the first {max_rows:,} rows of {data} (--max-rows)")
+    _say(console, f"verdict: {result.verdict}   anomaly score: {result.anomaly_score:.2f}   "
+                  f"flagged: {flagged or 'none'}")
     if repair:
         summary = report["repair"]["status"] if fixed is None else (
             f"attack success {fixed.attack_success_before:.2f} -> {fixed.attack_success_after:.2f}, clean "
             f"accuracy {fixed.clean_accuracy_before:.3f} -> {fixed.clean_accuracy_after:.3f} (held out)")
-        console.print(f"repair: {summary}", markup=False, highlight=False)
+        _say(console, f"repair: {summary}")
     if attack:
         record = report["attack"]
         summary = record["status"] if designed is None else (
             f"designed trigger success {record['attack_success_rate']:.2f} vs random triggers of the same size "
             f"{record['control_mean']:.2f} (max {record['control_max']:.2f}, p = {record['p_value']:.3f})")
-        console.print(f"attack: {summary}", markup=False, highlight=False)
-    console.print(f"findings: {findings}   report: {page}", markup=False, highlight=False)
+        _say(console, f"attack: {summary}")
+    _say(console, f"findings: {out / _FINDINGS}   report: {page}")
 
 
-_REPAIRED = "repaired.safetensors"
+_FINDINGS, _REPORT, _REPAIRED = "findings.json", "report.html", "repaired.safetensors"
 _NOTHING_TO_REPAIR = {"status": "nothing to repair: no validated trigger"}
 _NOTHING_TO_ATTACK = {"status": "nothing to attack with: no validated trigger with implicated units"}
+
+
+def _check_fits(model: nn.Module, dataset: ArrayData, *, labels: bool) -> None:
+    """One no-grad forward of one example, before any work: data the model cannot take is refused in one
+    line, and (``labels``) so are labels beyond the model's output width (``--repair`` trains on them).
+
+    Raises:
+        ForwardError: the model's forward fails on the data (the model's error chained).
+        InputError: the inputs do not suit the model (dtype, NaN), or a label has no output.
+    """
+    one = dataset.x[:1]
+    validate_inputs(model, one)
+    try:
+        with torch.no_grad():
+            output = call_model(model, one)
+    except Exception as err:
+        raise wrap_forward_error(err, model, one) from err
+    if labels and isinstance(output, Tensor) and output.ndim == 2:  # other outputs: scan refuses them by shape
+        width, top = int(output.shape[1]), int(dataset.y.max())
+        if top >= width:
+            raise InputError(f"--data's y holds the label {top}, but the model has {width} outputs (classes "
+                             f"0..{width - 1}); --repair trains on these labels: give labels of the model's classes.")
+
+
+def _strict_json(record: dict[str, Any]) -> str:
+    """``record`` as strict JSON (no NaN or Infinity literals, which JSON readers refuse)."""
+    try:
+        return json.dumps(record, indent=1, allow_nan=False)
+    except ValueError as err:
+        raise SeethroughError(f"the audit produced non-finite numbers ({err}); the model's outputs are NaN or "
+                              "infinite on this data: check its weights and the scale of the inputs.") from None
+
+
+def _write_audit(out: Path, findings: str, repaired: dict[str, Tensor] | None,
+                 write_report: Callable[[], Path]) -> Path:
+    """Write the audit's artefacts into ``out``, findings.json last; return the report's path.
+
+    Artefacts of an earlier run are removed first, so ``out`` never mixes two runs (an old
+    repaired model beside a report that repaired nothing) and a folder without findings.json is
+    recognisably incomplete. Each file is written atomically; on any failure, Ctrl-C included,
+    what this run wrote is removed again, with the folders it created.
+    """
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
+    written: list[Path] = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (_FINDINGS, _REPORT, _REPAIRED):
+            (out / name).unlink(missing_ok=True)
+        if repaired is not None:
+            from safetensors.torch import save_file
+
+            written.append(out / _REPAIRED)
+            atomic_write(out / _REPAIRED, lambda tmp: save_file(repaired, tmp))
+        written.append(out / _REPORT)
+        page = write_report()
+        written.append(out / _FINDINGS)
+        atomic_write(out / _FINDINGS, lambda tmp: Path(tmp).write_text(findings))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not ours alone any more: leave it
+                break
+        raise
+    return page
 
 
 @app.command()
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="few seeds, small sizes: minutes on 2 cores")] = False,
     games: Annotated[str | None, typer.Option("--games", help="comma-separated game names (default: all)")] = None,
-    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="seeds 0..N-1 (default 3 with --quick, else 10)")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", help=f"seeds 0..N-1, N in 1..{MAX_SEEDS} (default 3 "
+                                              "with --quick, else 10)")] = None,
     executor: Annotated[str, typer.Option("--executor", help="local or ray")] = "local",
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="connect to a running Ray cluster")] = None,
     db: Annotated[Path, typer.Option("--db", help="the results ledger (SQLite)")] = Path("seethrough-bench/ledger.sqlite"),
@@ -158,33 +315,37 @@ def bench(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the final table as JSON rows")] = None,
     list_games: Annotated[bool, typer.Option("--list", help="list the games and exit")] = False,
 ) -> None:
-    """Run the ground-truth games: every case, every method, scored against chance; resumes from the ledger."""
-    from rich.progress import Progress
+    """Run the ground-truth games: every case, every method, scored against chance; resumes from the ledger.
 
-    from .bench.executors import LocalExecutor, RayExecutor
-    from .bench.ledger import Ledger
-    from .bench.runner import plan, run, sections, select_games, table
-    from .report.html import write_report
-
+    Every argument and output path is checked before the first unit runs; Ctrl-C keeps the finished
+    units in the ledger (rerun to resume) and writes no report or table.
+    """
     console = Console()
     try:
+        from .bench.executors import LocalExecutor, RayExecutor
+        from .bench.ledger import Ledger
+        from .bench.runner import plan, run, sections, select_games, table
+        from .report.html import write_report
+
         chosen = select_games([g.strip() for g in games.split(",") if g.strip()] if games else None)
         if list_games:
             for game in chosen:
                 metrics = ", ".join(f"{m.name} (chance {m.chance:g}, bar {m.bar:g})" for m in game.metrics)
-                console.print(f"{game.name}: {game.item}\n  methods: {', '.join(game.methods)}\n  metrics: {metrics}",
-                              markup=False, highlight=False)
+                _say(console, f"{game.name}: {game.item}\n  methods: {', '.join(game.methods)}\n  metrics: {metrics}")
             return
         if executor not in ("local", "ray"):
-            raise SeethroughError(f"--executor must be 'local' or 'ray', got {executor!r}.")
-        n_seeds = seeds if seeds is not None else (3 if quick else 10)
+            raise InputError(f"--executor must be 'local' or 'ray', got {executor!r}.")
+        n_seeds = check_int("--seeds", seeds, at_least=1, at_most=MAX_SEEDS) if seeds is not None else (3 if quick else 10)
+        if json_out is not None:
+            _check_writable(json_out, "--json", folder=False)
+        if report is not None:
+            _check_writable(report, "--report", folder=True)
         units = plan(chosen, list(range(n_seeds)), quick=quick)
         runner = LocalExecutor() if executor == "local" else RayExecutor(ray_address)
         with Ledger(db) as ledger:
             todo = len(units) - len(ledger.finished() & {u.key.id for u in units})
-            with Progress(console=console, transient=True) as bar:
-                task = bar.add_task(f"bench ({len(units) - todo} of {len(units)} units already done)", total=todo)
-                run(units, ledger, runner, progress=lambda unit, outcome: bar.advance(task))
+            with _progress(console, f"bench ({len(units) - todo} of {len(units)} units already done)", todo) as update:
+                run(units, ledger, runner, progress=lambda unit, outcome: update(advance=1))
             rows = table(ledger, units)
             parts = sections(ledger, units)
             n_errors = sum(len(p.errors) for p in parts)
@@ -192,17 +353,20 @@ def bench(
                 meta = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                         "seeds": str(n_seeds), "mode": "quick" if quick else "full", "executor": executor}
                 page = write_report(report, parts, meta=meta)
+        if json_out is not None:
+            text = json.dumps([asdict(r) for r in rows], indent=2)
+            atomic_write(json_out, lambda tmp: Path(tmp).write_text(text))
+    except KeyboardInterrupt:
+        raise _interrupted(f"finished units are kept in {str(db)!r}: rerun the same command to resume.") from None
     except (SeethroughError, OSError) as err:
         raise _fail(err) from None
     _print_table(console, rows)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps([asdict(r) for r in rows], indent=2))
-    console.print(f"ledger: {db}" + (f"   report: {page}" if report is not None else ""), markup=False, highlight=False)
+    _say(console, f"ledger: {db}" + (f"   report: {page}" if report is not None else ""))
     if n_errors:
+        errors = Console(stderr=True, highlight=False)
         for part in parts:
             for error in part.errors:
-                Console(stderr=True).print(f"error: {error}", markup=False, highlight=False)
+                errors.print(Text(f"error: {error}"))
         raise typer.Exit(code=1)
 
 

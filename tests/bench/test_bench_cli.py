@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from seethrough.bench import runner
+from seethrough.bench.executors import Outcome
 from seethrough.bench.games import GAMES
 from seethrough.cli import app
 
@@ -200,3 +201,115 @@ def test_list_and_bad_arguments() -> None:
     assert result.exit_code == 2 and "unknown game" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(app, ["bench", "--executor", "spark", "--games", "ablation"])
     assert result.exit_code == 2 and "--executor" in result.output
+
+
+# -- issue #10 item 7: bad bench input refused in one line, before the first unit; nothing half-written --------
+
+
+def _one_line_error(result, fragment: str) -> None:  # noqa: ANN001 - click's Result
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), f"uncaught {result.exception!r}"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
+    assert result.stdout == ""
+
+
+@pytest.fixture
+def no_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails the test if a unit starts: the refusal must come before any work."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the run started before the bad input was refused")
+
+    monkeypatch.setattr(runner, "run", refuse)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens on it once the socket is closed
+
+
+def test_unreachable_ray_cluster_times_out_in_one_line(tmp_path: Path) -> None:
+    """Issue #10 item 7: `--ray-address` of an unreachable cluster hung forever inside ray.init."""
+    import ray  # noqa: F401 - the [ray] extra is installed by `make test`; fail loudly if it is not
+    address = f"127.0.0.1:{_closed_port()}"
+    start = time.perf_counter()
+    result = CliRunner().invoke(app, ["bench", "--games", "ablation", "--quick", "--seeds", "1", "--executor", "ray",
+                                      "--ray-address", address, "--db", str(tmp_path / "l.sqlite"),
+                                      "--report", str(tmp_path / "r"), "--json", str(tmp_path / "t.json")])
+    _one_line_error(result, f"cannot reach the Ray cluster at {address!r} within 10 s")
+    assert time.perf_counter() - start < 60
+    assert not (tmp_path / "t.json").exists() and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("where", ["folder", "under a file"])
+def test_unwritable_json_is_refused_before_the_run(tmp_path: Path, where: str, no_units: None) -> None:
+    """Issue #10 item 7: `--json` to an unwritable path gave a traceback after the whole run."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    target, fragment = ((tmp_path, f"--json {str(tmp_path)!r} is a folder") if where == "folder" else
+                        (blocker / "t.json", f"{str(blocker)!r} is a file, not a folder"))
+    result = CliRunner().invoke(app, ["bench", "--games", "ablation", "--quick", "--db", str(tmp_path / "l.sqlite"),
+                                      "--report", str(tmp_path / "r"), "--json", str(target)])
+    _one_line_error(result, fragment)
+    assert not (tmp_path / "l.sqlite").exists() and not (tmp_path / "r").exists()  # nothing was started
+
+
+def test_unwritable_report_is_refused_before_the_run(tmp_path: Path, no_units: None) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    result = CliRunner().invoke(app, ["bench", "--games", "ablation", "--quick", "--db", str(tmp_path / "l.sqlite"),
+                                      "--report", str(blocker)])
+    _one_line_error(result, f"--report {str(blocker)!r} is a file, not a folder")
+
+
+@pytest.mark.parametrize("seeds", [str(2**70), "0", "-3"])
+def test_seed_counts_out_of_range_are_one_line(tmp_path: Path, seeds: str, no_units: None) -> None:
+    """Issue #10 item 7: --seeds 2**70 tried to plan 2**70 seeds (a traceback or a hang)."""
+    result = CliRunner().invoke(app, ["bench", "--games", "ablation", "--seeds", seeds, "--db",
+                                      str(tmp_path / "l.sqlite")])
+    _one_line_error(result, f"--seeds must be an int in 1..1000, got {seeds}")
+
+
+def _instant_unit(index: int, game_name: str, method: str, case: dict) -> Outcome:
+    """A unit that scores 0.5 on every metric at once (the table's writing is under test, not the games)."""
+    return Outcome(index, {m.name: 0.5 for m in GAMES[game_name].metrics}, None, 0.0)
+
+
+def test_json_is_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while writing --json leaves the earlier table whole (temp file, then rename), in one line."""
+    target = tmp_path / "t.json"
+    target.write_text('[{"earlier": "table"}]')
+    real = Path.write_text
+
+    def half_then_fail(self: Path, text: str, *args: object, **kwargs: object) -> int:
+        if self.name.startswith(f".{target.name}."):  # atomic_write's temp file beside --json
+            real(self, text[: len(text) // 2])
+            raise OSError(28, "No space left on device")
+        return real(self, text, *args, **kwargs)  # type: ignore[arg-type]  # passed through unchanged
+
+    monkeypatch.setattr(Path, "write_text", half_then_fail)
+    monkeypatch.setattr("seethrough.bench.executors.execute_unit", _instant_unit)
+    result = CliRunner().invoke(app, ["bench", "--games", "ablation", "--quick", "--seeds", "1", "--db",
+                                      str(tmp_path / "l.sqlite"), "--report", str(tmp_path / "r"), "--json",
+                                      str(target)])
+    assert result.exit_code == 2 and "No space left on device" in result.stderr, result.output
+    assert target.read_text() == '[{"earlier": "table"}]'
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temp file left behind
+
+
+def test_ctrl_c_exits_130_with_one_line_and_keeps_the_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #10 item 7: Ctrl-C exited with click's "Aborted!" (status 1); finished units stay for the rerun."""
+    def interrupt(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run", interrupt)
+    db = tmp_path / "l.sqlite"
+    result = CliRunner().invoke(app, ["bench", "--games", "ablation", "--quick", "--db", str(db), "--report",
+                                      str(tmp_path / "r"), "--json", str(tmp_path / "t.json")])
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: interrupted (Ctrl-C); finished units are kept in {str(db)!r}: rerun the same command to resume."]
+    assert not (tmp_path / "t.json").exists() and not (tmp_path / "r").exists()

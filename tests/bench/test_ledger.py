@@ -204,6 +204,21 @@ def test_not_a_ledger_is_a_load_error(tmp_path: Path) -> None:
         Ledger(tmp_path / "missing.db", read_only=True)
 
 
+def test_a_folder_or_a_path_under_a_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Issue #10 item 7: --db naming a folder, or a path below a file, is a LoadError naming the path (was
+    sqlite's "unable to open database file" and a bare FileExistsError); nothing is created."""
+    for read_only in (False, True):
+        with pytest.raises(LoadError, match="is a folder") as info:
+            Ledger(tmp_path, read_only=read_only)
+        assert str(tmp_path) in str(info.value) and "\n" not in str(info.value)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(LoadError, match="cannot create the folder of ledger") as info:
+        Ledger(blocker / "sub" / "bench.db")
+    assert "choose a path" in str(info.value)
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["blocker"] and blocker.read_text() == "a file, not a folder"
+
+
 # Records units one by one and kills itself with SIGKILL (no cleanup, no atexit, no close) before unit k.
 _KILLED_WRITER = textwrap.dedent("""
     import os, signal, sys

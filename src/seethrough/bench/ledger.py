@@ -152,11 +152,18 @@ class Ledger:
         try:
             if read_only:
                 if not self.path.is_file():
-                    raise LoadError(f"ledger {str(self.path)!r} does not exist; nothing to read.")
+                    why = "is a folder" if self.path.is_dir() else "does not exist"
+                    raise LoadError(f"ledger {str(self.path)!r} {why}; nothing to read.")
                 self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
                                              isolation_level=None, timeout=30.0)
             else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if self.path.is_dir():
+                    raise LoadError(f"ledger {str(self.path)!r} is a folder; give the path of a database file in it.")
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as err:
+                    raise LoadError(f"cannot create the folder of ledger {str(self.path)!r} ({err.strerror or err}); "
+                                    "choose a path you can write to.") from None
                 self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
                 self._set_up()
             self._check_schema()
