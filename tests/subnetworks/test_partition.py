@@ -146,10 +146,22 @@ def test_flattened_conv_features_group_by_channel() -> None:
     assert partition(model, 2).ncut == pytest.approx(partition(reference, 2).ncut, abs=1e-6)  # float32 sums
 
 
-def test_refuses_layers_that_do_not_chain() -> None:
-    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(6, 2))
-    with pytest.raises(InputError, match="'2' takes 6 input features"):
-        partition(model, 2)
+def test_layers_that_do_not_chain_read_the_latest_fitting_layer_or_new_inputs() -> None:
+    torch.manual_seed(4)
+    a, b, c = nn.Linear(4, 5), nn.Linear(5, 3), nn.Linear(5, 2)  # c reads a's units (b gives 3, not 5)
+    branched = nn.ModuleDict({"a": a, "b": b, "c": c})
+    res = partition(branched, 2)
+    assert set(res.labels) == {"a", "b", "c"}
+    adj = np.zeros((4 + 5 + 3 + 2,) * 2)  # by hand: inputs, a, b, c; b and c both read a
+    for start, dst, layer in [(0, 4, a), (4, 9, b), (4, 12, c)]:  # (source offset, layer offset, layer)
+        w = layer.weight.detach().abs().double().numpy()
+        adj[start:start + w.shape[1], dst:dst + w.shape[0]] = w.T
+    adj = adj + adj.T
+    found = np.concatenate([res.input_labels, res.labels["a"], res.labels["b"], res.labels["c"]])
+    assert res.ncut == pytest.approx(ncut(adj, found), abs=1e-12)
+    with pytest.warns(UserWarning, match="'2' become unlabelled input nodes|inputs of layer '2'"):
+        res = partition(nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(6, 2)), 2)
+    assert len(res.labels["2"]) == 2 and len(res.input_labels) == 4
     with pytest.raises(InputError, match="n_modules"):
         partition(nn.Sequential(nn.Linear(3, 2)), 1)
     with pytest.raises(InputError, match="n_shuffles"):

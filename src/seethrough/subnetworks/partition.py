@@ -12,6 +12,7 @@ weight) are removed first, labelled -1 and listed in ``dead``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,25 +33,35 @@ __all__ = ["Partition", "Clusterability", "partition", "clusterability", "ncut"]
 
 @dataclass(frozen=True)
 class _Graph:
-    """The unit graph: layer paths, per-layer blocks ``|W|`` (n_in × n_out), and which units are live."""
+    """The unit graph: node groups (network inputs, then layers), weighted edges between groups, live units.
 
-    paths: tuple[str, ...]
-    blocks: tuple[np.ndarray, ...]  # blocks[l]: (units of layer l-1 (or inputs), units of layer l)
-    live: tuple[np.ndarray, ...]  # live[0]: inputs, live[l + 1]: units of layer l (bool)
+    ``paths[g]`` is the layer path of group ``g`` (None for a group of input features), ``edges``
+    are ``(source group, layer group, |W| block of shape (n_source, n_layer))`` and ``live[g]``
+    says which units of group ``g`` are live (dead hidden units are False).
+    """
 
-    def adjacency(self, blocks: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
-        """Dense symmetric adjacency over the live nodes (inputs first, then each layer in order)."""
-        blocks = self.blocks if blocks is None else blocks
-        sizes = [int(m.sum()) for m in self.live]
-        starts = np.concatenate([[0], np.cumsum(sizes)])
+    paths: tuple[str | None, ...]
+    edges: tuple[tuple[int, int, np.ndarray], ...]
+    live: tuple[np.ndarray, ...]
+
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum([int(m.sum()) for m in self.live])])
+
+    def adjacency(self) -> np.ndarray:
+        """Dense symmetric adjacency over the live nodes, group after group."""
+        starts = self.starts()
         adj = np.zeros((starts[-1], starts[-1]))
-        for i, block in enumerate(blocks):
-            sub = block[np.ix_(self.live[i], self.live[i + 1])]
-            adj[starts[i]:starts[i + 1], starts[i + 1]:starts[i + 2]] = sub
+        for src, dst, block in self.edges:
+            adj[starts[src]:starts[src + 1], starts[dst]:starts[dst + 1]] = block[np.ix_(self.live[src], self.live[dst])]
         return adj + adj.T
 
-    def live_blocks(self) -> tuple[np.ndarray, ...]:
-        return tuple(b[np.ix_(self.live[i], self.live[i + 1])] for i, b in enumerate(self.blocks))
+    def shuffled(self, rng: np.random.Generator) -> _Graph:
+        """The live graph with each edge block's weights permuted (one permutation per block, in order)."""
+        edges = []
+        for src, dst, block in self.edges:
+            sub = block[np.ix_(self.live[src], self.live[dst])]
+            edges.append((src, dst, rng.permutation(sub.ravel()).reshape(sub.shape)))
+        return _Graph(self.paths, tuple(edges), tuple(np.ones(int(m.sum()), dtype=bool) for m in self.live))
 
 
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -62,50 +73,73 @@ def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return layers
 
 
-def _block(path: str, module: nn.Module, n_prev: int | None, prev_is_conv: bool) -> np.ndarray:
-    """``|W|`` between the previous layer's units (or the inputs) and this layer's units: (n_in, n_out)."""
+def _block(module: nn.Module) -> np.ndarray:
+    """``|W|`` from this layer's input features (or channels) to its output units: (n_in, n_out)."""
     w = module.weight.detach().abs().double().cpu()
-    if isinstance(module, nn.Conv2d):
-        summed = w.sum(dim=(2, 3))  # (out, in / groups)
-        out_c, in_c, groups = module.out_channels, module.in_channels, module.groups
-        block = torch.zeros(in_c, out_c, dtype=torch.float64)
-        per_in, per_out = in_c // groups, out_c // groups
-        for g in range(groups):
-            block[g * per_in:(g + 1) * per_in, g * per_out:(g + 1) * per_out] = summed[g * per_out:(g + 1) * per_out].T
-        n_in = in_c
-    else:
-        block, n_in = w.T, module.in_features
-        if n_prev is not None and prev_is_conv and n_in != n_prev and n_in % n_prev == 0:
-            # a flattened (C, H, W) map: feature c * H * W + s belongs to channel c (torch's flatten order)
-            block = block.reshape(n_prev, n_in // n_prev, -1).sum(1)
-            n_in = n_prev
-    if n_prev is not None and n_in != n_prev:
-        raise InputError(f"layer {path!r} takes {n_in} input features or channels but the layer before it gives "
-                         f"{n_prev}; partition reads the nn.Linear / nn.Conv2d layers as a feed-forward chain in "
-                         "registration order (pass a model whose weighted layers form one).")
+    if not isinstance(module, nn.Conv2d):
+        return w.T.numpy()
+    summed = w.sum(dim=(2, 3))  # (out, in / groups)
+    out_c, in_c, groups = module.out_channels, module.in_channels, module.groups
+    block = torch.zeros(in_c, out_c, dtype=torch.float64)
+    per_in, per_out = in_c // groups, out_c // groups
+    for g in range(groups):
+        block[g * per_in:(g + 1) * per_in, g * per_out:(g + 1) * per_out] = summed[g * per_out:(g + 1) * per_out].T
     return block.numpy()
 
 
+def _fit(block: np.ndarray, module: nn.Module, size: int, is_conv: bool) -> np.ndarray | None:
+    """``block`` read from a source group of ``size`` units, or None when it cannot be."""
+    if block.shape[0] == size:
+        return block
+    if is_conv and isinstance(module, nn.Linear) and block.shape[0] % size == 0:
+        # a flattened (C, H, W) map: feature c * H * W + s belongs to channel c (torch's flatten order)
+        return block.reshape(size, block.shape[0] // size, -1).sum(1)
+    return None
+
+
 def _graph(model: nn.Module) -> _Graph:
-    paths, blocks = [], []
-    n_prev, prev_conv = None, False
+    paths: list[str | None] = []
+    sizes: list[int] = []
+    convs: list[bool] = []
+    edges: list[tuple[int, int, np.ndarray]] = []
     for path, module in _layers(model):
-        block = _block(path, module, n_prev, prev_conv)
+        raw = _block(module)
+        source, block = None, None
+        # the layer before, else the latest earlier layer whose units it can read
+        for g in range(len(paths) - 1, -1, -1):
+            if paths[g] is not None:
+                block = _fit(raw, module, sizes[g], convs[g])
+                if block is not None:
+                    source = g
+                    break
+        if source is None or block is None:
+            if paths:
+                warnings.warn(f"partition: no earlier nn.Linear / nn.Conv2d gives the {raw.shape[0]} inputs of layer "
+                              f"{path!r}; they become unlabelled input nodes of the graph.", stacklevel=3)
+            paths.append(None)
+            sizes.append(raw.shape[0])
+            convs.append(False)
+            source, block = len(paths) - 1, raw
         paths.append(path)
-        blocks.append(block)
-        n_prev, prev_conv = block.shape[1], isinstance(module, nn.Conv2d)
-    live = [np.ones(blocks[0].shape[0], dtype=bool)] + [np.ones(b.shape[1], dtype=bool) for b in blocks]
+        sizes.append(raw.shape[1])
+        convs.append(isinstance(module, nn.Conv2d))
+        edges.append((source, len(paths) - 1, block))
+    live = [np.ones(n, dtype=bool) for n in sizes]
     # A hidden unit with no incoming or no outgoing weight is dead; removing one can kill others.
+    # Input features and the units no layer reads (the outputs) are never dead.
     changed = True
     while changed:
         changed = False
-        for i in range(1, len(blocks)):  # hidden layers: units of layer i - 1, i.e. live[i]
-            incoming = blocks[i - 1][live[i - 1]].sum(0)
-            outgoing = blocks[i][:, live[i + 1]].sum(1)
-            now = live[i] & (incoming > 0) & (outgoing > 0)
-            if not np.array_equal(now, live[i]):
-                live[i], changed = now, True
-    return _Graph(tuple(paths), tuple(blocks), tuple(live))
+        for g, path in enumerate(paths):
+            outgoing_edges = [(dst, b) for src, dst, b in edges if src == g]
+            if path is None or not outgoing_edges:
+                continue
+            incoming = sum(b[live[src]].sum(0) for src, dst, b in edges if dst == g)
+            outgoing = sum(b[:, live[dst]].sum(1) for dst, b in outgoing_edges)
+            now = live[g] & (incoming > 0) & (outgoing > 0)
+            if not np.array_equal(now, live[g]):
+                live[g], changed = now, True
+    return _Graph(tuple(paths), tuple(edges), tuple(live))
 
 
 def ncut(adjacency: np.ndarray, labels: np.ndarray) -> float:
@@ -218,7 +252,7 @@ def _partition(graph: _Graph, n_modules: int, seed: int) -> tuple[np.ndarray, fl
 
 
 def _dead(graph: _Graph) -> list[tuple[str, int]]:
-    return [(path, int(u)) for path, live in zip(graph.paths, graph.live[1:], strict=True)
+    return [(path, int(u)) for path, live in zip(graph.paths, graph.live, strict=True) if path is not None
             for u in np.flatnonzero(~live)]
 
 
@@ -226,9 +260,11 @@ def partition(model: nn.Module, n_modules: int, *, seed: int = 0) -> Partition:
     """Cut the unit graph of ``model`` into ``n_modules`` modules by spectral clustering.
 
     Args:
-        model: any ``nn.Module`` whose ``nn.Linear`` / ``nn.Conv2d`` layers form a feed-forward
-            chain in registration order (a conv followed by a flatten or a pooling and a linear
-            layer counts). Left unchanged; no forward pass is run.
+        model: any ``nn.Module``, read as a feed-forward chain of its ``nn.Linear`` / ``nn.Conv2d``
+            layers in registration order: each layer reads the latest earlier layer whose size
+            fits its inputs (a linear layer after a flattened or pooled conv map counts, grouped
+            by channel); inputs that no earlier layer fits become unlabelled input nodes (with a
+            warning). Left unchanged; no forward pass is run.
         n_modules: how many modules (≥ 2).
         seed: seeds k-means on the spectral embedding.
 
@@ -237,7 +273,7 @@ def partition(model: nn.Module, n_modules: int, *, seed: int = 0) -> Partition:
         channel, -1 for dead units), ``ncut``, ``dead``.
 
     Raises:
-        InputError: no weighted layers, layers that do not chain, or fewer live nodes than modules.
+        InputError: no weighted layers, or fewer live nodes than modules.
 
     Example:
         >>> model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
@@ -252,13 +288,13 @@ def partition(model: nn.Module, n_modules: int, *, seed: int = 0) -> Partition:
     seed = check_int("seed", seed, at_least=0)
     graph = _graph(model)
     labels, cut = _partition(graph, n_modules, seed)
-    sizes = [int(m.sum()) for m in graph.live]
-    starts = np.concatenate([[0], np.cumsum(sizes)])
+    starts = graph.starts()
     out: dict[str, np.ndarray] = {}
-    for i, (path, live) in enumerate(zip(graph.paths, graph.live[1:], strict=True)):
-        lab = np.full(len(live), -1, dtype=np.int64)
-        lab[live] = labels[starts[i + 1]:starts[i + 2]]
-        out[path] = lab
+    for g, (path, live) in enumerate(zip(graph.paths, graph.live, strict=True)):
+        if path is not None:
+            lab = np.full(len(live), -1, dtype=np.int64)
+            lab[live] = labels[starts[g]:starts[g + 1]]
+            out[path] = lab
     return Partition(out, cut, _dead(graph), n_modules, labels[:starts[1]].astype(np.int64))
 
 
@@ -292,14 +328,9 @@ def clusterability(model: nn.Module, n_modules: int, *, n_shuffles: int = 20, se
     seed = check_int("seed", seed, at_least=0)
     graph = _graph(model)
     _, cut = _partition(graph, n_modules, seed)
-    live = graph.live_blocks()
-    ones = tuple(np.ones(len(m), dtype=bool) for m in graph.live)
     shuffled = np.empty(n_shuffles)
     for i in range(n_shuffles):
-        rng = np.random.default_rng([seed, i])
-        blocks = tuple(rng.permutation(b.ravel()).reshape(b.shape) for b in live)
-        compact = _Graph(graph.paths, blocks, tuple(o[: int(m.sum())] for o, m in zip(ones, graph.live, strict=True)))
-        shuffled[i] = _partition(compact, n_modules, seed)[1]
+        shuffled[i] = _partition(graph.shuffled(np.random.default_rng([seed, i])), n_modules, seed)[1]
     spread = shuffled.std(ddof=1)
     z = (cut - shuffled.mean()) / spread if spread > 0 else float("nan")
     return Clusterability(cut, shuffled, float(z), n_modules, _dead(graph))
