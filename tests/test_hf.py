@@ -221,3 +221,290 @@ def test_top_exemplars_over_a_padded_batch_skip_pads_and_equal_each_sentence_alo
     torch.testing.assert_close(ex.values, best.gather(0, order), rtol=0.0, atol=1e-4)
     unmasked = top_exemplars(model, padded, site, k=3, mask=False)  # the trial's failure, for contrast
     assert unmasked.positions is not None and bool((unmasked.positions[..., 0] >= lengths[unmasked.indices]).any())
+
+
+# -- every method that takes dict inputs, on MiniLM, with an oracle (issue #10, item 8) ------------------
+
+SHORT = ["A cat sat.", "I love pizza.", "ok"]              # padded: 5, 6 and 3 tokens
+HELD_OUT = ["The dog barked.", "Prices rose.", "Why?"]
+SITE = "encoder.layer.3.output.dense"                      # 384 units, (batch, seq, 384)
+
+
+def _short_metric(tokenizer, model, texts: list[str]) -> tuple:  # type: ignore[no-untyped-def]
+    """Padded inputs and a per-example metric: the pooled output's projection on a fixed direction."""
+    from seethrough.evidence import per_example
+
+    inputs = tokenize(tokenizer, texts)
+    direction = torch.linspace(-1.0, 1.0, 384)
+
+    def score(out, mask):  # type: ignore[no-untyped-def]
+        return _pool(out.last_hidden_state, mask) @ direction
+
+    return inputs, per_example(score, mask=inputs["attention_mask"])
+
+
+def _real_token_values(tokenizer, model, texts: list[str], site: str) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
+    """Each sentence run alone (no padding): its site values, (seq_i, d)."""
+    with torch.no_grad():
+        return [st.capture(model, tokenize(tokenizer, [t]), [site])[site][0] for t in texts]
+
+
+def test_patch_of_one_position_equals_a_hand_written_patch(minilm: tuple) -> None:
+    tokenizer, model, _ = minilm
+    inputs = tokenize(tokenizer, ["A cat sat on the mat.", "A dog sat on the mat."])
+    word = Site("encoder.layer.3", positions=[2])
+    before = snapshot(model)
+    with torch.no_grad():
+        full = st.capture(model, inputs, ["encoder.layer.3"])["encoder.layer.3"]
+        ours = st.patch(model, inputs, {word: full[:, 2:3].flip(0)}).last_hidden_state
+
+        def by_hand(value, site):  # type: ignore[no-untyped-def]
+            value = value.clone()
+            value[:, 2] = full[:, 2].flip(0)
+            return value
+
+        with st.hooks(model, {"encoder.layer.3": by_hand}):
+            theirs = model(**inputs).last_hidden_state
+        whole = st.patch(model, inputs, {"encoder.layer.3": full.flip(0)}).last_hidden_state
+        plain = model(**inputs).last_hidden_state
+    assert_unchanged(before, snapshot(model), "patch of one position on MiniLM")
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    assert float((ours - plain).abs().max()) > 0.1  # the swap is not a no-op
+    torch.testing.assert_close(whole, plain.flip(0), rtol=0, atol=0)  # a block's output is the whole stream
+
+
+def test_integrated_gradients_at_an_inner_site_is_complete(minilm: tuple) -> None:
+    from seethrough.neurons import integrated_gradients
+
+    tokenizer, model, _ = minilm
+    inputs, metric = _short_metric(tokenizer, model, SHORT)
+    before = snapshot(model)
+    result = integrated_gradients(model, inputs, None, site=SITE, metric=metric, n_steps=8)
+    assert_unchanged(before, snapshot(model), "integrated gradients at an inner MiniLM site")
+    with torch.no_grad():  # the oracle: F(x) - F(zero at the site), by hand
+        f_x = metric(model(**inputs))
+        f_base = metric(st.patch(model, inputs, {SITE: lambda v, s: torch.zeros_like(v)}))
+    assert result.values.shape == (3, inputs["input_ids"].shape[1], 384)
+    # Gauss-Legendre with 8 nodes on a smooth path: completeness to 1% of the score's change
+    torch.testing.assert_close(result.values.sum((1, 2)), f_x - f_base, rtol=0, atol=0.01 * float((f_x - f_base).abs().max()))
+    torch.testing.assert_close(result.delta, result.values.sum((1, 2)) - (f_x - f_base), rtol=0, atol=1e-4)
+
+
+def _hand_gradient(model, inputs, metric, site: str) -> tuple:  # type: ignore[no-untyped-def]
+    """d metric.sum() / d value at ``site``, through a leaf injected by a patch callback."""
+    held = {}
+
+    def leaf(value, s):  # type: ignore[no-untyped-def]
+        held["value"] = value.detach().requires_grad_(True)
+        return held["value"]
+
+    with torch.enable_grad(), st.hooks(model, {site: leaf}):
+        score = metric(model(**inputs)).sum()
+    (grad,) = torch.autograd.grad(score, held["value"])
+    return held["value"].detach(), grad
+
+
+def test_saliency_gradient_x_input_and_smoothgrad_at_a_site_are_the_hand_gradient(minilm: tuple) -> None:
+    from seethrough.neurons import gradient_x_input, saliency, smoothgrad
+
+    tokenizer, model, _ = minilm
+    inputs, metric = _short_metric(tokenizer, model, SHORT)
+    value, grad = _hand_gradient(model, inputs, metric, SITE)
+    before = snapshot(model)
+    sal = saliency(model, inputs, None, site=SITE, metric=metric, absolute=False)
+    gxi = gradient_x_input(model, inputs, None, site=SITE, metric=metric)
+    # noise of 1e-6 moves a GELU network's gradient by far less than 1e-4 of its scale
+    smooth = smoothgrad(model, inputs, None, site=SITE, metric=metric, n_samples=2, stdev=1e-6)
+    assert_unchanged(before, snapshot(model), "saliency, gradient x input and smoothgrad at a MiniLM site")
+    assert float(grad.abs().max()) > 0
+    torch.testing.assert_close(sal.values, grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(gxi.values, grad * value, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(smooth.values, grad, rtol=0, atol=1e-4 * float(grad.abs().max()))
+    pads = inputs["attention_mask"] == 0  # pad positions feed nothing the pooled metric reads
+    assert float(sal.values[pads].abs().max()) < 1e-6 * float(grad.abs().max())
+
+
+def test_activation_stats_over_a_padded_batch_equal_each_sentence_alone(minilm: tuple) -> None:
+    from seethrough.neurons import activation_stats
+
+    tokenizer, model, _ = minilm
+    padded = tokenize(tokenizer, SHORT + HELD_OUT)
+    alone = _real_token_values(tokenizer, model, SHORT + HELD_OUT, SITE)
+    before = snapshot(model)
+    stats = activation_stats(model, padded, SITE, quantiles=(0.5,), batch_size=4)  # attention_mask by default
+    tokens = activation_stats(model, padded, SITE, quantiles=(0.5,), reduce="none")
+    assert_unchanged(before, snapshot(model), "activation_stats on padded MiniLM inputs")
+    per_sentence = torch.stack([v.mean(0) for v in alone]).double()   # reduce="mean": one row per sentence
+    every_token = torch.cat(alone).double()                            # reduce="none": one row per real token
+    assert stats.count == 6 and tokens.count == int(padded["attention_mask"].sum()) == len(every_token)
+    # padding changes float32 sums inside BERT's attention slightly: 1e-4 absolute covers it
+    torch.testing.assert_close(stats.mean.double(), per_sentence.mean(0), rtol=0, atol=1e-4)
+    torch.testing.assert_close(stats.quantile_values[0].double(), per_sentence.quantile(0.5, dim=0), rtol=0, atol=1e-4)
+    torch.testing.assert_close(tokens.mean.double(), every_token.mean(0), rtol=0, atol=1e-4)
+    torch.testing.assert_close(tokens.std.double(), every_token.std(0, unbiased=False), rtol=0, atol=1e-4)
+
+
+def test_mean_ablation_averages_real_tokens_only(minilm: tuple) -> None:
+    from seethrough.neurons import ablate
+
+    tokenizer, model, _ = minilm
+    inputs = tokenize(tokenizer, SHORT)
+    means = torch.cat(_real_token_values(tokenizer, model, SHORT, SITE)).mean(0)  # real tokens, unpadded runs
+    units = [3, 100, 200]
+    before = snapshot(model)
+    ours = ablate(model, inputs, SITE, units, ablation="mean").last_hidden_state.detach()
+    counted_pads = ablate(model, inputs, SITE, units, ablation="mean", mask=False).last_hidden_state.detach()
+    assert_unchanged(before, snapshot(model), "mean ablation on padded MiniLM inputs")
+
+    def by_hand(value, site):  # type: ignore[no-untyped-def]
+        value = value.clone()
+        value[..., units] = means[units]
+        return value
+
+    with torch.no_grad(), st.hooks(model, {SITE: by_hand}):
+        theirs = model(**inputs).last_hidden_state
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-4)  # means of padded vs unpadded runs: 1e-4
+    assert float((counted_pads - theirs).abs().max()) > 1e-3  # counting pads would give another mean
+
+
+@pytest.fixture(scope="module")
+def importance(minilm: tuple) -> tuple:
+    """Mean-ablation unit importance at SITE on SHORT (the mean over real tokens), with its metric."""
+    from seethrough.neurons import unit_importance
+
+    tokenizer, model, _ = minilm
+    inputs, metric = _short_metric(tokenizer, model, SHORT)
+    before = snapshot(model)
+    result = unit_importance(model, inputs, SITE, metric, ablation="mean")
+    assert_unchanged(before, snapshot(model), "unit_importance on MiniLM")
+    return inputs, metric, result
+
+
+def test_unit_importance_with_mean_ablation_equals_hand_written_drops(minilm: tuple, importance: tuple) -> None:
+    tokenizer, model, _ = minilm
+    inputs, metric, result = importance
+    means = torch.cat(_real_token_values(tokenizer, model, SHORT, SITE)).mean(0)
+    assert result.values.shape == (384,) and result.ablation == "mean"
+    with torch.no_grad():
+        clean = metric(model(**inputs))
+        for unit in [*result.top(2), 0, 383]:
+            def by_hand(value, site, unit=unit):  # type: ignore[no-untyped-def]
+                value = value.clone()
+                value[..., unit] = means[unit]
+                return value
+
+            with st.hooks(model, {SITE: by_hand}):
+                drop = (clean - metric(model(**inputs))).mean()
+            # drops are differences of similar scores: 1e-4 absolute for the padded-vs-alone means
+            torch.testing.assert_close(result.values[unit], drop, rtol=0, atol=1e-4)
+
+
+def test_validate_a_units_finding_held_out_and_in_sample(minilm: tuple, importance: tuple) -> None:
+    from seethrough.evidence import validate
+
+    tokenizer, model, _ = minilm
+    inputs, metric, result = importance
+    (finding,) = result.to_findings(k=3)
+    held_out, held_out_metric = _short_metric(tokenizer, model, HELD_OUT)
+    before = snapshot(model)
+    check = validate(finding, model, held_out, metric=held_out_metric, n_controls=8)
+    with pytest.warns(UserWarning, match="discovered on"):
+        same = validate(finding, model, inputs, metric=metric, n_controls=8)
+    assert_unchanged(before, snapshot(model), "validate on MiniLM")
+    assert check.in_sample is False and check.n_in_sample == 0
+    assert same.in_sample is True and same.n_in_sample == 3
+    units = list(finding.units or ())
+    with torch.no_grad():  # the effect is the mean drop under zero ablation of the units, by hand
+        for data, score, validation in ((held_out, held_out_metric, check), (inputs, metric, same)):
+            def zero(value, site):  # type: ignore[no-untyped-def]
+                value = value.clone()
+                value[..., units] = 0.0
+                return value
+
+            with st.hooks(model, {SITE: zero}):
+                ablated = score(model(**data))
+            drop = (score(model(**data)) - ablated).double().mean()
+            assert validation.effect == pytest.approx(float(drop), abs=1e-6)
+
+
+def test_steer_at_positions_equals_a_hand_written_addition(minilm: tuple) -> None:
+    from seethrough.neurons import steer
+
+    tokenizer, model, _ = minilm
+    inputs = tokenize(tokenizer, SHORT)
+    direction = torch.linspace(-1.0, 1.0, 384)
+    before = snapshot(model)
+    ours = steer(model, inputs, Site(SITE, positions=[1]), direction, alpha=2.0).last_hidden_state
+    whole = steer(model, inputs, SITE, direction, alpha=2.0).last_hidden_state
+    assert_unchanged(before, snapshot(model), "steer on MiniLM")
+
+    def at_one(value, site):  # type: ignore[no-untyped-def]
+        value = value.clone()
+        value[:, 1] += 2.0 * direction
+        return value
+
+    with torch.no_grad():
+        with st.hooks(model, {SITE: at_one}):
+            theirs = model(**inputs).last_hidden_state
+        everywhere = st.patch(model, inputs, {SITE: lambda v, s: v + 2.0 * direction}).last_hidden_state
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    torch.testing.assert_close(whole, everywhere, rtol=0, atol=0)
+    assert float((ours - whole).abs().max()) > 0.01
+
+
+def test_frivolous_units_zero_damage_equals_a_hand_written_ablation(minilm: tuple) -> None:
+    from seethrough.neurons import frivolous_units
+
+    tokenizer, model, _ = minilm
+    inputs, metric = _short_metric(tokenizer, model, SHORT)
+    before = snapshot(model)
+    report = frivolous_units(model, inputs, SITE, metric=metric)
+    assert_unchanged(before, snapshot(model), "frivolous_units on MiniLM")
+    with torch.no_grad():
+        clean = metric(model(**inputs)).double()
+        spread = float((clean - clean.mean()).pow(2).mean().sqrt())
+        for unit in (0, 200):
+            out = st.patch(model, inputs, {Site(SITE, units=[unit]): torch.zeros(1)})
+            damage = float((metric(out).double() - clean).pow(2).mean().sqrt()) / spread
+            assert float(report.damage[unit]) == pytest.approx(damage, rel=1e-4, abs=1e-6)
+
+
+# -- dict-input paths that still count padding (found while writing the tests above; issue #10, item 2) -----
+
+
+@pytest.mark.xfail(strict=True, reason="issue #10 item 2: validate(ablation='mean') averages [PAD] positions "
+                   "into the unit means (unit_means without the attention mask); owner: evidence/validate.py")
+def test_validate_mean_ablation_averages_real_tokens_only(minilm: tuple) -> None:
+    from seethrough.evidence import Finding, validate
+
+    tokenizer, model, _ = minilm
+    inputs, metric = _short_metric(tokenizer, model, SHORT)
+    means = torch.cat(_real_token_values(tokenizer, model, SHORT, SITE)).mean(0)
+    units = [3, 100, 200]
+    finding = Finding("units", "three units", site=Site(SITE), units=units)
+    check = validate(finding, model, inputs, metric=metric, n_controls=2, ablation="mean")
+
+    def by_hand(value, site):  # type: ignore[no-untyped-def]
+        value = value.clone()
+        value[..., units] = means[units]
+        return value
+
+    with torch.no_grad():
+        clean = metric(model(**inputs))
+        with st.hooks(model, {SITE: by_hand}):
+            drop = float((clean - metric(model(**inputs))).double().mean())
+    # measured: effect -0.0490 (pads counted) against -0.0875 over real tokens
+    assert check.effect == pytest.approx(drop, abs=1e-4)
+
+
+@pytest.mark.xfail(strict=True, reason="issue #10 item 2: frivolous_units takes no mask, so max_abs, dead and the "
+                   "partner correlations count [PAD] positions; owner: neurons/frivolous.py")
+def test_frivolous_units_max_abs_counts_real_tokens_only(minilm: tuple) -> None:
+    from seethrough.neurons import frivolous_units
+
+    tokenizer, model, _ = minilm
+    inputs, metric = _short_metric(tokenizer, model, SHORT)
+    real = torch.cat(_real_token_values(tokenizer, model, SHORT, SITE)).abs().amax(0)
+    report = frivolous_units(model, inputs, SITE, metric=metric)
+    # measured: 25 of 384 units have max_abs above their real-token maximum, by up to 0.68 ("ok" is padded)
+    torch.testing.assert_close(report.max_abs, real, rtol=0, atol=1e-4)
