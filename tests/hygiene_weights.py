@@ -15,8 +15,9 @@ from hygiene import Case
 from models import TinyCNN, TinyMLP, TinyTransformer, images, tokens, vectors
 
 from seethrough import weights
+from seethrough.bench.games import pruning as pruning_game
 from seethrough.bench.games import weights as weights_game
-from seethrough.bench.zoo import task_weights
+from seethrough.bench.zoo import irrelevance, task_weights
 
 
 def _labels(x: Any) -> torch.Tensor:
@@ -68,4 +69,8 @@ EXEMPT: dict[Any, str] = {
     task_weights.TaskHead: "a model class (one task's view of a network)",
     weights_game.TaskWeightsAnswer: "a game answer (scores per task)",
     weights_game.task_auroc: "ranks numbers; takes no model",
+    irrelevance.planted_irrelevance: "builds a new model",
+    irrelevance.PlantedIrrelevance: "a planted case (a model and its answer key)",
+    pruning_game.PruningAnswer: "a game answer (scores per weight)",
+    pruning_game.largest_sparsity: "prunes copies of a planted case's own network (functional_call); never edits it",
 }

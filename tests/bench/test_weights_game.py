@@ -56,3 +56,39 @@ def test_task_auroc_ignores_weights_outside_the_population() -> None:
     truth = {"w": torch.tensor([True, False, False, True])}
     assert task_auroc(scores, truth, {"w": torch.tensor([True, True, True, True])}) == 0.5
     assert task_auroc(scores, truth, {"w": torch.tensor([True, False, True, True])}) == 1.0
+
+
+# -- planted irrelevance (pruning) ------------------------------------------------------------------------
+
+
+def test_planted_irrelevant_weights_change_no_output() -> None:
+    from seethrough.bench.zoo.irrelevance import planted_irrelevance
+
+    planted = planted_irrelevance(0)
+    kept = _zeroed(planted, {n: ~m for n, m in planted.irrelevant.items()})
+    torch.testing.assert_close(kept(planted.inputs), planted.net(planted.inputs), rtol=0, atol=0)
+    assert 0.2 < float(torch.bincount(planted.labels).min()) / len(planted.labels)  # balanced classes
+    weights = dict(planted.net.named_parameters())
+    irrelevant = torch.cat([weights[n].detach()[m].abs() for n, m in planted.irrelevant.items()])
+    relevant = torch.cat([weights[n].detach()[planted.nonzero[n] & ~m].abs() for n, m in planted.irrelevant.items()])
+    assert irrelevant.mean() > 2 * relevant.mean()  # the decoy magnitude pruning must fall for
+
+
+def test_largest_sparsity_with_the_answer_key_prunes_every_irrelevant_weight() -> None:
+    from seethrough.bench.games.pruning import largest_sparsity
+    from seethrough.bench.zoo.irrelevance import planted_irrelevance
+
+    planted = planted_irrelevance(1)
+    oracle = {n: (~m).float() for n, m in planted.irrelevant.items()}  # irrelevant scored 0, the rest 1
+    fraction = sum(int(m.sum()) for m in planted.irrelevant.values()) / sum(int(m.sum()) for m in planted.nonzero.values())
+    assert largest_sparsity(planted, oracle) >= fraction
+    inverse = {n: m.float() for n, m in planted.irrelevant.items()}  # prunes the teacher first
+    assert largest_sparsity(planted, inverse) < 0.1
+
+
+def test_pruning_game_scores_the_oracle_and_magnitude() -> None:
+    game = GAMES["planted-irrelevance"]
+    case = game.cases(0, True)[0]
+    taylor = game.play("taylor", case)
+    assert taylor["irrelevant_auroc"] == 1.0 and taylor["prunable_ratio"] >= 1.0 and taylor["beats_random_pruning"] == 1.0
+    assert game.play("magnitude", case)["irrelevant_auroc"] < 0.5
