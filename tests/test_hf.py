@@ -304,8 +304,8 @@ def _hand_gradient(model, inputs, metric, site: str) -> tuple:  # type: ignore[n
     return held["value"].detach(), grad
 
 
-def test_saliency_gradient_x_input_and_smoothgrad_at_a_site_are_the_hand_gradient(minilm: tuple) -> None:
-    from seethrough.neurons import gradient_x_input, saliency, smoothgrad
+def test_saliency_gradient_x_input_smoothgrad_and_vargrad_at_a_site_follow_the_hand_gradient(minilm: tuple) -> None:
+    from seethrough.neurons import gradient_x_input, saliency, smoothgrad, vargrad
 
     tokenizer, model, _ = minilm
     inputs, metric = _short_metric(tokenizer, model, SHORT)
@@ -315,11 +315,14 @@ def test_saliency_gradient_x_input_and_smoothgrad_at_a_site_are_the_hand_gradien
     gxi = gradient_x_input(model, inputs, None, site=SITE, metric=metric)
     # noise of 1e-6 moves a GELU network's gradient by far less than 1e-4 of its scale
     smooth = smoothgrad(model, inputs, None, site=SITE, metric=metric, n_samples=2, stdev=1e-6)
-    assert_unchanged(before, snapshot(model), "saliency, gradient x input and smoothgrad at a MiniLM site")
+    spread = vargrad(model, inputs, None, site=SITE, metric=metric, n_samples=2, stdev=1e-6)
+    assert_unchanged(before, snapshot(model), "gradient methods at a MiniLM site")
     assert float(grad.abs().max()) > 0
     torch.testing.assert_close(sal.values, grad, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(gxi.values, grad * value, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(smooth.values, grad, rtol=0, atol=1e-4 * float(grad.abs().max()))
+    # nearly equal gradients: their variance is ~0 on the scale of the squared gradient
+    assert float(spread.values.abs().max()) < 1e-6 * float(grad.pow(2).max())
     pads = inputs["attention_mask"] == 0  # pad positions feed nothing the pooled metric reads
     assert float(sal.values[pads].abs().max()) < 1e-6 * float(grad.abs().max())
 
@@ -467,6 +470,39 @@ def test_frivolous_units_zero_damage_equals_a_hand_written_ablation(minilm: tupl
             out = st.patch(model, inputs, {Site(SITE, units=[unit]): torch.zeros(1)})
             damage = float((metric(out).double() - clean).pow(2).mean().sqrt()) / spread
             assert float(report.damage[unit]) == pytest.approx(damage, rel=1e-4, abs=1e-6)
+
+
+
+def test_activation_patching_of_positions_equals_hand_written_patches(minilm: tuple) -> None:
+    from seethrough.evidence import per_example
+    from seethrough.subnetworks import activation_patching
+
+    tokenizer, model, _ = minilm
+    clean = tokenize(tokenizer, ["A cat sat on the mat.", "The cat sat on the rug."])
+    corrupted = tokenize(tokenizer, ["A dog sat on the mat.", "The dog sat on the rug."])  # same tokens but one
+    direction = torch.linspace(-1.0, 1.0, 384)
+    metric = per_example(lambda out, mask: _pool(out.last_hidden_state, mask) @ direction,
+                         mask=clean["attention_mask"])
+    positions = Site("encoder.layer.3", positions=[2, 6])  # the swapped word and a shared one
+    before = snapshot(model)
+    result = activation_patching(model, clean, corrupted, ["encoder.layer.3", positions], metric)
+    assert_unchanged(before, snapshot(model), "activation_patching on MiniLM")
+    with torch.no_grad():
+        source = st.capture(model, corrupted, ["encoder.layer.3"])["encoder.layer.3"]
+        low, high = metric(model(**clean)).double().mean(), metric(model(**corrupted)).double().mean()
+        expected = []
+        for p in (2, 6):
+            def by_hand(value, site, p=p):  # type: ignore[no-untyped-def]
+                value = value.clone()
+                value[:, p] = source[:, p]
+                return value
+
+            with st.hooks(model, {"encoder.layer.3": by_hand}):
+                expected.append((metric(model(**clean)).double().mean() - low) / (high - low))
+    # the whole block output is the whole stream: patching it gives the corrupted run exactly
+    torch.testing.assert_close(result.effects["encoder.layer.3"], torch.tensor(1.0), rtol=0, atol=1e-5)
+    torch.testing.assert_close(result.effects[positions], torch.stack(expected).float(), rtol=0, atol=1e-5)
+    assert float(result.effects[positions][0]) > float(result.effects[positions][1].abs())  # the word carries it
 
 
 # -- dict-input paths that still count padding (found while writing the tests above; issue #10, item 2) -----
