@@ -77,6 +77,11 @@ CASES: list[Case] = [
            invalid=(lambda m, x: sub.find_circuit(m, x, _corrupt(x), _metric, writers=WRITERS,
                                                   readers=["blocks.0", "blocks.9"]),))
       for method in sub.CIRCUIT_METHODS],
+    Case("find_circuit (exact, resample ablation)", sub.find_circuit, Residual, vectors,
+         lambda m, x: sub.find_circuit(m, x, _corrupt(x), _metric, writers=WRITERS, readers=READERS, method="exact",
+                                       ablation="resample", seed=2).to_dict(),
+         invalid=(lambda m, x: sub.find_circuit(m, x, _corrupt(x), _metric, writers=WRITERS, readers=READERS,
+                                                ablation="half"),)),
     Case("faithfulness", sub.faithfulness, Residual, vectors,
          lambda m, x: sub.faithfulness(m, x, _corrupt(x), _metric, writers=WRITERS, readers=READERS,
                                        edges=[("embed", "head"), ("blocks.0", "blocks.2")]),

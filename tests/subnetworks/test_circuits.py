@@ -53,9 +53,9 @@ def _outputs(model: Residual, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return outs
 
 
-def _hand_forward(model: Residual, clean, corrupted, removed=frozenset(), leaves=None):
+def _hand_forward(model: Residual, clean, corrupted, removed=frozenset(), leaves=None, corr=None):
     """Path patching written out: reader r sums its writers' terms, the corrupted term for a removed edge."""
-    corr = _outputs(model, corrupted)
+    corr = _outputs(model, corrupted) if corr is None else corr
     terms = {"embed": model.embed(clean)}
 
     def reader_input(r: str) -> torch.Tensor:
@@ -215,3 +215,33 @@ def test_refusals() -> None:
         find_circuit(model, clean, corrupted[:4], _metric, writers=WRITERS, readers=READERS)
     with pytest.raises(InputError, match="not .writer, later reader. pairs"):
         faithfulness(model, clean, corrupted, _metric, writers=WRITERS, readers=READERS, edges=[("head", "embed")])
+
+
+@pytest.mark.parametrize("ablation", ["zero", "mean", "resample"])
+def test_ablations_of_the_edges_outside_a_circuit(ablation: str) -> None:
+    from seethrough.core import resample_indices
+
+    model = Residual().eval()
+    clean, corrupted = _data(8)
+    kwargs = {"writers": WRITERS, "readers": READERS}
+    with torch.no_grad():
+        outs = _outputs(model, corrupted)
+        if ablation == "zero":
+            carried = {w: torch.zeros_like(v) for w, v in outs.items()}
+        elif ablation == "mean":
+            carried = {w: v.mean(0, keepdim=True).expand_as(v) for w, v in outs.items()}
+        else:
+            rows = resample_indices(8, 8, seed=3)[0]
+            carried = {w: v[rows] for w, v in outs.items()}
+        kept_edges = [("embed", "blocks.1"), ("blocks.1", "head")]
+        removed = set(_edges()) - set(kept_edges)
+        kept = _metric(_hand_forward(model, clean, corrupted, removed, corr=carried)).double().mean()
+        nothing = _metric(_hand_forward(model, clean, corrupted, set(_edges()), corr=carried)).double().mean()
+        full = _metric(model(clean)).double().mean()
+        single = _metric(_hand_forward(model, clean, corrupted, {("blocks.0", "head")}, corr=carried)).double().mean()
+    got = faithfulness(model, clean, corrupted, _metric, edges=kept_edges, ablation=ablation, seed=3, **kwargs)
+    assert got == pytest.approx(float((kept - nothing) / (full - nothing)), abs=1e-5)
+    res = find_circuit(model, clean, corrupted, _metric, method="exact", ablation=ablation, seed=3, **kwargs)
+    assert res.corrupted == pytest.approx(float(nothing), abs=1e-6)
+    assert res.edge_scores[("blocks.0", "head")] == pytest.approx(abs(float(single - full)), abs=1e-6)
+    assert res.verify(model, clean, corrupted, _metric, k=len(_edges())) == pytest.approx(1.0, abs=1e-6)

@@ -11,6 +11,7 @@ writer's output, for EAP-IG). Every hook is registered through `seethrough.core.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..core.checks import check_int
 from ..core.errors import InputError, InputTypeError
 from ..core.hooks import Callback, hooks
 from ..core.inputs import repeat_inputs, validate_inputs
+from ..core.interventions import check_ablation, resample_indices
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
 from ._metrics import metric_means
@@ -75,8 +78,18 @@ def _record(model: nn.Module, inputs: Inputs, writers: tuple[str, ...],
 
 
 def prepare(model: nn.Module, clean: Inputs, corrupted: Inputs, metric: Callable[[Any], Tensor],
-            writers: Sequence[str], readers: Sequence[str]) -> Stream:
-    """Validate everything, order writers and readers by the clean run, and check the residual form."""
+            writers: Sequence[str], readers: Sequence[str], *, ablation: str | None = None, seed: int = 0) -> Stream:
+    """Validate everything, order writers and readers by the clean run, and check the residual form.
+
+    ``ablation`` says what a corrupted edge carries: None, the writer's output on the paired
+    corrupted example; ``"mean"``, its mean over the corrupted batch (per position for sequence
+    values); ``"zero"``, zeros; ``"resample"``, its output on a corrupted example drawn uniformly
+    with replacement (`seethrough.core.resample_indices` with ``seed``). The corrupted mean is
+    then the metric with every edge so ablated.
+    """
+    if ablation is not None:
+        check_ablation(ablation)
+    seed = check_int("seed", seed, at_least=0)
     writers, readers = _paths("writers", writers), _paths("readers", readers)
     for path in writers + readers:  # resolve every path before any forward pass
         resolve_site(model, path)
@@ -96,8 +109,24 @@ def prepare(model: nn.Module, clean: Inputs, corrupted: Inputs, metric: Callable
                              f"({before}); find_circuit needs a residual stream (a norm between the stream and "
                              f"{r!r} breaks it: name the norm as the reader instead).")
         edges.extend((w, r) for w in before)
-    return Stream(model, clean, metric, validate_inputs(model, clean),
-                  tuple(w_order), tuple(r_order), tuple(edges), clean_out, corrupted_out, clean_mean, corrupted_mean)
+    n = validate_inputs(model, clean)
+    if ablation is not None:
+        corrupted_out = {w: _ablated(v, ablation, n, seed) for w, v in corrupted_out.items()}
+    stream = Stream(model, clean, metric, n, tuple(w_order), tuple(r_order), tuple(edges), clean_out, corrupted_out,
+                    clean_mean, corrupted_mean)
+    if ablation is None or not edges:
+        return stream
+    everything = float(run_edges(stream, [frozenset(edges)]).mean())
+    return dataclasses.replace(stream, corrupted_mean=everything)
+
+
+def _ablated(value: Tensor, ablation: str, n: int, seed: int) -> Tensor:
+    """What a corrupted edge carries from a writer whose corrupted outputs are ``value``."""
+    if ablation == "zero":
+        return torch.zeros_like(value)
+    if ablation == "mean":
+        return value.mean(0, keepdim=True).expand_as(value).clone()
+    return value[resample_indices(value.shape[0], n, seed=seed)[0].to(value.device)]
 
 
 def _tile(value: Tensor, copies: int) -> Tensor:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..core.checks import check_float, check_int
 from ..core.errors import InputError
+from ..core.interventions import Ablation
 from ..core.results import Result, jsonable, new_figure
 from ..core.types import Inputs
 from ._stream import Edge, Stream, prepare, reader_gradients, run_edges
@@ -52,6 +53,8 @@ class Circuit(Result):
     readers: tuple[str, ...]
     clean: float
     corrupted: float
+    ablation: str | None = None
+    seed: int = 0
 
     def select(self, k: int) -> list[Edge]:
         """The ``k`` highest-scoring edges, best first (ties: the earlier edge first)."""
@@ -64,7 +67,7 @@ class Circuit(Result):
                k: int) -> float:
         """`faithfulness` of the top ``k`` edges: everything outside them takes its corrupted value."""
         return faithfulness(model, clean, corrupted, metric, writers=self.writers, readers=self.readers,
-                            edges=self.select(k))
+                            edges=self.select(k), ablation=self.ablation, seed=self.seed)
 
     def to_frame(self) -> pandas.DataFrame:
         import pandas as pd
@@ -90,7 +93,8 @@ class Circuit(Result):
     def to_dict(self) -> dict[str, Any]:
         return {"edges": [{"writer": w, "reader": r, "score": jsonable(s)} for (w, r), s in self.edge_scores.items()],
                 "node_scores": jsonable(self.node_scores), "method": self.method, "writers": list(self.writers),
-                "readers": list(self.readers), "clean": jsonable(self.clean), "corrupted": jsonable(self.corrupted)}
+                "readers": list(self.readers), "clean": jsonable(self.clean), "corrupted": jsonable(self.corrupted),
+                "ablation": self.ablation, "seed": self.seed}
 
 
 def _node_scores(stream: Stream, edge_scores: dict[Edge, float]) -> dict[str, float]:
@@ -130,7 +134,8 @@ def _acdc(stream: Stream, threshold: float, max_rows: int) -> dict[Edge, float]:
 
 def find_circuit(model: nn.Module, clean: Inputs, corrupted: Inputs, metric: Callable[[Any], Tensor], *,
                  writers: Sequence[str], readers: Sequence[str], method: str = "eap-ig", n_steps: int = 8,
-                 threshold: float | None = None, max_rows: int = 4096) -> Circuit:
+                 threshold: float | None = None, ablation: Ablation | None = None, seed: int = 0,
+                 max_rows: int = 4096) -> Circuit:
     """Score every writer → reader edge of a residual stream for the clean/corrupted pair.
 
     Before scoring, the clean run checks that each reader's input is the sum of the outputs of
@@ -152,6 +157,12 @@ def find_circuit(model: nn.Module, clean: Inputs, corrupted: Inputs, metric: Cal
         n_steps: EAP-IG's interpolation points.
         threshold: ACDC's pruning threshold in metric units (default: 1% of the clean-to-corrupted
             change of the metric's mean).
+        ablation: what a corrupted edge carries: None (default), the writer's output on the paired
+            corrupted example; ``"mean"``, its mean over the corrupted batch; ``"zero"``, zeros;
+            ``"resample"``, its output on a corrupted example drawn with replacement (``seed``).
+            ``corrupted`` is then the reference of the ablation, and the circuit's ``corrupted``
+            mean is the metric with every edge ablated.
+        seed: seeds the resample draw.
         max_rows: rows per forward pass for the exact and ACDC runs.
 
     Returns:
@@ -187,7 +198,7 @@ def find_circuit(model: nn.Module, clean: Inputs, corrupted: Inputs, metric: Cal
     check_int("max_rows", max_rows, at_least=1)
     if threshold is not None:
         threshold = check_float("threshold", threshold, at_least=0.0)
-    stream = prepare(model, clean, corrupted, metric, writers, readers)
+    stream = prepare(model, clean, corrupted, metric, writers, readers, ablation=ablation, seed=seed)
     if method == "exact":
         means = run_edges(stream, [{e} for e in stream.edges], max_rows=max_rows).mean(1) if stream.edges else []
         edge_scores = {e: abs(float(m) - stream.clean_mean) for e, m in zip(stream.edges, means, strict=True)}
@@ -198,16 +209,18 @@ def find_circuit(model: nn.Module, clean: Inputs, corrupted: Inputs, metric: Cal
         alphas = None if method == "eap" else [k / n_steps for k in range(1, n_steps + 1)]
         edge_scores = _first_order(stream, reader_gradients(stream, alphas))
     return Circuit(edge_scores, _node_scores(stream, edge_scores), method, stream.writers, stream.readers,
-                   stream.clean_mean, stream.corrupted_mean)
+                   stream.clean_mean, stream.corrupted_mean, ablation, seed)
 
 
 def faithfulness(model: nn.Module, clean: Inputs, corrupted: Inputs, metric: Callable[[Any], Tensor], *,
-                 writers: Sequence[str], readers: Sequence[str], edges: Sequence[Edge]) -> float:
+                 writers: Sequence[str], readers: Sequence[str], edges: Sequence[Edge],
+                 ablation: Ablation | None = None, seed: int = 0) -> float:
     """How much of the clean-vs-corrupted behaviour ``edges`` keep when every other edge is corrupted.
 
     ``(m(circuit) - m(corrupted)) / (m(clean) - m(corrupted))`` with ``m`` the metric's mean: 1 when
     the circuit alone reproduces the clean metric, 0 when it carries nothing. Every edge outside
-    ``edges`` passes its writer's corrupted output to its reader.
+    ``edges`` passes its writer's corrupted output to its reader (or the ``ablation`` of it, as in
+    `find_circuit`; ``m(corrupted)`` is then the metric with every edge ablated).
 
     Raises:
         InputError: an edge that is not a (writer, later reader) pair, equal clean and corrupted
@@ -226,7 +239,7 @@ def faithfulness(model: nn.Module, clean: Inputs, corrupted: Inputs, metric: Cal
         ...              edges=[("embed", "head")])
         1.0
     """
-    stream = prepare(model, clean, corrupted, metric, writers, readers)
+    stream = prepare(model, clean, corrupted, metric, writers, readers, ablation=ablation, seed=seed)
     keep = {tuple(e) for e in edges}
     unknown = sorted(keep - set(stream.edges))
     if unknown:
