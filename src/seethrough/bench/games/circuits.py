@@ -7,7 +7,8 @@ independent random bits, or *saturated* pairs (the AND unit is off on every clea
 every corrupted one, where the gradient at the clean run is zero). The metric is the logit toward
 the clean label. Each method scores every writer → reader edge (`subnetworks.find_circuit`);
 scored by edge and node AUROC against the planted circuit and by the faithfulness of its top
-edges (as many as planted). Baselines: random scores, and "score = mean |writer output|".
+edges (as many as planted). Each method also runs with mean and resample ablation of the
+corrupted outputs (``method (mean)``, ``method (resample)``). Baselines: random scores, and "score = mean |writer output|".
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 
 from ...core.hooks import capture
 from ...evidence import per_example
-from ...subnetworks import faithfulness, find_circuit
+from ...subnetworks import CIRCUIT_METHODS, faithfulness, find_circuit
 from ..zoo.circuits import circuit_pairs, compiled_circuit
 from .base import Game, Metric, register
 
@@ -64,9 +65,9 @@ def _build(case: Mapping[str, Any]) -> Planted:
                    frozenset(tuple(e) for e in meta["edges"]), frozenset(meta["nodes"]))
 
 
-def _method(method: str, planted: Planted, generator: torch.Generator) -> Answer:
+def _method(method: str, ablation: str | None, planted: Planted, generator: torch.Generator) -> Answer:
     res = find_circuit(planted.model, planted.clean, planted.corrupted, planted.metric, writers=list(planted.writers),
-                       readers=list(planted.readers), method=method)
+                       readers=list(planted.readers), method=method, ablation=ablation)
     return Answer(dict(res.edge_scores), dict(res.node_scores))
 
 
@@ -118,8 +119,11 @@ GAME = register(Game(
     ),
     cases=_cases,
     build=_build,
-    methods={"exact": partial(_method, "exact"), "eap": partial(_method, "eap"),
-             "eap-ig": partial(_method, "eap-ig"), "acdc": partial(_method, "acdc"),
+    # Every method with the paired corrupted values (the plain names), then with mean and resample
+    # ablation of the corrupted outputs (the faithfulness score always uses the paired values).
+    methods={**{method: partial(_method, method, None) for method in CIRCUIT_METHODS},
+             **{f"{method} ({ablation})": partial(_method, method, ablation)
+                for ablation in ("mean", "resample") for method in CIRCUIT_METHODS},
              "random": _random, "mean-abs-output": _magnitude},
     score=_score,
     baselines=frozenset({"random", "mean-abs-output"}),
