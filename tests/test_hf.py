@@ -505,6 +505,28 @@ def test_activation_patching_of_positions_equals_hand_written_patches(minilm: tu
     assert float(result.effects[positions][0]) > float(result.effects[positions][1].abs())  # the word carries it
 
 
+
+def _tuning_curve(per_sentence: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """(n_units, 2) by hand: each group's mean activation minus the smaller of the two."""
+    means = torch.stack([per_sentence[groups == g].mean(0) for g in (0, 1)], 1)
+    return means - means.amin(1, keepdim=True)
+
+
+def test_polysemanticity_of_equal_length_sentences_is_the_hand_tuning_curve(minilm: tuple) -> None:
+    from seethrough.neurons import polysemanticity
+
+    tokenizer, model, _ = minilm
+    texts = ["A cat sat.", "A dog ran.", "Prices rose today.", "Shares fell today."]  # 6 tokens each: no padding
+    inputs = tokenize(tokenizer, texts)
+    assert bool(inputs["attention_mask"].all())
+    groups = torch.tensor([0, 0, 1, 1])  # animals, markets: exclusive one-hot features
+    before = snapshot(model)
+    poly = polysemanticity(model, inputs, SITE, torch.nn.functional.one_hot(groups).double())
+    assert_unchanged(before, snapshot(model), "polysemanticity on MiniLM")
+    per_sentence = torch.stack([v.mean(0) for v in _real_token_values(tokenizer, model, texts, SITE)]).double()
+    torch.testing.assert_close(poly.responses.double(), _tuning_curve(per_sentence, groups), rtol=0, atol=1e-4)
+
+
 # -- dict-input paths that still count padding (found while writing the tests above; issue #10, item 2) -----
 
 
@@ -544,3 +566,17 @@ def test_frivolous_units_max_abs_counts_real_tokens_only(minilm: tuple) -> None:
     report = frivolous_units(model, inputs, SITE, metric=metric)
     # measured: 25 of 384 units have max_abs above their real-token maximum, by up to 0.68 ("ok" is padded)
     torch.testing.assert_close(report.max_abs, real, rtol=0, atol=1e-4)
+
+
+
+@pytest.mark.xfail(strict=True, reason="issue #10 item 2: polysemanticity averages a unit over every position, [PAD] "
+                   "included, and takes no mask; owner: neurons/polysemantic.py")
+def test_polysemanticity_of_a_padded_batch_averages_real_tokens_only(minilm: tuple) -> None:
+    from seethrough.neurons import polysemanticity
+
+    tokenizer, model, _ = minilm
+    texts = SHORT + HELD_OUT  # padded to 6 tokens: "ok" and "Why?" are mostly padding
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    poly = polysemanticity(model, tokenize(tokenizer, texts), SITE, torch.nn.functional.one_hot(groups).double())
+    per_sentence = torch.stack([v.mean(0) for v in _real_token_values(tokenizer, model, texts, SITE)]).double()
+    torch.testing.assert_close(poly.responses.double(), _tuning_curve(per_sentence, groups), rtol=0, atol=1e-4)
