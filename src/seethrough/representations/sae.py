@@ -273,7 +273,7 @@ class SparseAutoencoder:
         for name, p in params.items():
             p.requires_grad_(name != "decoder" or self.train_decoder)
         trained = [p for p in params.values() if p.requires_grad]
-        return {"d": d, "scale": scale, "params": params, "optimizer": torch.optim.Adam(trained, lr=self.learning_rate),
+        return {"d": d, "scale": scale, "params": params, "optimizer": torch.optim.Adam(trained, lr=self.learning_rate, foreach=True),
                 "since": torch.zeros(self.n_latents, dtype=torch.long), "rows_seen": 0,
                 "batch_threshold": None, "dead": torch.zeros(self.n_latents, dtype=torch.bool)}
 
@@ -309,8 +309,8 @@ class SparseAutoencoder:
             loss = loss + penalty * _Jump.apply(pre, p["log_threshold"].exp()).sum(1).mean()
         elif self.kind == "relu":
             loss = loss + penalty * codes.sum(1).mean()  # the decoder rows have unit norm
-        dead = state["since"] >= self.dead_after
-        if bool(dead.any()) and self.aux_coefficient > 0:
+        if self.aux_coefficient > 0 and int(state["since"].max()) >= self.dead_after:
+            dead = state["since"] >= self.dead_after
             residual = (x - recon).detach()
             aux_k = min(self.aux_k if self.aux_k is not None else max(1, state["d"] // 2), int(dead.sum()))
             top = pre.masked_fill(~dead, -math.inf).topk(aux_k, dim=1)
@@ -322,7 +322,7 @@ class SparseAutoencoder:
         state["optimizer"].step()
         with torch.no_grad():
             p["decoder"] /= p["decoder"].norm(dim=1, keepdim=True).clamp_min(1e-12)
-        active = (codes > 0).any(0).detach()
+        active = codes.detach().amax(0) > 0  # codes are ≥ 0
         state["since"] = torch.where(active, 0, state["since"] + batch.shape[0])
         state["rows_seen"] += batch.shape[0]
         if self.kind == "batchtopk":  # the inference threshold: a running mean of the smallest kept value
