@@ -10,6 +10,7 @@ from models import TinyCNN, images
 
 import seethrough.audit as audit
 import seethrough.evidence as evidence
+import seethrough.report.audit as audit_report
 from seethrough import Site
 from seethrough.bench.games import repair as repair_game
 from seethrough.bench.games import trojan as trojan_game
@@ -59,6 +60,12 @@ CASES = [
          invalid=(lambda m, x: audit.repair(_audited(m, x), m, x, torch.zeros(2, dtype=torch.long)),)),
     Case("attack", audit.attack, TinyCNN, lambda: images(12),
          lambda m, x: audit.attack(_audited(m, x), m, steps=3, n_controls=3).to_dict()),
+    # issue #10: labels checked before any work, the verdict's limits (a 10-step scan is inconclusive)
+    Case("scan (labels, limits)", audit.scan, TinyCNN, lambda: images(8),
+         lambda m, x: audit.scan(m, x, labels=torch.arange(8) % 3, steps=10, n_controls=3).to_dict()["reasons"],
+         invalid=(lambda m, x: audit.scan(m, x, labels=torch.arange(8)),
+                  lambda m, x: audit.scan(m, x, labels=torch.arange(8).float()),
+                  lambda m, x: audit.scan(m, x * float("inf")))),
 ]
 
 EXEMPT = {
@@ -71,4 +78,6 @@ EXEMPT = {
     repair_game.Answer: "a game's answer (tested in tests/bench)",
     audit.binarise_mask: "thresholds a mask; takes no model",
     audit.default_feature_site: "reads module names; runs nothing",
+    audit.data_range: "the value range of inputs; takes no model",
+    audit_report.visible: "escapes text for the report; takes no model",
 }

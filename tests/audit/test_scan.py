@@ -152,7 +152,11 @@ def test_a_model_predicting_one_class_everywhere_is_not_called_trojaned() -> Non
     with torch.no_grad():
         model[0].bias.copy_(torch.tensor([0.0, 50.0, 0.0]))
     result = scan(model, torch.rand(40, 12), steps=20, n_controls=5)
-    assert result.verdict == "clean" and result.findings == ()
+    # not trojaned, and not "clean" either (issue #10): no trigger in the data's range moves an input
+    # past a bias of 50 to class 0 or 2, so their smallest triggers are unknown
+    assert result.verdict == "inconclusive" and result.findings == ()
+    assert any("classes 0 ('0'), 2 ('2')" in r or "class(es) 0 ('0'), 2 ('2')" in r for r in result.reasons), \
+        result.reasons
 
 
 @pytest.mark.parametrize("x, message", [(torch.zeros(3, 1, 16, 16), "at least 4"), (torch.zeros(8, 2, 3), r"\(N, D\)")])

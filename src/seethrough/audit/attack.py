@@ -23,10 +23,12 @@ from ..core.checks import check_int
 from ..core.errors import InputError
 from ..core.hooks import capture, hooks
 from ..core.inputs import validate_inputs
-from ..core.results import Result, new_figure
+from ..core.results import Result, jsonable, new_figure
 from ..core.sites import Site
 from ..evidence import Trigger, bootstrap_ci, stamp
+from ._forward import model_failures
 from .internal import check_trigger, per_unit
+from .reverse import PatternRange
 from .verdict import AuditResult, as_images
 
 __all__ = ["DesignedAttack", "design_attack", "binarise_mask", "attack"]
@@ -69,14 +71,14 @@ class DesignedAttack(Result):
         """The ``attack`` record of ``findings.json``."""
         controls = torch.tensor(self.control_success, dtype=torch.float64)
         t = self.trigger
-        return {"status": "designed", "from_units": list(self.units), "site": self.site.path,
+        return jsonable({"status": "designed", "from_units": list(self.units), "site": self.site.path,
                 "family": t.family, "target_class": t.target, "mask_pixels": float(t.mask.sum()),
                 "attack_success_rate": self.attack_success, "ci_low": self.ci_low, "ci_high": self.ci_high,
                 "control_mean": float(controls.mean()) if len(controls) else float("nan"),
                 "control_max": float(controls.max()) if len(controls) else float("nan"),
                 "n_controls": len(self.control_success), "p_value": self.p_value,
                 "beats_controls": self.beats_controls, "trigger_mask": t.mask.tolist(),
-                "trigger_pattern": t.pattern.tolist()}
+                "trigger_pattern": t.pattern.tolist()})
 
     def to_frame(self) -> Any:
         import pandas as pd
@@ -96,9 +98,11 @@ class DesignedAttack(Result):
         return fig
 
 
-def _random_control(mask: Tensor, family: str, channels: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+def _random_control(mask: Tensor, family: str, channels: int, gen: torch.Generator,
+                    pattern_range: PatternRange) -> tuple[Tensor, Tensor]:
     h, w = mask.shape
-    pattern = torch.randint(0, 2, (channels, h, w), generator=gen).to(mask.dtype)
+    low, high = pattern_range
+    pattern = low + (high - low) * torch.randint(0, 2, (channels, h, w), generator=gen).to(mask.dtype)
     if family == "blend":
         return mask, pattern
     rows, cols = torch.nonzero(mask > 0.5, as_tuple=True)
@@ -113,7 +117,7 @@ def _random_control(mask: Tensor, family: str, channels: int, gen: torch.Generat
 
 def design_attack(model: nn.Module, scan_inputs: Tensor, held_inputs: Tensor, site: Site, units: Sequence[int],
                   trigger: Trigger, *, steps: int = 200, lr: float = 0.1, n_controls: int = 50,
-                  seed: int = 0) -> DesignedAttack:
+                  pattern_range: PatternRange = (0.0, 1.0), seed: int = 0) -> DesignedAttack:
     """Optimise a trigger pattern under ``trigger``'s mask to drive ``units`` at ``site``; test it held out.
 
     Args:
@@ -126,6 +130,8 @@ def design_attack(model: nn.Module, scan_inputs: Tensor, held_inputs: Tensor, si
             for a patch, used as is for a blend), its family, and the class whose hit rate is
             measured (never used in the optimisation); its pattern is not used.
         n_controls: random triggers of the same size.
+        pattern_range: ``(low, high)``: the box of the designed pattern and of the controls' random
+            binary patterns (floats or per-channel ``(C, 1, 1)`` tensors; the data's range, `data_range`).
 
     Raises:
         InputError: no units, a trigger that does not fit the images, or every held-out image
@@ -146,6 +152,7 @@ def design_attack(model: nn.Module, scan_inputs: Tensor, held_inputs: Tensor, si
     unit_index = torch.tensor(list(units))
     m = binarise_mask(trigger.mask.detach().to(scan_x), family)
     gen = torch.Generator().manual_seed(seed)
+    low, high = pattern_range
     pattern_logit = (torch.randn(scan_x.shape[1:], generator=gen) * 0.1).requires_grad_(True)
     opt = torch.optim.Adam([pattern_logit], lr=lr)
     drive: list[Tensor] = []
@@ -158,12 +165,13 @@ def design_attack(model: nn.Module, scan_inputs: Tensor, held_inputs: Tensor, si
         for _ in range(steps):
             index = torch.randint(0, scan_x.shape[0], (batch,), generator=gen)
             drive.clear()
-            model(stamp(scan_x[index], Trigger(m, torch.sigmoid(pattern_logit), target, family)))
+            model(stamp(scan_x[index], Trigger(m, low + (high - low) * torch.sigmoid(pattern_logit), target,
+                                               family)))
             (grad,) = torch.autograd.grad(-drive[0], [pattern_logit])
             opt.zero_grad(set_to_none=True)
             pattern_logit.grad = grad
             opt.step()
-    pattern = torch.sigmoid(pattern_logit).detach()
+    pattern = (low + (high - low) * torch.sigmoid(pattern_logit)).detach()
     with torch.no_grad():
         keep = model(held_x).argmax(-1) != target
         x = held_x[keep]
@@ -173,7 +181,7 @@ def design_attack(model: nn.Module, scan_inputs: Tensor, held_inputs: Tensor, si
         hits = (model(stamp(x, designed)).argmax(-1) == target).double()
         controls = []
         for _ in range(n_controls):
-            cm, cp = _random_control(m, family, x.shape[1], gen)
+            cm, cp = _random_control(m, family, x.shape[1], gen, pattern_range)
             controls.append(float((model(stamp(x, Trigger(cm, cp, target, family))).argmax(-1) == target)
                                   .double().mean()))
     success = float(hits.mean())
@@ -203,8 +211,11 @@ def attack(result: AuditResult, model: nn.Module, *, seed: int = 0, **kwargs: An
     assert finding.trigger is not None
     scan_x, held_x = result.split
     vector = bool(result.settings.get("vector_input"))
-    designed = design_attack(as_images(model) if vector else model, scan_x, held_x, units.site, units.units,
-                             finding.trigger, seed=seed, **kwargs)
+    if result.pattern_range is not None:
+        kwargs.setdefault("pattern_range", result.pattern_range)
+    view = as_images(model) if vector else model
+    with model_failures(model, held_x, "attack design"):
+        designed = design_attack(view, scan_x, held_x, units.site, units.units, finding.trigger, seed=seed, **kwargs)
     if vector:  # the audit scanned a 1 x D view of the model: name the site as the user's model does
         designed = dataclasses.replace(designed, site=dataclasses.replace(
             designed.site, path=designed.site.path.removeprefix("inner.")))

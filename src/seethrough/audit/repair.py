@@ -23,8 +23,9 @@ from torch import Tensor, nn
 
 from ..core.errors import InputError
 from ..core.inputs import validate_inputs
-from ..core.results import Result, new_figure
+from ..core.results import Result, jsonable, new_figure
 from ..evidence import Trigger, accuracy, attack_success, stamp
+from ._forward import check_labels, checked_logits, model_failures
 from .verdict import AuditResult, as_images, unwrap
 
 __all__ = ["RepairResult", "repair_by_unlearning", "repair"]
@@ -45,11 +46,11 @@ class RepairResult(Result):
 
     def to_dict(self) -> dict[str, Any]:
         """The ``repair`` record of ``findings.json`` (the model itself is not JSON: save its state dict)."""
-        return {"status": "repaired", "target_class": self.triggers[0].target,
+        return jsonable({"status": "repaired", "target_class": self.triggers[0].target,
                 "method": "unlearning (fine-tune with the reversed trigger, true labels)", "epochs": self.epochs,
                 "clean_accuracy_before": self.clean_accuracy_before, "clean_accuracy_after": self.clean_accuracy_after,
                 "attack_success_before": self.attack_success_before,
-                "attack_success_after": self.attack_success_after}
+                "attack_success_after": self.attack_success_after})
 
     def to_frame(self) -> Any:
         import pandas as pd
@@ -93,10 +94,9 @@ def repair_by_unlearning(model: nn.Module, inputs: Tensor, labels: Tensor, trigg
     (repaired on the training split, scored with the *planted* trigger on the test split); the
     trojan-repair game scores them on models from seeds 2000+, which no setting was chosen on.
     """
-    x, y = inputs, labels
+    x = inputs
     validate_inputs(model, x)
-    if not isinstance(y, Tensor) or y.shape != (x.shape[0],):
-        raise InputError(f"labels must be class indices of shape ({x.shape[0]},); got {getattr(y, 'shape', y)}.")
+    y = check_labels(labels, x.shape[0], int(checked_logits(model, x).shape[1]))  # before any work
     if not all(isinstance(t, Trigger) for t in (trigger, *also)):
         raise InputError("trigger and also must be seethrough.evidence.Trigger objects.")
     if not 0.0 < held_out < 1.0 or not 0.0 <= stamp_fraction <= 1.0:
@@ -109,6 +109,15 @@ def repair_by_unlearning(model: nn.Module, inputs: Tensor, labels: Tensor, trigg
     train_x, train_y = x[order[:n_train]], y[order[:n_train]]
     test_x, test_y = x[order[n_train:]], y[order[n_train:]]
     triggers = [trigger, *also]
+    with model_failures(model, x, "repair"):
+        return _unlearn(model, train_x, train_y, test_x, test_y, triggers, epochs, lr, stamp_fraction, distill,
+                        batch_size, gen)
+
+
+def _unlearn(model: nn.Module, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
+             triggers: list[Trigger], epochs: int, lr: float, stamp_fraction: float, distill: float, batch_size: int,
+             gen: torch.Generator) -> RepairResult:
+    trigger, n_train = triggers[0], train_x.shape[0]
     before_acc = accuracy(model, test_x, test_y)
     before_asr = attack_success(model, test_x, test_y, trigger)
     repaired = copy.deepcopy(model)
@@ -150,14 +159,23 @@ def repair(result: AuditResult, model: nn.Module, inputs: Tensor, labels: Tensor
     Args:
         result: what `scan` returned for ``model``.
         model: the audited classifier.
-        inputs, labels: labelled clean data, shaped as the audit's inputs (``(N, D)`` for a vector model).
+        inputs, labels: labelled clean data, shaped as the audit's inputs (``(N, D)`` for a vector model);
+            labels are checked against the model's classes before any work.
         seed: seeds the split and the fine-tuning.
         **kwargs: passed on to `repair_by_unlearning` (``epochs``, ``lr``, ``held_out``...).
 
     Returns:
         The repair (its ``model`` built like ``model``; the first validated trigger is the one
         measured), or ``None`` when the audit validated no trigger.
+
+    Raises:
+        InputError: labels that are not class indices ``(N,)`` of the model's classes (checked first).
+        ForwardError: the model's forward fails on the data.
     """
+    if not isinstance(inputs, Tensor) or inputs.ndim not in (2, 4):
+        raise InputError(f"repair inputs must be (N, D) or (N, C, H, W); got "
+                         f"{getattr(inputs, 'shape', type(inputs).__name__)}.")
+    check_labels(labels, inputs.shape[0], int(checked_logits(model, inputs).shape[1]))
     triggers = result.validated_triggers
     if not triggers:
         return None
