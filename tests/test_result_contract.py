@@ -229,6 +229,11 @@ def _patching() -> Any:
     return seethrough.subnetworks.activation_patching(HostileMLP(), x, -x, [HOSTILE, Site("fc1", units=[1, 2])], _metric)
 
 
+def _faithfulness_curve() -> Any:
+    x = vectors()
+    return _circuit().curve(_hostile_stream(), x, -x, _metric)
+
+
 def _circuit() -> Any:
     x = vectors()
     return seethrough.subnetworks.find_circuit(_hostile_stream(), x, -x, _metric, writers=[HOSTILE, "block"],
@@ -303,6 +308,7 @@ FACTORIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "Clusterability": (_clusterability, False),
     "Patching": (_patching, True),
     "Circuit": (_circuit, True),
+    "FaithfulnessCurve": (_faithfulness_curve, False),
     "SpliceResult": (_splice, True),
     "DCI": (_dci, False),
 }

@@ -245,3 +245,24 @@ def test_ablations_of_the_edges_outside_a_circuit(ablation: str) -> None:
     assert res.corrupted == pytest.approx(float(nothing), abs=1e-6)
     assert res.edge_scores[("blocks.0", "head")] == pytest.approx(abs(float(single - full)), abs=1e-6)
     assert res.verify(model, clean, corrupted, _metric, k=len(_edges())) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_faithfulness_curve_is_faithfulness_at_every_size() -> None:
+    import numpy as np
+
+    from seethrough.subnetworks import faithfulness_curve
+
+    model = Residual().eval()
+    clean, corrupted = _data(9)
+    kwargs = {"writers": WRITERS, "readers": READERS}
+    res = find_circuit(model, clean, corrupted, _metric, method="eap-ig", **kwargs)
+    curve = res.curve(model, clean, corrupted, _metric)
+    ranking = res.select(len(_edges()))
+    expected = [faithfulness(model, clean, corrupted, _metric, edges=ranking[:k], **kwargs) for k in range(11)]
+    np.testing.assert_allclose(curve.faithfulness, expected, atol=1e-6)
+    x = np.arange(11) / 10
+    assert curve.cpr == pytest.approx(sum((x[i + 1] - x[i]) * (expected[i + 1] + expected[i]) / 2 for i in range(10)))
+    dev = np.abs(1 - np.array(expected))
+    assert curve.cmd == pytest.approx(sum((x[i + 1] - x[i]) * (dev[i + 1] + dev[i]) / 2 for i in range(10)))
+    with pytest.raises(InputError, match="every edge"):
+        faithfulness_curve(model, clean, corrupted, _metric, ranking=ranking[:3], **kwargs)

@@ -4,13 +4,16 @@
 modules (spectral clustering, n-cut, z-score against weight shuffles); `activation_patching`
 measures how much of a clean-to-corrupted change each site, unit or position carries;
 `find_circuit` scores the writer → reader edges of a residual stream (exact edge patching, EAP,
-EAP-IG, ACDC) and `faithfulness` checks a circuit by corrupting everything outside it.
+EAP-IG, ACDC); `faithfulness` checks a circuit by corrupting everything outside it and
+`faithfulness_curve` does so for every circuit size (CPR, CMD).
 """
 
 from .circuits import CIRCUIT_METHODS, Circuit, faithfulness, find_circuit
 from .partition import Clusterability, Partition, clusterability, ncut, partition
 from .patching import Patching, activation_patching
+from .verification import FaithfulnessCurve, faithfulness_curve
 
 __all__ = ["partition", "clusterability", "ncut", "Partition", "Clusterability",
            "activation_patching", "Patching",
-           "find_circuit", "faithfulness", "Circuit", "CIRCUIT_METHODS"]
+           "find_circuit", "faithfulness", "Circuit", "CIRCUIT_METHODS",
+           "faithfulness_curve", "FaithfulnessCurve"]

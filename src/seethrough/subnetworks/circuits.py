@@ -24,6 +24,7 @@ from ..core.interventions import Ablation
 from ..core.results import Result, jsonable, new_figure
 from ..core.types import Inputs
 from ._stream import Edge, Stream, prepare, reader_gradients, run_edges
+from .verification import FaithfulnessCurve, faithfulness_curve
 
 if TYPE_CHECKING:
     import pandas
@@ -68,6 +69,12 @@ class Circuit(Result):
         """`faithfulness` of the top ``k`` edges: everything outside them takes its corrupted value."""
         return faithfulness(model, clean, corrupted, metric, writers=self.writers, readers=self.readers,
                             edges=self.select(k), ablation=self.ablation, seed=self.seed)
+
+    def curve(self, model: nn.Module, clean: Inputs, corrupted: Inputs,
+              metric: Callable[[Any], Tensor]) -> FaithfulnessCurve:
+        """`faithfulness_curve` of this ranking: the top ``k`` edges kept, for every ``k``."""
+        return faithfulness_curve(model, clean, corrupted, metric, writers=self.writers, readers=self.readers,
+                                  ranking=self.select(len(self.edge_scores)), ablation=self.ablation, seed=self.seed)
 
     def to_frame(self) -> pandas.DataFrame:
         import pandas as pd
