@@ -15,6 +15,7 @@ from hygiene import Case
 from models import TinyCNN, TinyMLP, TinyTransformer, images, tokens, vectors
 
 from seethrough import weights
+from seethrough.bench.games import masks as masks_game
 from seethrough.bench.games import pruning as pruning_game
 from seethrough.bench.games import weights as weights_game
 from seethrough.bench.zoo import irrelevance, task_weights
@@ -69,6 +70,8 @@ EXEMPT: dict[Any, str] = {
     task_weights.TaskHead: "a model class (one task's view of a network)",
     weights_game.TaskWeightsAnswer: "a game answer (scores per task)",
     weights_game.task_auroc: "ranks numbers; takes no model",
+    masks_game.MaskAnswer: "a game answer (masks per task)",
+    masks_game.jaccard: "compares masks; takes no model",
     irrelevance.planted_irrelevance: "builds a new model",
     irrelevance.PlantedIrrelevance: "a planted case (a model and its answer key)",
     pruning_game.PruningAnswer: "a game answer (scores per weight)",

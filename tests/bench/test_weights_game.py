@@ -92,3 +92,32 @@ def test_pruning_game_scores_the_oracle_and_magnitude() -> None:
     taylor = game.play("taylor", case)
     assert taylor["irrelevant_auroc"] == 1.0 and taylor["prunable_ratio"] >= 1.0 and taylor["beats_random_pruning"] == 1.0
     assert game.play("magnitude", case)["irrelevant_auroc"] < 0.5
+
+
+# -- mask recovery ----------------------------------------------------------------------------------------
+
+
+def test_shared_block_is_in_both_keys_and_only_the_key_computes_each_head() -> None:
+    planted = two_task_network(0, n_shared=4)
+    both = {n: planted.task_a[n] & planted.task_b[n] for n in planted.task_a}
+    assert int(both["0.weight"][-4:].sum()) == int(planted.nonzero["0.weight"][-4:].sum()) > 0  # shared inputs
+    assert int(both["2.weight"].sum()) == 0 and int(both["0.weight"][:-4].sum()) == 0
+    for task, key in (("a", planted.task_a), ("b", planted.task_b)):
+        head = planted.head(task)
+        only = _zeroed(planted, key)
+        cols = slice(0, 3) if task == "a" else slice(3, 6)
+        torch.testing.assert_close(only(planted.inputs)[:, cols], head(planted.inputs), rtol=0, atol=0)
+    plain = two_task_network(0)  # n_shared=0 draws nothing more: the known-task-weights network is unchanged
+    assert torch.equal(plain.net[0].weight, two_task_network(0, n_shared=0).net[0].weight)
+
+
+def test_mask_game_scores_the_answer_key_perfectly() -> None:
+    from seethrough.bench.games.masks import MaskAnswer
+
+    game = GAMES["mask-recovery"]
+    case = game.cases(0, True)[0]
+    planted = game.build(case)
+    key = MaskAnswer(planted.task_a, planted.task_b, (planted.task_a,) * 5)
+    scores = game.score(key, planted)
+    assert scores["task_a_iou"] == 1.0 and scores["stability"] == 1.0 and scores["task_a_accuracy"] == 1.0
+    assert scores["shared_fraction_error"] == 0.0 and scores["task_b_accuracy_under_mask_a"] < 0.6

@@ -71,20 +71,24 @@ def _sparse(shape: tuple[int, int], density: float, scale: float, gen: torch.Gen
 
 def two_task_network(seed: int, *, d_task: int = 8, n_block: int = 8, n_decoy: int = 4, n_classes: int = 3,
                      density: float = 0.6, scale_b: float = 2.0, scale_decoy: float = 4.0,
-                     n_samples: int = 256, leak: float = 0.0) -> TaskWeights:
+                     n_samples: int = 256, leak: float = 0.0, n_shared: int = 0) -> TaskWeights:
     """Build the planted two-task network of ``seed`` (see the module docstring) and its data.
 
     Inputs are uniform in [0, 1) (non-negative, so the dead decoy units never fire). Each block hidden
     unit gets its largest incoming weight made positive, so it fires on some inputs and every block
     weight can matter. ``leak`` > 0 adds small cross-talk weights (std ``leak``) from each task's inputs
     into the other block's units and from each block into the other head: weights outside both blocks
-    that still change the outputs a little (sensitivity is high, contribution small).
+    that still change the outputs a little (sensitivity is high, contribution small). ``n_shared`` > 0
+    adds a *shared* block: units reading every input and writing to both heads (their incoming weights
+    belong to both tasks; each head's weights from them to that task), drawn after everything else so
+    that ``n_shared=0`` gives the same network as before.
     """
     gen = generator(seed, "two_task_network")
-    d_in, n_hidden = 2 * d_task, 2 * n_block + 2 * n_decoy
+    d_in, n_hidden = 2 * d_task, 2 * n_block + 2 * n_decoy + n_shared
     first, second = torch.zeros(n_hidden, d_in), torch.zeros(2 * n_classes, n_hidden)
     a_units, b_units = slice(0, n_block), slice(n_block, 2 * n_block)
-    live, dead = slice(2 * n_block, 2 * n_block + n_decoy), slice(2 * n_block + n_decoy, n_hidden)
+    live, dead = slice(2 * n_block, 2 * n_block + n_decoy), slice(2 * n_block + n_decoy, 2 * n_block + 2 * n_decoy)
+    shared = slice(2 * n_block + 2 * n_decoy, n_hidden)
     for units, cols, rows, scale in ((a_units, slice(0, d_task), slice(0, n_classes), 1.0),
                                      (b_units, slice(d_task, d_in), slice(n_classes, 2 * n_classes), scale_b)):
         w_in = _sparse((n_block, d_task), density, scale, gen)
@@ -102,6 +106,13 @@ def two_task_network(seed: int, *, d_task: int = 8, n_block: int = 8, n_decoy: i
         second[:n_classes, b_units] = torch.randn(n_classes, n_block, generator=gen) * leak
     net = nn.Sequential(nn.Linear(d_in, n_hidden, bias=False), nn.ReLU(), nn.Linear(n_hidden, 2 * n_classes))
     inputs = torch.rand(n_samples, d_in, generator=gen)
+    if n_shared > 0:
+        w_in = _sparse((n_shared, d_in), density, 1.0, gen)
+        top = w_in.abs().argmax(1)
+        w_in[torch.arange(n_shared), top] = w_in[torch.arange(n_shared), top].abs()
+        first[shared] = w_in
+        second[:n_classes, shared] = _sparse((n_classes, n_shared), density, 1.0, gen)
+        second[n_classes:, shared] = _sparse((n_classes, n_shared), density, 1.0, gen)
     with torch.no_grad():
         net[0].weight.copy_(first)
         net[2].weight.copy_(second)
@@ -116,11 +127,13 @@ def two_task_network(seed: int, *, d_task: int = 8, n_block: int = 8, n_decoy: i
         m1, m2 = torch.zeros_like(first, dtype=torch.bool), torch.zeros_like(second, dtype=torch.bool)
         m1[units, cols] = True
         m2[rows, units] = True
+        m1[shared] = True
+        m2[rows, shared] = True
         bias = torch.zeros(2 * n_classes, dtype=torch.bool)
         bias[rows] = True
         masks[name] = {"0.weight": m1 & (first != 0), "2.weight": m2 & (second != 0), "2.bias": bias}
     d1, d2 = torch.zeros_like(first, dtype=torch.bool), torch.zeros_like(second, dtype=torch.bool)
-    d1[2 * n_block:] = True
+    d1[2 * n_block:2 * n_block + 2 * n_decoy] = True
     d2[:, dead] = True
     nonzero = {"0.weight": first != 0, "2.weight": second != 0, "2.bias": net[2].bias.detach() != 0}
     return TaskWeights(net, inputs, out[:, :n_classes].argmax(1), out[:, n_classes:].argmax(1), n_classes,
