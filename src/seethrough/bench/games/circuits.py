@@ -6,8 +6,8 @@ blocks that nothing reads, in a randomly rotated stream. Clean and corrupted inp
 independent random bits, or *saturated* pairs (the AND unit is off on every clean input and on for
 every corrupted one, where the gradient at the clean run is zero). The metric is the logit toward
 the clean label. Each method scores every writer → reader edge (`subnetworks.find_circuit`);
-scored by edge and node AUROC against the planted circuit and by the faithfulness of its top
-edges (as many as planted). Each method also runs with mean and resample ablation of the
+scored by edge and node AUROC against the planted circuit, by the faithfulness of its top
+edges (as many as planted) and by MIB's CMD over every circuit size. Each method also runs with mean and resample ablation of the
 corrupted outputs (``method (mean)``, ``method (resample)``). Baselines: random scores, and "score = mean |writer output|".
 """
 
@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ...core.hooks import capture
 from ...evidence import per_example
-from ...subnetworks import CIRCUIT_METHODS, faithfulness, find_circuit
+from ...subnetworks import CIRCUIT_METHODS, faithfulness_curve, find_circuit
 from ..zoo.circuits import circuit_pairs, compiled_circuit
 from .base import Game, Metric, register
 
@@ -97,11 +97,13 @@ def _auroc(scores: Mapping[Any, float], positives: frozenset[Any]) -> float:
 
 
 def _score(answer: Answer, planted: Planted) -> dict[str, float]:
-    ranked = sorted(answer.edge_scores, key=lambda e: -answer.edge_scores[e])
-    kept = faithfulness(planted.model, planted.clean, planted.corrupted, planted.metric, writers=list(planted.writers),
-                        readers=list(planted.readers), edges=ranked[:len(planted.edges)])
+    edges = list(answer.edge_scores)
+    ranked = [edges[i] for i in sorted(range(len(edges)), key=lambda i: (-answer.edge_scores[edges[i]], i))]
+    curve = faithfulness_curve(planted.model, planted.clean, planted.corrupted, planted.metric,
+                               writers=list(planted.writers), readers=list(planted.readers), ranking=ranked)
     return {"edge_auroc": _auroc(answer.edge_scores, planted.edges),
-            "node_auroc": _auroc(answer.node_scores, planted.nodes), "faithfulness_at_k": kept}
+            "node_auroc": _auroc(answer.node_scores, planted.nodes),
+            "faithfulness_at_k": float(curve.faithfulness[len(planted.edges)]), "cmd": curve.cmd}
 
 
 GAME = register(Game(
@@ -116,6 +118,9 @@ GAME = register(Game(
         Metric("node_auroc", chance=0.5, bar=0.95, description="AUROC of the node scores for the planted nodes"),
         Metric("faithfulness_at_k", chance=0.0, bar=0.95,
                description="metric kept by the top-k edges with every other edge corrupted (1 = all of it)"),
+        # CMD's failing reference is 1: a ranking whose circuits keep nothing until every edge is in.
+        Metric("cmd", chance=1.0, bar=0.05, higher_is_better=False,
+               description="MIB's CMD: area under |1 - faithfulness| over the fraction of top edges kept"),
     ),
     cases=_cases,
     build=_build,
