@@ -78,9 +78,12 @@ def test_attention_probabilities_are_a_site_element_equal_to_the_models_own() ->
     tokenizer, model = load_minilm(eager_attention=True)
     inputs = tokenize(tokenizer, TEXTS)  # padded: the third sentence is short
     sites = [Site(f"encoder.layer.{n}.attention.self", element=1) for n in range(6)]
+    with torch.no_grad():
+        # transformers 5 installs its own output-recording hooks on the first output_attentions=True call
+        # (install_output_capuring_hook), so the snapshot is taken after it: it checks capture, not transformers
+        reference = model(**inputs, output_attentions=True).attentions
     before = snapshot(model)
     with torch.no_grad():
-        reference = model(**inputs, output_attentions=True).attentions
         got = st.capture(model, inputs, sites)
     assert_unchanged(before, snapshot(model), "capturing attention probabilities")
     for n, site in enumerate(sites):
