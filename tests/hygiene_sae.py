@@ -14,7 +14,7 @@ from models import TinyMLP, vectors
 
 from seethrough import Site
 from seethrough.bench.zoo import dictionaries, factors
-from seethrough.representations import disentanglement, sae, sae_sites
+from seethrough.representations import disentanglement, sae, sae_sites, sae_stability
 
 
 def _sae(width: int = 8) -> sae.SparseAutoencoder:
@@ -43,6 +43,7 @@ CASES: list[Case] = [
 EXEMPT: dict[Any, str] = {
     sae.SparseAutoencoder: "an estimator over activations; takes no model (site_activations feeds it)",
     sae_sites.SpliceResult: "a result dataclass",
+    sae_stability.shared_latents: "compares two fitted SAEs; takes no model",
     disentanglement.dci: "a metric over arrays; takes no model",
     disentanglement.mig: "a metric over arrays; takes no model",
     disentanglement.DCI: "a result dataclass",

@@ -17,7 +17,13 @@ from torch import nn
 from seethrough import Site, capture
 from seethrough.bench.zoo.dictionaries import sparse_dictionary_data
 from seethrough.core import InputError, LoadError, NotFittedError
-from seethrough.representations import SAE_KINDS, SparseAutoencoder, loss_recovered, site_activations
+from seethrough.representations import (
+    SAE_KINDS,
+    SparseAutoencoder,
+    loss_recovered,
+    shared_latents,
+    site_activations,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -258,3 +264,18 @@ def test_numpy_activations_are_accepted() -> None:
     x = _x()
     assert torch.equal(_fit(x.numpy()).decoder_, _fit(x).decoder_)
     assert np.asarray(_fit(x).encode(x)).shape == (256, 16)
+
+
+def test_shared_latents_of_a_permuted_copy_is_one_and_of_a_random_dictionary_near_zero() -> None:
+    sae = _fit(_x(d=32), n_latents=32)
+    permuted = SparseAutoencoder(32)
+    order = torch.randperm(32, generator=torch.Generator().manual_seed(0))
+    permuted.decoder_ = sae.decoder_[order]
+    assert shared_latents(sae, sae) == 1.0 and shared_latents(sae, permuted) == 1.0
+    random = SparseAutoencoder(32)
+    random.decoder_ = torch.nn.functional.normalize(torch.randn(32, 32, generator=torch.Generator().manual_seed(1)), dim=1)
+    cos = sae.decoder_ @ random.decoder_.T
+    slow = int((cos.max(1).values >= 0.7).sum())  # no one-to-one matching can share more than this
+    assert shared_latents(sae, random) <= slow / 32 < 0.5
+    with pytest.raises(InputError, match="widths"):
+        shared_latents(sae, _fit(_x(d=5)))

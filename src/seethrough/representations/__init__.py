@@ -4,7 +4,7 @@ Probes with control tasks (`probe`, `LinearProbe`, `MLPProbe`), concept erasure 
 `erase`), concept vectors with a calibrated TCAV test (`tcav`). Similarity (linear CKA, streaming
 CKA, CKA between the sites of two models, canonical correlations, SVCCA, PWCCA and the orthogonal
 Procrustes distance). Sparse autoencoders (`SparseAutoencoder`, `site_activations`,
-`loss_recovered`) and disentanglement metrics (`dci`, `mig`).
+`loss_recovered`, `shared_latents`) and disentanglement metrics (`dci`, `mig`).
 """
 
 from .cca import cca_correlations, procrustes, pwcca, svcca
@@ -15,11 +15,12 @@ from .erasure import Erasure, LeaceEraser, erase
 from .probes import LinearProbe, MLPProbe, ProbeResult, probe
 from .sae import SAE_KINDS, SparseAutoencoder
 from .sae_sites import SpliceResult, loss_recovered, site_activations
+from .sae_stability import shared_latents
 from .similarity import SimilarityMatrix, cka_between
 
 __all__ = ["cka", "StreamingCKA", "cka_between", "SimilarityMatrix", "cca_correlations", "svcca", "pwcca",
            "procrustes"]
 __all__ += ["probe", "ProbeResult", "LinearProbe", "MLPProbe", "LeaceEraser", "erase", "Erasure", "tcav",
             "TCAVResult", "fit_cavs", "directional_derivatives"]
-__all__ += ["SparseAutoencoder", "SAE_KINDS", "site_activations", "loss_recovered", "SpliceResult", "dci", "DCI",
-            "mig"]
+__all__ += ["SparseAutoencoder", "SAE_KINDS", "site_activations", "loss_recovered", "SpliceResult", "shared_latents",
+            "dci", "DCI", "mig"]
