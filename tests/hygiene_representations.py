@@ -7,6 +7,8 @@ from hygiene import Case
 from models import TinyCNN, TinyMLP, TinyTransformer, images, tokens, vectors
 
 from seethrough import representations as rep
+from seethrough.bench.zoo import probing as probing_zoo
+from seethrough.bench.zoo import reliance as reliance_zoo
 
 
 def _labels(n: int) -> torch.Tensor:
@@ -58,4 +60,10 @@ EXEMPT: dict = {
     rep.MLPProbe: "an estimator on arrays; takes no model",
     rep.LeaceEraser: "an estimator on arrays; takes no model (its model-facing user erase is in the table)",
     rep.fit_cavs: "fits classifiers on arrays; takes no model",
+    probing_zoo.CategoryModel: "a model class",
+    probing_zoo.token_properties: "builds data",
+    probing_zoo.category_task: "builds data",
+    probing_zoo.trained_category_model: "builds a new model",
+    reliance_zoo.add_mark: "edits images; takes no model",
+    reliance_zoo.marked_digits_classifier: "builds a new model",
 }

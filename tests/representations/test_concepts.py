@@ -137,3 +137,12 @@ def test_same_seed_same_result() -> None:
     args = (torch.randn(10, 6, generator=g), torch.randn(30, 6, generator=g), "0", torch.randn(8, 6, generator=g), 0)
     a, b = tcav(model, *args, n_random=4, seed=3), tcav(model, *args, n_random=4, seed=3)
     assert torch.equal(a.random_scores, b.random_scores) and a.score == b.score
+
+
+def test_fewer_runs_per_statistic_keep_one_null_statistic_per_random_set() -> None:
+    model = _mlp()
+    g = seeded(8)
+    r = tcav(model, torch.randn(10, 6, generator=g), torch.randn(30, 6, generator=g), "0",
+             torch.randn(8, 6, generator=g), 0, n_random=9, n_runs=3)
+    assert r.concept_scores.shape == (3,) and r.random_scores.shape == (9,) and r.concept_cavs.shape == (3, 12)
+    assert r.p_value >= 1 / 10

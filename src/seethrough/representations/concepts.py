@@ -131,14 +131,14 @@ class TCAVResult(Result):
         site: where the CAVs live.
         target: the output column whose sensitivity is scored.
         score: mean TCAV score over the concept's runs (fraction of inputs whose target rises along the CAV).
-        concept_scores: ``(n_random,)`` the score of each concept run (bootstrap concept vs fresh random).
+        concept_scores: ``(n_runs,)`` the score of each concept run (bootstrap concept vs fresh random).
         random_scores: ``(n_random,)`` the null statistics: the same average with a random set in the concept's place.
         p_value: two-sided rank p-value ``(1 + #{|null - ½| ≥ |score - ½|}) / (1 + n_random)``.
         significant: ``p_value ≤ alpha``.
         alpha: the test's level.
-        n_random: random runs (and null statistics).
+        n_random: null statistics (random sets in the concept's place).
         cav: ``(d,)`` the unit-norm mean CAV of the concept runs.
-        concept_cavs: ``(n_random, d)`` the unit-norm CAV of each concept run.
+        concept_cavs: ``(n_runs, d)`` the unit-norm CAV of each concept run.
     """
 
     site: Site
@@ -181,14 +181,14 @@ def _draw(gen: torch.Generator, n: int, k: int) -> Tensor:
 
 def tcav(model: nn.Module, concept: Inputs, random: Inputs, site: Site | str, inputs: Inputs, target: int, *,
          n_random: int = 20, alpha: float = 0.05, seed: int = 0, metric: Callable[[Any], Tensor] | None = None,
-         C: float = 1.0, batch_size: int = 256) -> TCAVResult:
+         C: float = 1.0, n_runs: int | None = None, batch_size: int = 256) -> TCAVResult:
     """TCAV score of ``concept`` for ``target`` at ``site``, tested against a calibrated random null.
 
     Sets of ``m = min(len(concept), len(random) // 2)`` examples are compared. Each concept run ``i``
     fits a CAV on a bootstrap resample (``m`` draws with replacement) of the concept set against
     ``m`` random examples drawn afresh, and scores it on ``inputs``. Each null statistic ``j`` draws
     a random set of ``min(len(concept), len(random) - m)`` examples in the concept's place and
-    averages ``n_random`` runs built the same way (bootstrap of that set against fresh random
+    averages ``n_runs`` runs built the same way (bootstrap of that set against fresh random
     examples from the rest of the pool). A concept made of random examples is then exchangeable
     with the null sets, so the two-sided rank test holds its level. TCAV scores of a direction and
     its opposite sum to one, so the null is centred on ½.
@@ -200,11 +200,13 @@ def tcav(model: nn.Module, concept: Inputs, random: Inputs, site: Site | str, in
         site: where the CAVs live (the value flattened per example).
         inputs: the inputs whose sensitivity is scored.
         target: the output column (``metric`` overrides it).
-        n_random: runs per statistic and null statistics (the smallest p-value is ``1 / (n_random + 1)``).
+        n_random: null statistics (and, by default, runs per statistic); the smallest p-value is ``1 / (n_random + 1)``.
         alpha: level of the test.
         seed: every draw's seed.
         metric: output → one score per row, instead of the target column.
         C: the CAV classifier's inverse regularisation.
+        n_runs: runs averaged per statistic (the concept's and each null's); default ``n_random``.
+            Fewer runs cost less (``(n_random + 1) × n_runs`` CAVs) and keep the test exact.
         batch_size: rows per capture pass.
 
     Returns:
@@ -223,6 +225,7 @@ def tcav(model: nn.Module, concept: Inputs, random: Inputs, site: Site | str, in
         Activation Vectors (TCAV)", ICML 2018.
     """
     n_random = check_int("n_random", n_random, at_least=1)
+    runs = n_random if n_runs is None else check_int("n_runs", n_runs, at_least=1)
     level = check_float("alpha", alpha, at_least=0.0, at_most=1.0)
     check_int("seed", seed)
     target = check_int("target", target, at_least=0)
@@ -241,13 +244,13 @@ def tcav(model: nn.Module, concept: Inputs, random: Inputs, site: Site | str, in
     acts_r = _capture_site(model, random, resolved, batch_size).reshape(n_r, -1).double()
     gen = torch.Generator().manual_seed(int(seed))
     pos, neg = [], []
-    for _ in range(n_random):  # concept runs
+    for _ in range(runs):  # concept runs
         pos.append(acts_c[torch.randint(0, n_c, (m,), generator=gen)])
         neg.append(acts_r[_draw(gen, n_r, m)])
     for _ in range(n_random):  # null statistics: a random set in the concept's place
         order = torch.randperm(n_r, generator=gen)
         stand_in, rest = acts_r[order[:n_null_set]], acts_r[order[n_null_set:]]
-        for _ in range(n_random):
+        for _ in range(runs):
             pos.append(stand_in[torch.randint(0, n_null_set, (m,), generator=gen)])
             neg.append(rest[_draw(gen, len(rest), m)])
     # All problems in one L-BFGS call where memory allows (its cost is mostly per-iteration overhead).
@@ -256,10 +259,10 @@ def tcav(model: nn.Module, concept: Inputs, random: Inputs, site: Site | str, in
                       for i in range(0, len(pos), chunk)])
     derivatives = directional_derivatives(model, inputs, resolved, target, cavs, metric=metric)
     run_scores = (derivatives > 0).double().mean(1)
-    concept_scores = run_scores[:n_random]
-    null = run_scores[n_random:].view(n_random, n_random).mean(1)
+    concept_scores = run_scores[:runs]
+    null = run_scores[runs:].view(n_random, runs).mean(1)
     score = float(concept_scores.mean())
     p_value = (1 + int(((null - 0.5).abs() >= abs(score - 0.5) - 1e-12).sum())) / (1 + n_random)
-    mean_cav = cavs[:n_random].mean(0)
+    mean_cav = cavs[:runs].mean(0)
     return TCAVResult(resolved, target, score, concept_scores, null, p_value, bool(p_value <= level), level, n_random,
-                      mean_cav / mean_cav.norm().clamp_min(1e-300), cavs[:n_random])
+                      mean_cav / mean_cav.norm().clamp_min(1e-300), cavs[:runs])
