@@ -234,6 +234,13 @@ def _faithfulness_curve() -> Any:
     return _circuit().curve(_hostile_stream(), x, -x, _metric)
 
 
+def _circuit_significance() -> Any:
+    x = vectors()
+    return seethrough.subnetworks.circuit_significance(_hostile_stream(), x, -x, _metric, writers=[HOSTILE, "block"],
+                                                       readers=["block", HOSTILE_CELL], edges=[(HOSTILE, "block")],
+                                                       n_controls=4)
+
+
 def _circuit() -> Any:
     x = vectors()
     return seethrough.subnetworks.find_circuit(_hostile_stream(), x, -x, _metric, writers=[HOSTILE, "block"],
@@ -309,6 +316,7 @@ FACTORIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "Patching": (_patching, True),
     "Circuit": (_circuit, True),
     "FaithfulnessCurve": (_faithfulness_curve, False),
+    "CircuitSignificance": (_circuit_significance, False),
     "SpliceResult": (_splice, True),
     "DCI": (_dci, False),
 }

@@ -266,3 +266,40 @@ def test_faithfulness_curve_is_faithfulness_at_every_size() -> None:
     assert curve.cmd == pytest.approx(sum((x[i + 1] - x[i]) * (dev[i + 1] + dev[i]) / 2 for i in range(10)))
     with pytest.raises(InputError, match="every edge"):
         faithfulness_curve(model, clean, corrupted, _metric, ranking=ranking[:3], **kwargs)
+
+
+def test_circuit_significance_against_random_edge_sets() -> None:
+    from seethrough.subnetworks import circuit_significance
+
+    model = Residual().eval()
+    clean, corrupted = _data(10)
+    kwargs = {"writers": WRITERS, "readers": READERS}
+    circuit = find_circuit(model, clean, corrupted, _metric, method="exact", **kwargs).select(3)
+    res = circuit_significance(model, clean, corrupted, _metric, edges=circuit, n_controls=30, seed=4, **kwargs)
+    edges = _edges()
+    gen = torch.Generator().manual_seed(4)
+    controls = [[edges[i] for i in torch.randperm(10, generator=gen)[:3].tolist()] for _ in range(30)]
+    with torch.no_grad():
+        full, lo = _metric(model(clean)).double().mean(), _metric(model(corrupted)).double().mean()
+
+        def faith(kept):
+            return float((_metric(_hand_forward(model, clean, corrupted, set(edges) - set(kept))).double().mean() - lo)
+                         / (full - lo))
+
+        def complete(removed):
+            return float((full - _metric(_hand_forward(model, clean, corrupted, set(removed))).double().mean())
+                         / (full - lo))
+
+        expected_f = [faith(c) for c in controls]
+        expected_c = [complete(c) for c in controls]
+        circuit_f, circuit_c = faith(circuit), complete(circuit)
+    assert res.faithfulness == pytest.approx(circuit_f, abs=1e-5)
+    assert res.completeness == pytest.approx(circuit_c, abs=1e-5)
+    torch.testing.assert_close(torch.as_tensor(res.control_faithfulness), torch.tensor(expected_f, dtype=torch.float64),
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.as_tensor(res.control_completeness), torch.tensor(expected_c, dtype=torch.float64),
+                               atol=1e-5, rtol=0)
+    assert res.p_sufficient == pytest.approx((1 + sum(f >= res.faithfulness for f in res.control_faithfulness)) / 31)
+    assert res.p_necessary == pytest.approx((1 + sum(c >= res.completeness for c in res.control_completeness)) / 31)
+    with pytest.raises(InputError, match="between one and all but one"):
+        circuit_significance(model, clean, corrupted, _metric, edges=edges, **kwargs)

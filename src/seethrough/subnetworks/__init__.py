@@ -11,9 +11,9 @@ EAP-IG, ACDC); `faithfulness` checks a circuit by corrupting everything outside 
 from .circuits import CIRCUIT_METHODS, Circuit, faithfulness, find_circuit
 from .partition import Clusterability, Partition, clusterability, ncut, partition
 from .patching import Patching, activation_patching
-from .verification import FaithfulnessCurve, faithfulness_curve
+from .verification import CircuitSignificance, FaithfulnessCurve, circuit_significance, faithfulness_curve
 
 __all__ = ["partition", "clusterability", "ncut", "Partition", "Clusterability",
            "activation_patching", "Patching",
            "find_circuit", "faithfulness", "Circuit", "CIRCUIT_METHODS",
-           "faithfulness_curve", "FaithfulnessCurve"]
+           "faithfulness_curve", "FaithfulnessCurve", "circuit_significance", "CircuitSignificance"]
