@@ -440,8 +440,8 @@ def test_steer_at_positions_equals_a_hand_written_addition(minilm: tuple) -> Non
     inputs = tokenize(tokenizer, SHORT)
     direction = torch.linspace(-1.0, 1.0, 384)
     before = snapshot(model)
-    ours = steer(model, inputs, Site(SITE, positions=[1]), direction, alpha=2.0).last_hidden_state
-    whole = steer(model, inputs, SITE, direction, alpha=2.0).last_hidden_state
+    ours = steer(model, inputs, Site(SITE, positions=[1]), direction, alpha=2.0).last_hidden_state.detach()
+    whole = steer(model, inputs, SITE, direction, alpha=2.0).last_hidden_state.detach()
     assert_unchanged(before, snapshot(model), "steer on MiniLM")
 
     def at_one(value, site):  # type: ignore[no-untyped-def]
