@@ -358,11 +358,12 @@ def _audit(tiny: Path, factory: str, data: Path, out: Path, *extra: str) -> Resu
 
 @pytest.fixture
 def no_scan(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fails the test if the audit's scan starts: the refusal must come before any work."""
+    """Fails the test if the audit's trigger search starts: the refusal must come before any work (the
+    checks of the inputs, the labels and the model's outputs run first, inside `seethrough.audit.scan`)."""
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the scan started before the bad input was refused")
 
-    monkeypatch.setattr("seethrough.audit.scan", refuse)
+    monkeypatch.setattr("seethrough.audit.verdict.neural_cleanse", refuse)
 
 
 @pytest.mark.parametrize("name", ["a[/x]", "[bold]evil[/bold]"])
@@ -421,7 +422,8 @@ def test_audit_data_that_does_not_fit_the_model_is_one_line(tiny: Path, tmp_path
     """Issue #10 item 7: data of the wrong width gave a 59-line traceback from the scan's forward."""
     data = _vectors(tmp_path / "wide.npz", width=5)
     result = _audit(tiny, "build", data, tmp_path / "out")
-    _assert_clean_error(result, "Sequential's forward failed on inputs: float32 (1, 5): RuntimeError: mat1 and mat2")
+    _assert_clean_error(result, "Sequential's forward failed during the audit's first pass over the data on inputs: float32 (40, 5): "
+                                "RuntimeError: mat1 and mat2")
     assert not (tmp_path / "out").exists()
 
 
@@ -441,7 +443,7 @@ def test_audit_seed_out_of_range_is_one_line(tiny: Path, tmp_path: Path, vectors
 
 
 @pytest.mark.parametrize(("labels", "fragment"), [
-    (np.array([0, 1, 2, 7] * 10), "--data's y holds the label 7, but the model has 3 outputs (classes 0..2)"),
+    (np.array([0, 1, 2, 7] * 10), "label 7 (row 3) is not a class of the model, which has 3 outputs (classes 0-2)"),
     (np.array([0, 1, 2, 2**64 - 1] * 10, dtype=np.uint64), f"y holds the value {2**64 - 1}, beyond int64's range"),
 ])
 def test_repair_labels_outside_the_model_classes_fail_before_the_scan(tiny: Path, tmp_path: Path, labels: np.ndarray,
@@ -485,7 +487,7 @@ def test_findings_json_is_written_last_and_a_failed_write_leaves_no_artefact(tin
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue #10 item 7: an interrupted run must be recognisably incomplete: findings.json comes after every other
     artefact, and a failure while writing removes what the run wrote (and the --out it created)."""
-    import seethrough.report.audit as report_audit
+    import seethrough.report.artefacts as report_audit  # save_audit writes the page through this name
 
     real = report_audit.write_audit_report
     seen: list[list[str]] = []
@@ -527,7 +529,7 @@ def test_ctrl_c_while_writing_exits_130_and_leaves_no_out(tiny: Path, tmp_path: 
     def interrupt(*args: object, **kwargs: object) -> Path:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("seethrough.report.audit.write_audit_report", interrupt)
+    monkeypatch.setattr("seethrough.report.artefacts.write_audit_report", interrupt)
     result = _audit(tiny, "build", vectors_npz, tmp_path / "out" / "deep")
     assert result.exit_code == 130, result.output
     assert result.stderr.strip().splitlines() == [f"error: interrupted (Ctrl-C); no audit was written to "

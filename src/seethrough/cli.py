@@ -10,28 +10,23 @@ messages) is always printed literally, never read as Rich markup.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from torch import Tensor, nn
 
 from .core.checks import check_int
 from .core.errors import InputError, SeethroughError
-from .core.inputs import call_model, validate_inputs, wrap_forward_error
 from .core.inspection import inspect_model
-from .core.io import ArrayData, atomic_write, load_data, load_model
+from .core.io import atomic_write, check_writable, load_data, load_model
 
 __all__ = ["app"]
 
@@ -89,36 +84,6 @@ def _progress(console: Console, description: str, total: int | None) -> Iterator
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda **fields: bar.update(task, **fields)
-
-
-def _check_writable(path: Path, what: str, *, folder: bool) -> None:
-    """Refuse, before any work, an output ``path`` (a folder, or a file) that this run could not write.
-
-    Nothing is created: the nearest existing folder (``path`` itself for an existing folder) is
-    probed with a temporary file, which catches permissions, read-only file systems and a file
-    standing where a folder must be.
-
-    Raises:
-        InputError: ``path`` (or a parent) is a file where a folder is needed, a folder where a file
-            is needed, or not writable.
-    """
-    try:
-        if folder and path.exists() and not path.is_dir():
-            raise InputError(f"{what} {str(path)!r} is a file, not a folder; give a folder path.")
-        if not folder and path.is_dir():
-            raise InputError(f"{what} {str(path)!r} is a folder; give a file path.")
-        probe = path if folder and path.is_dir() else path.absolute().parent
-        while not probe.exists():
-            probe = probe.parent
-        if not probe.is_dir():
-            raise InputError(f"{what} {str(path)!r} cannot be created: {str(probe)!r} is a file, not a folder; "
-                             "choose another path.")
-        handle, name = tempfile.mkstemp(dir=probe, prefix=".seethrough-probe-")
-        os.close(handle)
-        os.unlink(name)
-    except OSError as err:
-        raise InputError(f"{what} {str(path)!r} is not writable ({err.strerror or err}); choose a path you can "
-                         "write to.") from None
 
 
 ModelOpt = Annotated[str, typer.Option("--model", help="path/to/file.py:factory or package.module:factory")]
@@ -184,28 +149,21 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
         check_int("--steps", steps, at_least=10)
         check_int("--seed", seed, at_least=0, at_most=MAX_SEED)
         check_int("--max-rows", max_rows, at_least=4)
-        _check_writable(out, "--out", folder=True)
+        check_writable(out, "--out", folder=True)
         from . import audit as audits
-        from .report.audit import write_audit_report
+        from .report.artefacts import save_audit
 
         net = load_model(model, weights)
         dataset = load_data(data, max_rows=max_rows)
-        _check_fits(net, dataset, labels=repair)
         with _progress(console, "reverse-engineering a trigger per class", None) as update:
-            result = audits.scan(net, dataset.x, class_names=dataset.class_names, steps=steps, seed=seed,
+            result = audits.scan(net, dataset.x, labels=dataset.y if repair else None,
+                                 class_names=dataset.class_names, steps=steps, seed=seed,
                                  progress=lambda done, total: update(completed=done, total=total))
         fixed = audits.repair(result, net, dataset.x, dataset.y, seed=seed) if repair else None
         designed = audits.attack(result, net, seed=seed) if attack else None
-        report = result.to_dict()
-        if repair:
-            report["repair"] = _NOTHING_TO_REPAIR if fixed is None else {**fixed.to_dict(), "weights": _REPAIRED}
-        if attack:
-            report["attack"] = _NOTHING_TO_ATTACK if designed is None else designed.to_dict()
-        text = _strict_json(report)
-        state = None if fixed is None else {k: v.detach().contiguous() for k, v in fixed.model.state_dict().items()}
         meta = {"model": model, "weights": str(weights or "—"), "data": str(data)}
-        page = _write_audit(out, text, state, lambda: write_audit_report(out, result, dataset.x, meta=meta,
-                                                                         repair=fixed, attack=designed))
+        findings = save_audit(out, result, dataset.x, meta=meta, repair=fixed, attack=designed,
+                              repaired=repair, attacked=attack)
     except KeyboardInterrupt:
         raise _interrupted(f"no audit was written to {str(out)!r}.") from None
     except (SeethroughError, OSError) as err:
@@ -216,90 +174,19 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
         _say(console, f"audited the first {max_rows:,} rows of {data} (--max-rows)")
     _say(console, f"verdict: {result.verdict}   anomaly score: {result.anomaly_score:.2f}   "
                   f"flagged: {flagged or 'none'}")
+    _say(console, result.summary)
     if repair:
-        summary = report["repair"]["status"] if fixed is None else (
+        _say(console, "repair: " + ("nothing to repair: no validated trigger" if fixed is None else (
             f"attack success {fixed.attack_success_before:.2f} -> {fixed.attack_success_after:.2f}, clean "
-            f"accuracy {fixed.clean_accuracy_before:.3f} -> {fixed.clean_accuracy_after:.3f} (held out)")
-        _say(console, f"repair: {summary}")
-    if attack:
-        record = report["attack"]
-        summary = record["status"] if designed is None else (
-            f"designed trigger success {record['attack_success_rate']:.2f} vs random triggers of the same size "
-            f"{record['control_mean']:.2f} (max {record['control_max']:.2f}, p = {record['p_value']:.3f})")
-        _say(console, f"attack: {summary}")
-    _say(console, f"findings: {out / _FINDINGS}   report: {page}")
-
-
-_FINDINGS, _REPORT, _REPAIRED = "findings.json", "report.html", "repaired.safetensors"
-_NOTHING_TO_REPAIR = {"status": "nothing to repair: no validated trigger"}
-_NOTHING_TO_ATTACK = {"status": "nothing to attack with: no validated trigger with implicated units"}
-
-
-def _check_fits(model: nn.Module, dataset: ArrayData, *, labels: bool) -> None:
-    """One no-grad forward of one example, before any work: data the model cannot take is refused in one
-    line, and (``labels``) so are labels beyond the model's output width (``--repair`` trains on them).
-
-    Raises:
-        ForwardError: the model's forward fails on the data (the model's error chained).
-        InputError: the inputs do not suit the model (dtype, NaN), or a label has no output.
-    """
-    one = dataset.x[:1]
-    validate_inputs(model, one)
-    try:
-        with torch.no_grad():
-            output = call_model(model, one)
-    except Exception as err:
-        raise wrap_forward_error(err, model, one) from err
-    if labels and isinstance(output, Tensor) and output.ndim == 2:  # other outputs: scan refuses them by shape
-        width, top = int(output.shape[1]), int(dataset.y.max())
-        if top >= width:
-            raise InputError(f"--data's y holds the label {top}, but the model has {width} outputs (classes "
-                             f"0..{width - 1}); --repair trains on these labels: give labels of the model's classes.")
-
-
-def _strict_json(record: dict[str, Any]) -> str:
-    """``record`` as strict JSON (no NaN or Infinity literals, which JSON readers refuse)."""
-    try:
-        return json.dumps(record, indent=1, allow_nan=False)
-    except ValueError as err:
-        raise SeethroughError(f"the audit produced non-finite numbers ({err}); the model's outputs are NaN or "
-                              "infinite on this data: check its weights and the scale of the inputs.") from None
-
-
-def _write_audit(out: Path, findings: str, repaired: dict[str, Tensor] | None,
-                 write_report: Callable[[], Path]) -> Path:
-    """Write the audit's artefacts into ``out``, findings.json last; return the report's path.
-
-    Artefacts of an earlier run are removed first, so ``out`` never mixes two runs (an old
-    repaired model beside a report that repaired nothing) and a folder without findings.json is
-    recognisably incomplete. Each file is written atomically; on any failure, Ctrl-C included,
-    what this run wrote is removed again, with the folders it created.
-    """
-    created = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
-    written: list[Path] = []
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in (_FINDINGS, _REPORT, _REPAIRED):
-            (out / name).unlink(missing_ok=True)
-        if repaired is not None:
-            from safetensors.torch import save_file
-
-            written.append(out / _REPAIRED)
-            atomic_write(out / _REPAIRED, lambda tmp: save_file(repaired, tmp))
-        written.append(out / _REPORT)
-        page = write_report()
-        written.append(out / _FINDINGS)
-        atomic_write(out / _FINDINGS, lambda tmp: Path(tmp).write_text(findings))
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        for folder in created:
-            try:
-                folder.rmdir()
-            except OSError:  # not ours alone any more: leave it
-                break
-        raise
-    return page
+            f"accuracy {fixed.clean_accuracy_before:.3f} -> {fixed.clean_accuracy_after:.3f} (held out)")))
+    if attack and designed is None:
+        _say(console, "attack: nothing to attack with: no validated trigger with implicated units")
+    elif attack:
+        record = designed.to_dict()
+        _say(console, f"attack: designed trigger success {record['attack_success_rate']:.2f} vs random triggers of "
+                      f"the same size {record['control_mean']:.2f} (max {record['control_max']:.2f}, "
+                      f"p = {record['p_value']:.3f})")
+    _say(console, f"findings: {findings}   report: {out / 'report.html'}")
 
 
 @app.command()
@@ -337,9 +224,9 @@ def bench(
             raise InputError(f"--executor must be 'local' or 'ray', got {executor!r}.")
         n_seeds = check_int("--seeds", seeds, at_least=1, at_most=MAX_SEEDS) if seeds is not None else (3 if quick else 10)
         if json_out is not None:
-            _check_writable(json_out, "--json", folder=False)
+            check_writable(json_out, "--json", folder=False)
         if report is not None:
-            _check_writable(report, "--report", folder=True)
+            check_writable(report, "--report", folder=True)
         units = plan(chosen, list(range(n_seeds)), quick=quick)
         runner = LocalExecutor() if executor == "local" else RayExecutor(ray_address)
         with Ledger(db) as ledger:

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .errors import LoadError
+from .errors import InputError, LoadError
 
-__all__ = ["cache_dir", "atomic_write", "ArrayData", "load_factory", "load_model", "load_weights", "load_data", "save_tensors", "load_tensors"]
+__all__ = ["cache_dir", "atomic_write", "check_writable", "ArrayData", "load_factory", "load_model", "load_weights", "load_data", "save_tensors", "load_tensors"]
 
 
 def cache_dir() -> Path:
@@ -309,6 +309,36 @@ def _convert(chunk: np.ndarray, out_dtype: np.dtype, what: str) -> np.ndarray:
             raise LoadError(f"{what} holds the value {int(chunk.max())}, beyond {out_dtype}'s range; "
                             "labels are 0..n_classes-1.")
     return chunk.astype(out_dtype, copy=False)
+
+
+def check_writable(path: Path, what: str, *, folder: bool) -> None:
+    """Refuse, before any work, an output ``path`` (a folder, or a file) that this run could not write.
+
+    Nothing is created: the nearest existing folder (``path`` itself for an existing folder) is
+    probed with a temporary file, which catches permissions, read-only file systems and a file
+    standing where a folder must be.
+
+    Raises:
+        InputError: ``path`` (or a parent) is a file where a folder is needed, a folder where a file
+            is needed, or not writable.
+    """
+    try:
+        if folder and path.exists() and not path.is_dir():
+            raise InputError(f"{what} {str(path)!r} is a file, not a folder; give a folder path.")
+        if not folder and path.is_dir():
+            raise InputError(f"{what} {str(path)!r} is a folder; give a file path.")
+        probe = path if folder and path.is_dir() else path.absolute().parent
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise InputError(f"{what} {str(path)!r} cannot be created: {str(probe)!r} is a file, not a folder; "
+                             "choose another path.")
+        handle, name = tempfile.mkstemp(dir=probe, prefix=".seethrough-probe-")
+        os.close(handle)
+        os.unlink(name)
+    except OSError as err:
+        raise InputError(f"{what} {str(path)!r} is not writable ({err.strerror or err}); choose a path you can "
+                         "write to.") from None
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
