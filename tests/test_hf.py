@@ -533,8 +533,6 @@ def test_polysemanticity_of_equal_length_sentences_is_the_hand_tuning_curve(mini
 # -- dict-input paths that still count padding (found while writing the tests above; issue #10, item 2) -----
 
 
-@pytest.mark.xfail(strict=True, reason="issue #10 item 2: validate(ablation='mean') averages [PAD] positions "
-                   "into the unit means (unit_means without the attention mask); owner: evidence/validate.py")
 def test_validate_mean_ablation_averages_real_tokens_only(minilm: tuple) -> None:
     from seethrough.evidence import Finding, validate
 

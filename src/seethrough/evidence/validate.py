@@ -25,7 +25,14 @@ from ..core.checks import check_int
 from ..core.errors import InputError
 from ..core.hooks import Callback, capture, patch
 from ..core.inputs import validate_inputs
-from ..core.interventions import check_ablation, mean_ablation, project_out, unit_means, zero_ablation
+from ..core.interventions import (
+    check_ablation,
+    mean_ablation,
+    position_mask,
+    project_out,
+    unit_means,
+    zero_ablation,
+)
 from ..core.results import Result, jsonable, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
@@ -140,7 +147,8 @@ def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metr
             ``finding.target`` (units, direction), the target hit rate (trigger).
         n_controls: number of random controls (the p-value's resolution is ``1 / (n_controls + 1)``).
         ablation: ``"zero"`` or ``"mean"`` (each unit's mean over ``reference``) for unit findings.
-        reference: the data whose mean defines mean ablation (default: ``inputs``).
+        reference: the data whose mean defines mean ablation (default: ``inputs``); for HF-style dict
+            inputs with an ``attention_mask`` the mean is over real positions only (no padding).
         alpha: level at which `Validation.validated` is decided.
         seed: seeds the controls and the bootstrap.
 
@@ -214,11 +222,12 @@ def _site_intervention(finding: Finding, model: nn.Module, inputs: Inputs, metri
         bad = [u for u in units if not 0 <= u < n_units]
         if bad:
             raise InputError(f"units {bad} are out of range for {n_units} units at {site.path!r}.")
-        ref = value
+        ref, ref_inputs = value, inputs
         if ablation == "mean" and reference is not None:
             validate_inputs(model, reference)
-            ref = capture(model, reference, [base])[base]
-        means = unit_means(ref, base)
+            ref, ref_inputs = capture(model, reference, [base])[base], reference
+        # the mean over real positions: an HF-style attention mask leaves padding out (issue #10)
+        means = unit_means(ref, base, mask=position_mask(ref_inputs, ref, base))
 
         def ablated(chosen: list[int]) -> Tensor:
             edit = zero_ablation(chosen) if ablation == "zero" else mean_ablation(means, chosen)
