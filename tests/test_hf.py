@@ -556,8 +556,6 @@ def test_validate_mean_ablation_averages_real_tokens_only(minilm: tuple) -> None
     assert check.effect == pytest.approx(drop, abs=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="issue #10 item 2: frivolous_units takes no mask, so max_abs, dead and the "
-                   "partner correlations count [PAD] positions; owner: neurons/frivolous.py")
 def test_frivolous_units_max_abs_counts_real_tokens_only(minilm: tuple) -> None:
     from seethrough.neurons import frivolous_units
 
@@ -570,8 +568,6 @@ def test_frivolous_units_max_abs_counts_real_tokens_only(minilm: tuple) -> None:
 
 
 
-@pytest.mark.xfail(strict=True, reason="issue #10 item 2: polysemanticity averages a unit over every position, [PAD] "
-                   "included, and takes no mask; owner: neurons/polysemantic.py")
 def test_polysemanticity_of_a_padded_batch_averages_real_tokens_only(minilm: tuple) -> None:
     from seethrough.neurons import polysemanticity
 

@@ -7,11 +7,12 @@ import copy
 import numpy as np
 import pytest
 import torch
-from models import TinyCNN, TinyMLP, images, vectors
+from models import TinyCNN, TinyMLP, TinyTransformer, images, tokens, vectors
 from torch import nn
 
 from seethrough import Site
-from seethrough.core import InputError
+from seethrough.core import InputError, InputTypeError, capture, patch
+from seethrough.core.interventions import zero_ablation
 from seethrough.evidence import validate
 from seethrough.neurons.frivolous import FrivolousUnits, frivolous_units
 from seethrough.neurons.polysemantic import Polysemanticity, polysemanticity
@@ -199,3 +200,156 @@ def test_polysemanticity_refuses_bad_arguments(kwargs: dict, message: str) -> No
 
 def test_result_types() -> None:
     assert isinstance(frivolous_units(hazard_mlp(), vectors(16), "act"), FrivolousUnits)
+
+
+# -- padding (issue #10, item 2): a padded batch gives what the real positions of each sentence give alone --
+
+PAD_SITE = "blocks.0.mlp.1"  # TinyTransformer's GELU: (batch, seq, 16)
+LENGTHS = (5, 2, 4, 3, 5, 1, 4, 2, 3)
+
+
+def _sentences() -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return [torch.randint(1, 16, (n,), generator=gen) for n in LENGTHS]
+
+
+def _padded(sentences: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Right-padded token ids (pad id 0) with their attention mask, as a tokenizer gives them."""
+    ids = torch.zeros(len(sentences), max(map(len, sentences)), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(sentences):
+        ids[i, :len(s)], mask[i, :len(s)] = s, 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _alone(s: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"input_ids": s[None], "attention_mask": torch.ones(1, len(s), dtype=torch.long)}
+
+
+def _alone_values(model: nn.Module, sentences: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each sentence run by itself, unpadded: ``(length, n_units)`` float64 values at PAD_SITE."""
+    return [capture(model, _alone(s), [PAD_SITE])[PAD_SITE][0].detach().double() for s in sentences]
+
+
+def _alone_damage(model: nn.Module, sentences: list[torch.Tensor], edit, metric=None) -> float:
+    """The damage of ``edit`` by its definition, each sentence run alone: without a metric every real output
+    element counts, centred on its mean over the sentences that reach that position (the slow reference)."""
+    with torch.no_grad():
+        clean = [model(**_alone(s))[0].double() for s in sentences]  # (length, vocab) each
+        after = [patch(model, _alone(s), {PAD_SITE: edit})[0].double() for s in sentences]
+    if metric is not None:
+        c = torch.stack([metric(o[None])[0] for o in clean])
+        a = torch.stack([metric(o[None])[0] for o in after])
+        return float((a - c).pow(2).mean().sqrt() / (c - c.mean()).pow(2).mean().sqrt())
+    longest = max(map(len, clean))
+    centre = torch.stack([torch.stack([o[t] for o in clean if len(o) > t]).mean(0) for t in range(longest)])
+    spread = torch.stack([(o - centre[:len(o)]).pow(2).sum() for o in clean]).mean().sqrt()
+    change = torch.stack([(a - c).pow(2).sum() for a, c in zip(after, clean, strict=True)]).mean().sqrt()
+    return float(change / spread)
+
+
+def _affine_fit(rows: torch.Tensor, src: int, dst: int):
+    """Edit replacing unit ``dst`` by its least-squares fit from ``src`` (numpy's polyfit on ``rows``)."""
+    scale, shift = np.polyfit(rows[:, src].numpy(), rows[:, dst].numpy(), 1)
+
+    def edit(value: torch.Tensor, site: Site) -> torch.Tensor:
+        value = value.clone()
+        value[..., dst] = float(scale) * value[..., src] + float(shift)
+        return value
+
+    return edit
+
+
+def test_frivolous_units_of_a_padded_batch_are_those_of_the_real_positions() -> None:
+    model, sentences = TinyTransformer(), _sentences()
+    padded = _padded(sentences)
+    rows = torch.cat(_alone_values(model, sentences))  # every real position of every sentence, run alone
+    eps = 0.05
+    reports = [frivolous_units(model, padded, PAD_SITE, dead_eps=eps, corr=0.0, max_rows=40, **kwargs)
+               for kwargs in ({}, {"mask": padded["attention_mask"].bool()}, {"mask": padded["attention_mask"]})]
+    report = reports[0]
+    torch.testing.assert_close(report.max_abs.double(), rows.abs().amax(0), rtol=0, atol=1e-5)
+    torch.testing.assert_close(report.active_fraction.double(), (rows.abs() > eps).double().mean(0), rtol=0,
+                               atol=1e-6)  # float32 counts of 30 positions
+    corr = torch.from_numpy(np.corrcoef(rows.T.numpy()))
+    corr.fill_diagonal_(0.0)
+    partner = corr.abs().argmax(1)
+    assert report.partner.tolist() == partner.tolist()
+    torch.testing.assert_close(report.partner_corr.double(), corr.gather(1, partner[:, None])[:, 0], rtol=0,
+                               atol=1e-5)
+    zero = torch.tensor([_alone_damage(model, sentences, zero_ablation([u])) for u in range(16)])
+    torch.testing.assert_close(report.damage.double(), zero.double(), rtol=1e-4, atol=1e-5)
+    for u in range(16):  # corr=0: every unit's pair is tested
+        p = int(partner[u])
+        sub = max(_alone_damage(model, sentences, _affine_fit(rows, p, u)),
+                  _alone_damage(model, sentences, _affine_fit(rows, u, p)))
+        if int(partner[p]) == u:  # a unit's pair damages are those of its own pair
+            assert float(report.substitution_damage[u]) == pytest.approx(sub, rel=1e-4, abs=1e-5)
+            assert float(report.pair_damage[u]) == pytest.approx(
+                _alone_damage(model, sentences, zero_ablation([u, p])), rel=1e-4, abs=1e-5)
+    for other in reports[1:]:  # an explicit mask (bool or 0/1) says the same as the attention mask
+        for name in ("max_abs", "active_fraction", "damage", "partner", "partner_corr", "substitution_damage",
+                     "pair_damage", "redundant", "prunable"):
+            torch.testing.assert_close(getattr(other, name), getattr(report, name), equal_nan=True)
+    unmasked = frivolous_units(model, padded, PAD_SITE, dead_eps=eps, corr=0.0, max_rows=40, mask=False)
+    assert not torch.allclose(unmasked.active_fraction, report.active_fraction)  # pads were counted
+
+
+def test_frivolous_damage_with_a_metric_over_a_padded_batch() -> None:
+    model, sentences = TinyTransformer(), _sentences()
+    metric = lambda out: out[:, 0, 3]  # noqa: E731  (position 0 is real in every right-padded row)
+    report = frivolous_units(model, _padded(sentences), PAD_SITE, metric=metric)
+    expected = torch.tensor([_alone_damage(model, sentences, zero_ablation([u]), metric) for u in range(16)])
+    torch.testing.assert_close(report.damage.double(), expected.double(), rtol=1e-4, atol=1e-5)
+
+
+def test_polysemanticity_of_a_padded_batch_averages_the_real_positions() -> None:
+    model, sentences = TinyTransformer(), _sentences()
+    padded = _padded(sentences)
+    acts = torch.stack([v.mean(0) for v in _alone_values(model, sentences)])  # (9, 16) per-sentence means
+    feats = torch.rand(9, 3, generator=torch.Generator().manual_seed(0)).double()
+    design = np.c_[np.ones(9), feats.numpy()]
+    coef = np.linalg.lstsq(design, acts.numpy(), rcond=None)[0][1:].T  # a least-squares fit with intercept
+    for kwargs in ({}, {"mask": padded["attention_mask"].bool()}):
+        poly = polysemanticity(model, padded, PAD_SITE, feats, **kwargs)
+        np.testing.assert_allclose(poly.responses.double().numpy(), coef, rtol=1e-3, atol=1e-4)
+    groups = torch.arange(9) % 3
+    poly = polysemanticity(model, padded, PAD_SITE, torch.nn.functional.one_hot(groups).double())
+    means = torch.stack([acts[groups == k].mean(0) for k in range(3)], 1)  # (units, groups): the tuning curve
+    torch.testing.assert_close(poly.responses.double(), means - means.amin(1, keepdim=True), rtol=0, atol=1e-5)
+    unmasked = polysemanticity(model, padded, PAD_SITE, feats, mask=False)
+    assert not np.allclose(unmasked.responses.double().numpy(), coef, atol=1e-3)  # pads were averaged in
+    # an example with no counted position is left out, with its row of features
+    mask = padded["attention_mask"].clone()
+    mask[4] = 0
+    rest = [i for i in range(9) if i != 4]
+    poly = polysemanticity(model, padded, PAD_SITE, feats, mask=mask)
+    design = np.c_[np.ones(8), feats[rest].numpy()]
+    coef = np.linalg.lstsq(design, acts[rest].numpy(), rcond=None)[0][1:].T
+    np.testing.assert_allclose(poly.responses.double().numpy(), coef, rtol=1e-3, atol=1e-4)
+
+
+def test_unpadded_inputs_take_the_unmasked_path_exactly() -> None:
+    model, inputs = TinyTransformer(), tokens(6, 5, seed=2)
+    feats = torch.rand(6, 2, generator=torch.Generator().manual_seed(3))
+    for kwargs in ({}, {"mask": torch.ones(6, 5, dtype=torch.bool)}):
+        a = frivolous_units(model, inputs, PAD_SITE, corr=0.5, **kwargs)
+        b = frivolous_units(model, inputs, PAD_SITE, corr=0.5, mask=False)
+        for name in ("max_abs", "active_fraction", "damage", "partner_corr", "substitution_damage", "pair_damage"):
+            assert torch.equal(getattr(a, name).nan_to_num(-1.0), getattr(b, name).nan_to_num(-1.0)), name
+        assert torch.equal(polysemanticity(model, inputs, PAD_SITE, feats, **kwargs).responses,
+                           polysemanticity(model, inputs, PAD_SITE, feats, mask=False).responses)
+
+
+@pytest.mark.parametrize("mask, error, message", [
+    (True, InputTypeError, "mask must be"),
+    (torch.ones(9, 4), InputError, "mask has shape"),
+    (torch.full((9, 5), 2), InputError, "0/1"),
+    (torch.zeros(9, 5), InputError, "leaves no position"),
+])
+def test_bad_masks_are_refused(mask, error, message) -> None:
+    model, padded = TinyTransformer(), _padded(_sentences())
+    with pytest.raises(error, match=message):
+        frivolous_units(model, padded, PAD_SITE, mask=mask)
+    with pytest.raises(error, match=message if message != "leaves no position" else "leaves 0 examples"):
+        polysemanticity(model, padded, PAD_SITE, torch.rand(9, 2), mask=mask)

@@ -11,7 +11,8 @@ Neurons / hazards in the survey's taxonomy (Räuker et al. 2022, section on friv
 - prunable: zero-ablating the unit alone changes the output within ``tolerance``.
 
 All ablations of a site run as tiled copies of the batch, many per forward pass
-(`seethrough.core.patch_each` with the edits of `seethrough.core.interventions`).
+(`seethrough.core.patch_each` with the edits of `seethrough.core.interventions`). On padded
+sequence inputs only the real positions count (``mask=``, as in `top_exemplars`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..core.checks import check_float, check_int
 from ..core.errors import InputError
 from ..core.hooks import Callback, capture, patch
 from ..core.inputs import validate_inputs
-from ..core.interventions import patch_each, zero_ablation
+from ..core.interventions import check_position_mask, patch_each, position_mask, zero_ablation
 from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
@@ -136,7 +137,8 @@ class FrivolousUnits(Result):
 
 def frivolous_units(model: nn.Module, inputs: Inputs, site: Site | str, *,
                     metric: Callable[[Any], Tensor] | None = None, dead_eps: float = 1e-6, corr: float = 0.99,
-                    tolerance: float = 0.02, max_rows: int = 4096) -> FrivolousUnits:
+                    tolerance: float = 0.02, max_rows: int = 4096,
+                    mask: Tensor | bool | None = None) -> FrivolousUnits:
     """Find the dead, redundant and prunable units of ``site`` on ``inputs``.
 
     Args:
@@ -154,12 +156,22 @@ def frivolous_units(model: nn.Module, inputs: Inputs, site: Site | str, *,
             `FrivolousUnits`); 0.02 means a 2% root-mean-square change relative to the output's
             spread over the data.
         max_rows: rows per forward pass of the tiled ablations.
+        mask: which positions count for a ``(batch, seq, d)`` site value (padding does not):
+            ``None`` (default) uses the inputs' ``attention_mask`` when they are a dict holding one
+            of that sequence length (ignored for images and vectors); ``False`` counts every
+            position; a ``(batch, seq)`` bool or 0/1 tensor is used as given. Padded positions
+            then enter neither ``max_abs``, ``active_fraction``, the partner correlations nor the
+            substitutions' affine fits, and without a ``metric`` the damage compares the output
+            at real positions only when the output is ``(batch, seq, ...)`` too (a ``metric``
+            decides itself which positions it reads). Unpadded inputs give exactly the unmasked
+            results.
 
     Returns:
         A `FrivolousUnits` report.
 
     Raises:
-        InputError: bad thresholds, a site that selects units or positions, a metric that does
+        InputError: bad thresholds, a bad mask or one that leaves no position, a site that
+            selects units or positions, a metric that does
             not give one score per example, a non-tensor output without a metric, or an output
             (metric) that does not vary over the data (its relative change is undefined).
 
@@ -185,22 +197,37 @@ def frivolous_units(model: nn.Module, inputs: Inputs, site: Site | str, *,
     check_float("corr", corr, at_least=0.0, at_most=1.0)
     check_float("tolerance", tolerance, at_least=0.0)
     check_int("max_rows", max_rows, at_least=1)
+    check_position_mask(mask)
     n = validate_inputs(model, inputs)
     with torch.no_grad():
         value = capture(model, inputs, [resolved])[resolved]
         axis = resolved.unit_axis(value)
         n_units = value.shape[axis]
         rows = value.movedim(axis, -1).reshape(-1, n_units).double()
+        keep = position_mask(inputs, value, resolved, mask)  # None: every position counts
+        if keep is not None:
+            rows = rows[keep.reshape(-1)]  # (batch, seq, n_units): rows are example-major, then position
+            if not len(rows):
+                raise InputError(f"the mask leaves no position of any example at {resolved!r}; nothing to judge.")
         scores = _scorer(metric, n)
-        clean = scores(patch(model, inputs, {resolved: lambda v, s: None}))
-        spread = float((clean - clean.mean(0)).pow(2).sum(1).mean().sqrt())
+        output = patch(model, inputs, {resolved: lambda v, s: None})
+        clean = scores(output)
+        weight = _output_weight(keep, output, clean) if metric is None else None
+        if weight is None:
+            spread = float((clean - clean.mean(0)).pow(2).sum(1).mean().sqrt())
+        else:  # each output element's mean over the examples where it is a real position
+            centre = (clean * weight).sum(0) / weight.sum(0).clamp(min=1)
+            spread = float(((clean - centre).pow(2) * weight).sum(1).mean().sqrt())
         if not spread > 0:
             raise InputError("the output (or metric) is the same for every example, so its relative change is "
                              "undefined; pass more varied inputs or a metric that varies.")
 
         def damage(edits: list[Callback]) -> Tensor:  # edit j runs on tiled copy j of the batch
             out = patch_each(model, inputs, resolved, edits, scores, max_rows=max_rows)
-            return (out - clean.unsqueeze(0)).pow(2).sum(2).mean(1).sqrt() / spread
+            change = (out - clean.unsqueeze(0)).pow(2)
+            if weight is not None:
+                change = change * weight
+            return change.sum(2).mean(1).sqrt() / spread
 
         max_abs = rows.abs().amax(0)
         active = (rows.abs() > dead_eps).double().mean(0)
@@ -241,6 +268,17 @@ def _scorer(metric: Callable[[Any], Tensor] | None, n: int) -> Callable[[Any], T
             raise InputError(f"metric must return one score per example, shape ({n},); got {shape}.")
         return m.double().unsqueeze(1)
     return scores
+
+
+def _output_weight(keep: Tensor | None, output: Any, clean: Tensor) -> Tensor | None:
+    """``(batch, k)`` 1/0 weights of the flattened output's elements (0 at padded positions), or None for all.
+
+    Only a ``(batch, seq, ...)`` output whose ``(batch, seq)`` is the mask's is masked.
+    """
+    if keep is None or not isinstance(output, Tensor) or output.ndim < 2 or tuple(output.shape[:2]) != tuple(keep.shape):
+        return None
+    expanded = keep.reshape(*keep.shape, *([1] * (output.ndim - 2))).expand(output.shape)
+    return expanded.reshape(len(clean), -1).to(clean.device, torch.float64)
 
 
 def _substitute(rows: Tensor, *, src: int, dst: int) -> Callback:

@@ -19,6 +19,7 @@ from ..core.checks import check_float, check_int
 from ..core.errors import InputError, InputTypeError
 from ..core.hooks import capture
 from ..core.inputs import validate_inputs
+from ..core.interventions import check_position_mask, position_mask
 from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
@@ -93,11 +94,11 @@ class Polysemanticity(Result):
 
 def polysemanticity(model: nn.Module, inputs: Inputs, site: Site | str,
                     features: Float[Tensor, "batch n_features"] | None = None, *, threshold: float = 0.5,
-                    n_clusters: int = 10, seed: int = 0) -> Polysemanticity:
+                    n_clusters: int = 10, seed: int = 0, mask: Tensor | bool | None = None) -> Polysemanticity:
     """Score how many distinct features each unit of ``site`` responds to.
 
     A unit's activation per example is its value (averaged over positions for conv channels and
-    sequence units). Its response to the features is then:
+    sequence units; on padded sequence inputs over the real positions only, see ``mask``). Its response to the features is then:
 
     - known features that can co-occur (e.g. sparse toy-model features): the coefficients of a
       least-squares fit ``activation ≈ b + Σ_f r_f · feature_f``, so ``r_f`` is the change of the
@@ -122,13 +123,21 @@ def polysemanticity(model: nn.Module, inputs: Inputs, site: Site | str,
         threshold: for `Polysemanticity.count`, the fraction of the largest response that counts.
         n_clusters: discovered features only: how many clusters.
         seed: discovered features only: seeds k-means.
+        mask: which positions count for a ``(batch, seq, d)`` site value (padding does not):
+            ``None`` (default) uses the inputs' ``attention_mask`` when they are a dict holding one
+            of that sequence length (ignored for images and vectors); ``False`` counts every
+            position; a ``(batch, seq)`` bool or 0/1 tensor is used as given. A unit's activation
+            per example is then its mean over the counted positions, so a padded batch gives what
+            each sentence gives alone; an example with no counted position is left out (with its
+            row of ``features``). Unpadded inputs give exactly the unmasked results.
 
     Returns:
         A `Polysemanticity` with each unit's responses, variance shares, effective number and count.
 
     Raises:
         InputError: features with another number of rows than the batch, NaN/inf, a bad
-            ``threshold`` or ``n_clusters``, or a site that selects units.
+            ``threshold`` or ``n_clusters``, a bad mask or one that leaves too few examples, or a
+            site that selects units.
 
     Example:
         >>> model = nn.Sequential(nn.Linear(3, 2, bias=False))
@@ -150,6 +159,7 @@ def polysemanticity(model: nn.Module, inputs: Inputs, site: Site | str,
     threshold = check_float("threshold", threshold, at_most=1.0)
     if not threshold > 0:
         raise InputError(f"threshold must be in (0, 1], got {threshold!r}; pass a positive fraction.")
+    check_position_mask(mask)
     n = validate_inputs(model, inputs)
     if features is not None:
         if not isinstance(features, Tensor):
@@ -165,7 +175,20 @@ def polysemanticity(model: nn.Module, inputs: Inputs, site: Site | str,
     with torch.no_grad():
         value = capture(model, inputs, [resolved])[resolved]
     axis = resolved.unit_axis(value)
-    acts = value.detach().movedim(axis, -1).reshape(n, -1, value.shape[axis]).mean(1).double().cpu()
+    keep = position_mask(inputs, value, resolved, mask)  # None: every position counts
+    per_position = value.detach().movedim(axis, -1).reshape(n, -1, value.shape[axis])
+    if keep is None:
+        acts = per_position.mean(1).double().cpu()
+    else:  # (batch, seq, n_units): the mean over each example's counted positions
+        counted = keep[:, :, None]
+        acts = (per_position.masked_fill(~counted, 0.0).sum(1) / counted.sum(1).clamp_min(1)).double().cpu()
+        present = keep.any(1).cpu()
+        acts = acts[present]
+        if features is not None:
+            features = features[present.to(features.device)]
+        if len(acts) < (2 if features is not None else n_clusters):
+            raise InputError(f"the mask leaves {len(acts)} examples with a counted position at {resolved!r}; "
+                             f"too few to fit (need {2 if features is not None else n_clusters}).")
     discovered = features is None
     f = _cluster_one_hot(acts, n_clusters, seed) if features is None else features.detach().double().cpu()
     responses = _responses(acts, f)
