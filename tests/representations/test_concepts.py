@@ -24,8 +24,9 @@ def _hand_derivatives(model: nn.Module, inputs: torch.Tensor, site: str, target:
     out = []
     for i in range(len(inputs)):
         x = inputs[i:i + 1]
-        up = patch(model, x, {site: add_direction(direction.to(x.dtype), alpha=eps)})[0, target]
-        down = patch(model, x, {site: add_direction(direction.to(x.dtype), alpha=-eps)})[0, target]
+        with torch.no_grad():
+            up = patch(model, x, {site: add_direction(direction.to(x.dtype), alpha=eps)})[0, target]
+            down = patch(model, x, {site: add_direction(direction.to(x.dtype), alpha=-eps)})[0, target]
         out.append(float((up - down) / (2 * eps)))
     return torch.tensor(out, dtype=torch.float64)
 
