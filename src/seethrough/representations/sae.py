@@ -273,7 +273,7 @@ class SparseAutoencoder:
         for name, p in params.items():
             p.requires_grad_(name != "decoder" or self.train_decoder)
         trained = [p for p in params.values() if p.requires_grad]
-        return {"d": d, "scale": scale, "params": params, "optimizer": torch.optim.Adam(trained, lr=self.learning_rate, foreach=True),
+        return {"d": d, "scale": scale, "params": params, "optimizer": torch.optim.Adam(trained, lr=self.learning_rate, fused=True),
                 "since": torch.zeros(self.n_latents, dtype=torch.long), "rows_seen": 0,
                 "batch_threshold": None, "dead": torch.zeros(self.n_latents, dtype=torch.bool)}
 
