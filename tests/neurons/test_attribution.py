@@ -23,8 +23,14 @@ from torch import Tensor, nn
 
 import seethrough as st
 from seethrough import Site
-from seethrough.core import InputError, InputTypeError, SiteNotFoundError
-from seethrough.neurons import AttributionResult, gradient_x_input, integrated_gradients, saliency
+from seethrough.core import ForwardError, InputError, InputTypeError, SiteNotFoundError
+from seethrough.neurons import (
+    AttributionResult,
+    gradient_x_input,
+    guided_backprop,
+    integrated_gradients,
+    saliency,
+)
 
 CAPTUM_METHODS = ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
 
@@ -485,3 +491,11 @@ def test_direction_on_channels_and_on_sequence_models() -> None:
         saliency(tr, tokens(), None, site="blocks.0", direction=torch.ones(5), metric=lambda out: out[:, -1, 3])
     with pytest.raises(InputError, match="give site="):
         integrated_gradients(TinyMLP(), vectors(), 0, direction=torch.ones(4))
+
+
+def test_guided_backprop_wraps_the_models_own_failure_as_forward_error() -> None:
+    """Issue #10 item 7: guided backprop raised the model's own error instead of a ForwardError naming the inputs."""
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with pytest.raises(ForwardError, match=r"Sequential's forward failed on inputs: float32 \(2, 5\)") as info:
+        guided_backprop(model, torch.ones(2, 5), 0)
+    assert isinstance(info.value.__cause__, RuntimeError)  # the model's own error is chained

@@ -17,7 +17,6 @@ from torch import Tensor, nn
 
 from ..core.errors import InputError
 from ..core.hooks import hooks
-from ..core.inputs import call_model
 from ..core.sites import Site
 from ._gradients import gradients_enabled, prepare, scores
 from .attribution import AttributionResult
@@ -77,8 +76,8 @@ def guided_backprop(model: nn.Module, inputs: Tensor, target: Tensor | int | Non
         leaf = x.detach().requires_grad_()
         # every call of every ReLU is guided (a module reused in the forward, ResNet style, too),
         # and declared-but-unused ReLUs are fine: raw hooks, not patch's once-per-forward sites
-        with hooks(model, dict.fromkeys(relus, _guide), require_fired=False, refuse_repeats=False):
-            output = call_model(model, leaf)
+        with hooks(model, dict.fromkeys(relus, _guide), require_fired=False, refuse_repeats=False) as ctx:
+            output = ctx.call(leaf)  # a failing forward is a ForwardError naming the model and inputs
         found = scores(problem, output, 1)
         (grads,) = torch.autograd.grad(found.sum(), leaf, allow_unused=True)
     values = torch.zeros_like(leaf) if grads is None else grads
