@@ -22,7 +22,11 @@ from seethrough.bench.zoo.cache import config_hash
 
 #: Games whose seed-0 quick cases take seconds (models cached): the metric-coverage check plays them
 #: here. The others (tens of seconds) are covered by the quick bench run in test_bench_cli.py.
-EXPENSIVE = {"roar", "trigger-rediscovery", "trojan-repair", "dissection", "trojan-detection"}
+# Games whose quick cases train or search for more than a few seconds are not replayed here: the quick bench
+# run of tests/bench/test_bench_cli.py already scores every metric of every game (test_quick_rows_score_...).
+EXPENSIVE = {"roar", "trigger-rediscovery", "trojan-repair", "dissection", "trojan-detection", "sae-dictionary",
+             "known-factors", "known-task-weights", "planted-irrelevance", "mask-recovery", "decodable-but-unused",
+             "planted-reliance", "planted-modules", "planted-circuits"}
 DECLARED = [g for g in GAMES.values() if isinstance(g, Game)]
 
 

@@ -131,5 +131,5 @@ GAME = register(Game(
              "ica-nonlinear": _ica_nonlinear, "rotation": _rotation},
     score=_score,
     baselines=frozenset({"ica-linear", "pca-nonlinear", "ica-nonlinear", "rotation"}),
-    order=75,
+    order=161,
 ))

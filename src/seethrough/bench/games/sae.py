@@ -163,5 +163,5 @@ GAME = register(Game(
              "random-dictionary": _random_dictionary, "data-samples": _data_samples},
     score=_score,
     baselines=frozenset({"random-direction-sae", "random-dictionary", "data-samples"}),
-    order=70,
+    order=160,
 ))
