@@ -98,7 +98,34 @@ KNOWN_FAILURES = {
     ("roar", "smoothgrad", "area_vs_random"): "as saliency (Hooker et al.: SmoothGrad no better than random)",
     ("roar", "gradient-x-input", "area_vs_random"): "as saliency",
     ("roar", "integrated-gradients", "area_vs_random"): "as saliency (Hooker et al.: IG no better than random)",
+    ("sae-dictionary", "jumprelu-sae", "recovered"):
+        "JumpReLU recovers 0.79 of the true directions above cosine 0.9 (worst 0.73) against the 0.8 bar; its MMCS "
+        "(0.94) and firing F1 pass, TopK/BatchTopK/ReLU pass every row",
+    ("planted-reliance", "tcav", "reliance_auroc"):
+        "models with mark strength 0.25 flip only 10-13% of digits (counted as not relying, cut 0.2 fixed before "
+        "scoring) yet the sign-based TCAV score calls them significant; with 40 null statistics a few saturated "
+        "ones keep strong reliance at p 0.10-0.15. The calibrated false-positive rate passes (0.07)",
+    ("planted-irrelevance", "magnitude", "irrelevant_auroc"):
+        "the planted irrelevant weights are large on purpose (magnitude is not importance): the expected failure",
+    ("planted-irrelevance", "magnitude", "prunable_ratio"): "as above: magnitude prunes the needed small weights first",
 }
+# known-task-weights: magnitude is the counter-example the issue asks to show failing (decoy weights are the
+# largest); on the leaky blocks Fisher and MAS (sensitivity alone) rank the small cross-talk weights on active
+# paths like block weights, while SNIP and Taylor (sensitivity times weight) pass.
+for _metric in ("task_a_auroc", "task_b_auroc", "task_a_auroc_leaky", "task_b_auroc_leaky"):
+    KNOWN_FAILURES[("known-task-weights", "magnitude", _metric)] = "magnitude is not importance: large decoy weights"
+for _method in ("fisher", "fisher-exact", "fisher-batched", "mas"):
+    for _metric in ("task_a_auroc_leaky", "task_b_auroc_leaky"):
+        KNOWN_FAILURES[("known-task-weights", _method, _metric)] = (
+            "0.86-0.90 on leaky blocks: sensitivity alone ranks cross-talk weights on active paths as task weights")
+# planted-circuits: CMD's 0.05 bar is out of reach on these nets (the AND -> XOR chain keeps nothing until all
+# 4 planted edges, 19-27% of the edges, are in: even a perfect ranking leaves ~0.19 of area); EAP fails on the
+# saturated pairs where the AND unit is off on every clean input (zero gradient), which EAP-IG recovers.
+for _ablation in ("", " (mean)", " (resample)"):
+    for _method in ("exact", "eap", "eap-ig", "acdc"):
+        KNOWN_FAILURES[("planted-circuits", _method + _ablation, "cmd")] = "CMD bar unreachable on this chain"
+    for _metric in ("edge_auroc", "faithfulness_at_k"):
+        KNOWN_FAILURES[("planted-circuits", "eap" + _ablation, _metric)] = "zero gradient on saturated pairs"
 
 
 def test_methods_under_test_beat_chance_on_mean_and_pass_their_bar(quick: tuple[Path, list[dict], str]) -> None:
