@@ -90,7 +90,7 @@ def faithfulness_curve(model: nn.Module, clean: Inputs, corrupted: Inputs, metri
         ...         return self.head(self.embed(x))
         >>> curve = faithfulness_curve(Net(), torch.ones(3, 2), torch.zeros(3, 2), lambda out: out[:, 0],
         ...                            writers=["embed"], readers=["head"], ranking=[("embed", "head")])
-        >>> curve.faithfulness.round(6).tolist(), curve.cpr, curve.cmd
+        >>> curve.faithfulness.round(6).tolist(), round(curve.cpr, 6), round(curve.cmd, 6)
         ([0.0, 1.0], 0.5, 0.5)
 
     References:
