@@ -12,8 +12,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-#: Per-area hygiene tables are imported by tests/hygiene.py, never collected on their own.
-collect_ignore_glob = ["hygiene_*.py"]
+#: Per-area hygiene tables (imported by tests/hygiene.py) and result factories (imported by
+#: tests/test_result_contract.py) are never collected on their own.
+collect_ignore_glob = ["hygiene_*.py", "results_*.py"]
 
 torch.set_num_threads(1)  # small models; keeps timings out of the way and results reproducible
 

@@ -17,6 +17,7 @@ import json
 import math
 import pkgutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -320,6 +321,23 @@ FACTORIES: dict[str, tuple[Callable[[], Any], bool]] = {
     "SpliceResult": (_splice, True),
     "DCI": (_dci, False),
 }
+
+
+
+
+def _join_area_factories() -> None:
+    """Areas may keep their factories in ``tests/results_<area>.py`` (a ``FACTORIES`` dict); they join here.
+
+    conftest.py keeps pytest from collecting those files on their own. A name defined twice fails.
+    """
+    for path in sorted(Path(__file__).parent.glob("results_*.py")):
+        area = importlib.import_module(path.stem)
+        twice = sorted(set(area.FACTORIES) & set(FACTORIES))
+        assert not twice, f"{path.name} redefines result factories {twice}"
+        FACTORIES.update(area.FACTORIES)
+
+
+_join_area_factories()
 
 
 # -- discovery -------------------------------------------------------------------------------------------
