@@ -21,7 +21,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -32,11 +32,12 @@ from ..core.checks import check_float, check_int
 from ..core.errors import InputError
 from ..core.inputs import validate_inputs
 from ..core.results import Result, new_figure
-from ..evidence.trigger import FAMILIES, Trigger, stamp
+from ..evidence.trigger import Trigger, stamp
 from ._forward import checked_logits, model_failures
+from .families import Parametrisation, PatternRange, parametrisation
 
 __all__ = ["ReversedTrigger", "NeuralCleanse", "reverse_engineer_trigger", "neural_cleanse", "anomaly_index",
-           "data_range", "SHRINK_TOLERANCE"]
+           "data_range", "SHRINK_TOLERANCE", "SCHEDULES"]
 
 #: A search has converged when its smallest successful mask shrank by at most this fraction over the
 #: last quarter of its steps (and had begun to shrink). Measured per class on zoo digits models: at 300
@@ -45,7 +46,23 @@ __all__ = ["ReversedTrigger", "NeuralCleanse", "reverse_engineer_trigger", "neur
 #: had begun to shrink below its first success.
 SHRINK_TOLERANCE = 0.25
 
-PatternRange = tuple[float | Tensor, float | Tensor]
+#: The scan's schedules across classes: ``"k-arm"`` (the default) and ``"full"`` (every class to the end).
+SCHEDULES = ("k-arm", "full")
+#: K-Arm: steps every class runs before any is pruned.
+K_ARM_WARMUP = 30
+#: K-Arm: how many of the smallest classes always run to the end (the suspect, the runner-up, and a spare).
+K_ARM_KEEP = 3
+#: K-Arm: a class is pruned when its size exceeds this multiple of the K_ARM_KEEP-th smallest ...
+K_ARM_PRUNE_RATIO = 1.5
+#: ... loosened early on, by up to this fraction (linearly to 0 at ``steps``).
+K_ARM_EARLY_SLACK = 1.0
+#: K-Arm: a class that has not reached the success goal after this many steps is pruned (when the smallest have).
+K_ARM_GOAL_STEPS = 60
+#: K-Arm: the most searches stacked into one forward pass.
+K_ARM_STACK = 16
+_SEARCH_DEFAULTS: dict[str, Any] = {"lr": 0.1, "init_cost": 1e-3, "success_goal": 0.95, "batch_size": 128,
+                                    "patience": 100, "restarts": 1, "pattern_range": (0.0, 1.0),
+                                    "shrink_tolerance": SHRINK_TOLERANCE}
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,12 @@ class ReversedTrigger(Result):
     was reached, finitely, the smallest successful mask has shrunk below the first successful one
     (the L1 weight has started to act: before that the mask grows) and it shrank by at most the
     search's ``shrink_tolerance`` over the last quarter (or early stopping ended the search).
+
+    ``pruned``: a K-Arm scan (`neural_cleanse` with ``schedule="k-arm"``) stopped this class's search
+    early because its trigger stayed far larger than the smallest classes' (a hopeless arm): its size
+    is an upper bound on what a full search would find, and it is never ``converged``. ``passes``:
+    the forward+backward passes of the model the search spent (examples through the model with a
+    backward pass / ``batch_size``).
     """
 
     trigger: Trigger
@@ -70,16 +93,18 @@ class ReversedTrigger(Result):
     recent_shrink: float = 0.0
     finite: bool = True
     converged: bool = True
+    pruned: bool = False
+    passes: float = 0.0
 
     def to_frame(self) -> Any:
-        """One row: the trigger's target and family, its L1 size, success, the steps run and convergence."""
+        """One row: the trigger's target and family, its L1 size, success, the steps run, convergence and cost."""
         import pandas as pd
 
         return pd.DataFrame({"target": [self.trigger.target], "family": [self.trigger.family],
                              "mask_l1": [self.mask_l1], "attack_success": [self.attack_success],
                              "steps_run": [self.steps_run], "reached_goal": [self.reached_goal],
                              "recent_shrink": [self.recent_shrink], "finite": [self.finite],
-                             "converged": [self.converged]})
+                             "converged": [self.converged], "pruned": [self.pruned], "passes": [self.passes]})
 
     def plot(self) -> Any:
         """The trigger's mask and ``mask × pattern`` (`Trigger.plot`)."""
@@ -102,7 +127,8 @@ def reverse_engineer_trigger(model: nn.Module, inputs: Tensor, target: int, *, f
         model: an image classifier returning logits ``(batch, n_classes)``.
         inputs: clean images ``(N, C, H, W)``, ideally not of class ``target``.
         target: the class to reach.
-        family: ``"patch"`` (a mask value per pixel) or ``"blend"`` (one mask value for all pixels).
+        family: ``"patch"`` (a mask value per pixel), ``"blend"`` (one mask value for all pixels) or
+            ``"warp"``: the `seethrough.audit.families.Parametrisation` searched (`parametrisation`).
         steps: the most optimisation steps (mini-batches of ``batch_size``) per restart.
         patience: early stopping: once the goal is reached, stop when the smallest successful
             mask has not shrunk by 1% for this many steps (``None``: run every step).
@@ -117,8 +143,7 @@ def reverse_engineer_trigger(model: nn.Module, inputs: Tensor, target: int, *, f
     """
     if not isinstance(inputs, Tensor) or inputs.ndim != 4:
         raise InputError(f"inputs must be images (N, C, H, W); got {getattr(inputs, 'shape', type(inputs).__name__)}.")
-    if family not in FAMILIES:
-        raise InputError(f"family must be 'patch' or 'blend', got {family!r}.")
+    param = parametrisation(family)
     check_int("restarts", restarts, at_least=1)
     check_int("steps", steps, at_least=1)
     if patience is not None:
@@ -129,9 +154,16 @@ def reverse_engineer_trigger(model: nn.Module, inputs: Tensor, target: int, *, f
         width = int(model(inputs[:1]).shape[-1])
     check_int("target", target, at_least=0, at_most=width - 1)
     with model_failures(model, inputs, "trigger search"):
-        found = [_reverse_once(model, inputs, target, family, steps, lr, init_cost, success_goal, batch_size,
-                               patience, pattern_range, shrink_tolerance, seed + 7919 * r) for r in range(restarts)]
-    return min(found, key=lambda t: (not t.finite, t.attack_success < success_goal, t.mask_l1))
+        found = []
+        for r in range(restarts):
+            search = _Search(param, inputs, target, lr=lr, init_cost=init_cost, success_goal=success_goal,
+                             batch_size=batch_size, patience=patience, pattern_range=pattern_range,
+                             seed=seed + 7919 * r)
+            while not search.done and search.steps < steps:
+                _run_together(model, [search])
+            found.append(search.result(shrink_tolerance))
+    best = min(found, key=lambda t: (not t.finite, t.attack_success < success_goal, t.mask_l1))
+    return replace(best, passes=sum(t.passes for t in found))
 
 
 def data_range(inputs: Tensor) -> tuple[Tensor, Tensor]:
@@ -149,69 +181,129 @@ def data_range(inputs: Tensor) -> tuple[Tensor, Tensor]:
     return values.amin(1)[:, None, None], values.amax(1)[:, None, None]
 
 
-def _reverse_once(model: nn.Module, inputs: Tensor, target: int, family: str, steps: int, lr: float, init_cost: float,
-                  success_goal: float, batch_size: int, patience: int | None, pattern_range: PatternRange,
-                  shrink_tolerance: float, seed: int) -> ReversedTrigger:
-    gen = torch.Generator().manual_seed(seed)
-    _, c, h, w = inputs.shape
-    low, high = pattern_range
-    shape = (h, w) if family == "patch" else ()
-    mask_logit = (torch.randn(shape, generator=gen) * 0.1 - 2.0).requires_grad_(True)
-    pattern_logit = (torch.randn(c, h, w, generator=gen) * 0.1).requires_grad_(True)
-    opt = torch.optim.Adam([mask_logit, pattern_logit], lr=lr, betas=(0.5, 0.9))
-    cost = init_cost
-    best: tuple[float, Tensor, Tensor, float] | None = None
-    labels = torch.full((min(batch_size, inputs.shape[0]),), target, dtype=torch.long)
-    hits = 0.0
-    window: list[float] = []
-    last_gain = 0
-    first_success = float("inf")
-    smallest: list[float] = []  # the smallest successful L1 after each step (inf before the first success)
-    finite, stopped_early = True, False
-    for step in range(steps):
-        index = torch.randint(0, inputs.shape[0], (labels.shape[0],), generator=gen)
-        x = inputs[index]
-        mask = torch.sigmoid(mask_logit).expand(h, w)
-        pattern = low + (high - low) * torch.sigmoid(pattern_logit)
-        logits = model(stamp(x, Trigger(mask, pattern, target, family)))
-        loss = F.cross_entropy(logits, labels) + cost * mask.sum()
-        grads = torch.autograd.grad(loss, [mask_logit, pattern_logit])
+def _detached(trigger: Trigger) -> Trigger:
+    """A copy of ``trigger`` whose tensors (mask, pattern and any other, e.g. a warp field) carry no graph."""
+    tensors = {f.name: getattr(trigger, f.name).detach().clone() for f in fields(trigger)
+               if isinstance(getattr(trigger, f.name), Tensor)}
+    return replace(trigger, **tensors)
+
+
+class _Search:
+    """One class's trigger search (one restart): its leaf tensors, optimiser, adaptive L1 weight and record.
+
+    The engine drives it in three calls per step, so that several searches can share one forward:
+    `stamped` (draw a batch and stamp the current trigger), `loss` (on the search's own logits),
+    `advance` (an Adam step from the gradients, then the bookkeeping). Its draws come from its own
+    generator, so a search makes the same steps whether it runs alone or beside others.
+    """
+
+    def __init__(self, family: Parametrisation, inputs: Tensor, target: int, *, lr: float, init_cost: float,
+                 success_goal: float, batch_size: int, patience: int | None, pattern_range: PatternRange,
+                 seed: int) -> None:
+        self.family, self.inputs, self.target = family, inputs, target
+        self.success_goal, self.patience, self.pattern_range = success_goal, patience, pattern_range
+        self.batch_size = batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+        self.params = [t.requires_grad_(True) for t in family.init(tuple(inputs.shape[1:]), self.gen)]
+        self.opt = torch.optim.Adam(self.params, lr=lr, betas=(0.5, 0.9))
+        self.cost = init_cost
+        self.labels = torch.full((min(batch_size, inputs.shape[0]),), target, dtype=torch.long)
+        self.best: tuple[float, Trigger, float] | None = None
+        self.hits = 0.0
+        self.window: list[float] = []
+        self.last_gain = 0
+        self.first_success = float("inf")
+        self.smallest: list[float] = []  # the smallest successful size after each step (inf before the first success)
+        self.finite, self.stopped_early, self.done = True, False, False
+        self.examples = 0  # examples through the model with a backward pass
+        self._trigger: Trigger | None = None
+        self._size: Tensor | None = None
+
+    @property
+    def steps(self) -> int:
+        return len(self.smallest)
+
+    def stamped(self) -> Tensor:
+        index = torch.randint(0, self.inputs.shape[0], (self.labels.shape[0],), generator=self.gen)
+        self._trigger = self.family.trigger(self.params, self.target, self.pattern_range)
+        self.examples += int(self.labels.shape[0])
+        return stamp(self.inputs[index], self._trigger)
+
+    def loss(self, logits: Tensor) -> Tensor:
+        assert self._trigger is not None
+        # the size is taken after the forward, as the engine always did: autograd then sums the mask's
+        # two gradients in the same order, so a search reproduces earlier runs bit for bit
+        self._size = self.family.size(self._trigger)
+        return F.cross_entropy(logits, self.labels) + self.cost * self._size
+
+    def advance(self, logits: Tensor, grads: Sequence[Tensor]) -> None:
+        assert self._trigger is not None and self._size is not None
         if not (bool(torch.isfinite(logits).all()) and all(bool(torch.isfinite(g).all()) for g in grads)):
-            finite = False  # never score a NaN: stop with what was found before
-            break
-        opt.zero_grad(set_to_none=True)
-        mask_logit.grad, pattern_logit.grad = grads
-        opt.step()
-        hits = float((logits.argmax(-1) == target).float().mean())
-        window.append(hits)
-        l1 = float(mask.detach().sum())
-        if hits >= success_goal and (best is None or l1 < best[0]):
-            if best is None or l1 < 0.99 * best[0]:
-                last_gain = step
-            first_success = min(first_success, l1) if best is None else first_success
-            best = (l1, mask.detach().clone(), pattern.detach().clone(), hits)
-        smallest.append(best[0] if best is not None else float("inf"))
-        if patience is not None and best is not None and step - last_gain >= patience:
-            stopped_early = True
-            break
+            self.finite, self.done = False, True  # never score a NaN: stop with what was found before
+            return
+        self.opt.zero_grad(set_to_none=True)
+        for p, g in zip(self.params, grads, strict=True):
+            p.grad = g
+        self.opt.step()
+        step = len(self.smallest)
+        hits = self.hits = float((logits.argmax(-1) == self.target).float().mean())
+        self.window.append(hits)
+        size = float(self._size.detach())
+        best = self.best
+        if hits >= self.success_goal and (best is None or size < best[0]):
+            if best is None or size < 0.99 * best[0]:
+                self.last_gain = step
+            self.first_success = size if best is None else self.first_success
+            self.best = (size, _detached(self._trigger), hits)
+        self.smallest.append(self.best[0] if self.best is not None else float("inf"))
+        if self.patience is not None and self.best is not None and step - self.last_gain >= self.patience:
+            self.stopped_early = self.done = True
         if (step + 1) % 10 == 0:  # adapt the L1 weight on the last 10 steps' success
-            cost = cost * 1.5 if sum(window) / len(window) >= success_goal else cost / 1.5 ** 1.5
-            window.clear()
-    steps_run = len(smallest) + (0 if finite else 1)
-    reached = best is not None
-    if best is None:  # the last mask and pattern (the optimiser's state after its last finite step)
-        mask = torch.sigmoid(mask_logit).detach().expand(h, w).clone()
-        pattern = low + (high - low) * torch.sigmoid(pattern_logit).detach()
-        best = (float(mask.sum()), mask, pattern, hits if finite else 0.0)
-    l1, mask, pattern, success = best
-    shrink = 0.0
-    if reached and not stopped_early:  # how much the smallest successful mask shrank over the last quarter
-        before = smallest[len(smallest) - 1 - max(1, len(smallest) // 4)] if len(smallest) > 1 else float("inf")
-        shrink = 1.0 if before == float("inf") else 1.0 - l1 / max(before, 1e-12)
-    converged = (reached and finite and l1 < 0.99 * first_success
-                 and (stopped_early or shrink <= shrink_tolerance))
-    return ReversedTrigger(Trigger(mask, pattern, target, family), l1, success, steps_run=steps_run,
-                           reached_goal=reached, recent_shrink=shrink, finite=finite, converged=converged)
+            success = sum(self.window) / len(self.window)
+            self.cost = self.cost * 1.5 if success >= self.success_goal else self.cost / 1.5 ** 1.5
+            self.window.clear()
+        self._trigger = self._size = None
+
+    def shrink_rate(self, span: int) -> float:
+        """How much the smallest successful size shrank over the last ``span`` steps (1.0 before a success)."""
+        if not self.smallest or self.smallest[-1] == float("inf"):
+            return 1.0
+        before = self.smallest[max(0, len(self.smallest) - 1 - span)]
+        return 1.0 if before == float("inf") else 1.0 - self.smallest[-1] / max(before, 1e-12)
+
+    def result(self, shrink_tolerance: float, *, pruned: bool = False) -> ReversedTrigger:
+        steps_run = len(self.smallest) + (0 if self.finite else 1)
+        reached = self.best is not None
+        if self.best is None:  # the last trigger (the optimiser's state after its last finite step)
+            with torch.no_grad():
+                last = _detached(self.family.trigger(self.params, self.target, self.pattern_range))
+                self.best = (float(self.family.size(last)), last, self.hits if self.finite else 0.0)
+        size, trigger, success = self.best
+        shrink = 0.0
+        if reached and not self.stopped_early:  # how much the smallest successful size shrank over the last quarter
+            n = len(self.smallest)
+            before = self.smallest[n - 1 - max(1, n // 4)] if n > 1 else float("inf")
+            shrink = 1.0 if before == float("inf") else 1.0 - size / max(before, 1e-12)
+        converged = (reached and self.finite and size < 0.99 * self.first_success
+                     and (self.stopped_early or shrink <= shrink_tolerance) and not pruned)
+        return ReversedTrigger(trigger, size, success, steps_run=steps_run, reached_goal=reached,
+                               recent_shrink=shrink, finite=self.finite, converged=converged, pruned=pruned,
+                               passes=self.examples / self.batch_size)
+
+
+def _run_together(model: nn.Module, searches: Sequence[_Search]) -> None:
+    """One optimisation step of every search in ``searches``, their stamped batches stacked into one forward."""
+    batches = [s.stamped() for s in searches]
+    logits = model(torch.cat(batches)) if len(batches) > 1 else model(batches[0])
+    parts = logits.split([b.shape[0] for b in batches])
+    losses = [s.loss(part) for s, part in zip(searches, parts, strict=True)]
+    params = [p for s in searches for p in s.params]
+    # each loss depends only on its own search's tensors, so the gradient of the sum is each search's own
+    grads = torch.autograd.grad(losses[0] if len(losses) == 1 else torch.stack(losses).sum(), params)
+    at = 0
+    for s, part in zip(searches, parts, strict=True):
+        s.advance(part.detach(), grads[at:at + len(s.params)])
+        at += len(s.params)
 
 
 def anomaly_index(values: Sequence[float]) -> Tensor:
@@ -229,11 +321,17 @@ def anomaly_index(values: Sequence[float]) -> Tensor:
 
 @dataclass(frozen=True)
 class NeuralCleanse(Result):
-    """Per-class reversed triggers, their mask sizes and anomaly indices, and the verdict."""
+    """Per-class reversed triggers, their mask sizes and anomaly indices, and the verdict.
+
+    ``passes``: the forward+backward passes of the model the scan spent (examples through the model
+    with a backward pass / ``batch_size``); ``schedule``: ``"k-arm"`` or ``"full"``.
+    """
 
     triggers: tuple[ReversedTrigger, ...]
     anomaly: Tensor
     threshold: float
+    passes: float = 0.0
+    schedule: str = "full"
 
     @property
     def norms(self) -> Tensor:
@@ -273,18 +371,41 @@ class NeuralCleanse(Result):
 
 
 def neural_cleanse(model: nn.Module, inputs: Tensor, *, n_classes: int, threshold: float = 2.0, steps: int = 300,
-                   family: str = "patch", seed: int = 0, progress: Callable[[int, int], None] | None = None,
-                   **kwargs: Any) -> NeuralCleanse:
+                   family: str = "patch", schedule: str = "k-arm", seed: int = 0,
+                   progress: Callable[[int, int], None] | None = None, **kwargs: Any) -> NeuralCleanse:
     """Reverse-engineer a trigger of ``family`` for every class and flag the anomalously small one.
 
-    Extra keyword arguments go to `reverse_engineer_trigger`. For each class, inputs already
-    predicted as that class are left out of its optimisation; a class every input is already
-    predicted as needs no trigger at all (mask L1 0, success 1). ``progress(done, total)`` is
-    called after each class.
+    Extra keyword arguments go to `reverse_engineer_trigger` (``lr``, ``init_cost``,
+    ``success_goal``, ``batch_size``, ``patience``, ``restarts``, ``pattern_range``,
+    ``shrink_tolerance``). For each class, inputs already predicted as that class are left out of
+    its optimisation; a class every input is already predicted as needs no trigger at all (mask L1
+    0, success 1). ``progress(done, total)`` is called as classes finish.
+
+    ``schedule="full"`` searches every class to the end in turn (plain Neural Cleanse).
+    ``schedule="k-arm"`` (K-Arm, Shen et al. 2021) starts every class together, then gives the
+    optimisation steps to the classes whose smallest successful triggers are smallest, and stops
+    ("prunes") classes whose triggers stay far larger than the runner-up's: the smallest
+    `K_ARM_KEEP` classes always run as the full schedule would (to early stopping or ``steps``), so
+    the suspect and the runner-up, and with them the gap, are searched as fully as before. The
+    classes that run in a step share one forward pass of the model (their stamped batches stacked).
+    ``NeuralCleanse.passes`` counts the forward+backward passes either schedule spent.
+
+    Raises:
+        InputError: ``n_classes`` below 2 or not the model's output width, inputs that are not
+            images, an unknown family, schedule or keyword argument.
+
+    References:
+        Shen et al., "Backdoor Scanning for Deep Neural Networks through K-Arm Optimization", ICML 2021.
     """
     check_int("n_classes", n_classes, at_least=2)
-    if family not in FAMILIES:
-        raise InputError(f"family must be 'patch' or 'blend', got {family!r}.")
+    param = parametrisation(family)
+    if schedule not in SCHEDULES:
+        raise InputError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}.")
+    unknown = sorted(set(kwargs) - set(_SEARCH_DEFAULTS))
+    if unknown:
+        raise InputError(f"neural_cleanse got unknown keyword argument(s) {unknown}; it passes on only "
+                         f"{sorted(_SEARCH_DEFAULTS)} to reverse_engineer_trigger.")
+    check_int("steps", steps, at_least=1)
     if not isinstance(inputs, Tensor) or inputs.ndim != 4:
         raise InputError(f"inputs must be images (N, C, H, W); got {getattr(inputs, 'shape', type(inputs).__name__)}.")
     validate_inputs(model, inputs)
@@ -293,16 +414,97 @@ def neural_cleanse(model: nn.Module, inputs: Tensor, *, n_classes: int, threshol
         raise InputError(f"n_classes={n_classes} but the model returns {tuple(logits.shape)}; pass the width of its "
                          "logits (batch, n_classes).")
     predicted = logits.argmax(-1)
-    triggers = []
+    if schedule == "full":
+        triggers = []
+        for k in range(n_classes):
+            others = inputs[predicted != k]
+            if others.shape[0] == 0:
+                triggers.append(_no_trigger_needed(inputs, k, family))
+            else:
+                triggers.append(reverse_engineer_trigger(model, others, k, family=family, steps=steps, seed=seed + k,
+                                                         **kwargs))
+            if progress is not None:
+                progress(k + 1, n_classes)
+    else:
+        options = {**_SEARCH_DEFAULTS, **kwargs}
+        check_int("restarts", options["restarts"], at_least=1)
+        if options["patience"] is not None:
+            check_int("patience", options["patience"], at_least=1)
+        check_float("shrink_tolerance", options["shrink_tolerance"], at_least=0.0)
+        with model_failures(model, inputs, "trigger search"):
+            triggers = _k_arm(model, inputs, predicted, param, n_classes, steps, seed, options, progress)
+    anomaly = anomaly_index([t.mask_l1 for t in triggers])
+    return NeuralCleanse(tuple(triggers), anomaly, threshold, passes=sum(t.passes for t in triggers),
+                         schedule=schedule)
+
+
+def _no_trigger_needed(inputs: Tensor, target: int, family: str) -> ReversedTrigger:
+    empty = torch.zeros(inputs.shape[2:])
+    return ReversedTrigger(Trigger(empty, torch.zeros(inputs.shape[1:]), target, family), 0.0, 1.0)
+
+
+def _k_arm(model: nn.Module, inputs: Tensor, predicted: Tensor, param: Parametrisation, n_classes: int, steps: int,
+           seed: int, options: dict[str, Any], progress: Callable[[int, int], None] | None) -> list[ReversedTrigger]:
+    """The K-Arm schedule: every class's searches (arms) warm up together, then steps go to the smallest.
+
+    Each round, the arms are ranked by their class's smallest successful size so far (classes that
+    have not reached the success goal last). The classes ranked in the first `K_ARM_KEEP` always
+    step; another class steps while its size is within `K_ARM_PRUNE_RATIO` of the `K_ARM_KEEP`-th
+    smallest (with a looser ratio early on: sizes shrink several-fold during a search) and is pruned
+    once it falls outside, or once it has not reached the goal after `K_ARM_GOAL_STEPS` steps while
+    the first `K_ARM_KEEP` classes have. An arm ends as the full schedule's would (early stopping,
+    ``steps``, non-finite outputs) or pruned.
+    """
+    search_options = {k: options[k] for k in ("lr", "init_cost", "success_goal", "batch_size", "patience",
+                                              "pattern_range")}
+    arms: dict[int, list[_Search]] = {}
     for k in range(n_classes):
         others = inputs[predicted != k]
-        if others.shape[0] == 0:
-            empty = torch.zeros(inputs.shape[2:])
-            triggers.append(ReversedTrigger(Trigger(empty, torch.zeros(inputs.shape[1:]), k, family), 0.0, 1.0))
-        else:
-            triggers.append(reverse_engineer_trigger(model, others, k, family=family, steps=steps, seed=seed + k,
-                                                     **kwargs))
-        if progress is not None:
-            progress(k + 1, n_classes)
-    anomaly = anomaly_index([t.mask_l1 for t in triggers])
-    return NeuralCleanse(tuple(triggers), anomaly, threshold)
+        if others.shape[0]:
+            arms[k] = [_Search(param, others, k, seed=seed + k + 7919 * r, **search_options)
+                       for r in range(options["restarts"])]
+    pruned: set[int] = set()
+    finished = n_classes - len(arms)
+
+    def size(k: int) -> float:
+        return min((s.smallest[-1] if s.smallest else float("inf")) for s in arms[k])
+
+    def running(k: int) -> list[_Search]:
+        return [s for s in arms[k] if not s.done and s.steps < steps] if k not in pruned else []
+
+    while True:
+        live = [k for k in arms if running(k)]
+        done_now = n_classes - len(live)
+        if progress is not None and done_now > finished:
+            progress(done_now, n_classes)
+        finished = done_now
+        if not live:
+            break
+        youngest = min(s.steps for k in live for s in running(k))
+        if youngest >= K_ARM_WARMUP:
+            ranked = sorted(arms, key=lambda k: (size(k), k))
+            kept = ranked[:K_ARM_KEEP]
+            bar = size(kept[-1])
+            for k in live:
+                if k in kept:
+                    continue
+                age = max(s.steps for s in arms[k])
+                ratio = K_ARM_PRUNE_RATIO * (1.0 + K_ARM_EARLY_SLACK * max(0.0, 1.0 - age / steps))
+                never = size(k) == float("inf") and age >= K_ARM_GOAL_STEPS and bar < float("inf")
+                if never or (bar < float("inf") and size(k) > ratio * bar):
+                    pruned.add(k)
+            live = [k for k in live if k not in pruned]
+            if not live:
+                continue
+        group = [s for k in live for s in running(k)]
+        for i in range(0, len(group), K_ARM_STACK):
+            _run_together(model, group[i:i + K_ARM_STACK])
+    results = []
+    for k in range(n_classes):
+        if k not in arms:
+            results.append(_no_trigger_needed(inputs, k, param.family))
+            continue
+        found = [s.result(options["shrink_tolerance"], pruned=k in pruned) for s in arms[k]]
+        best = min(found, key=lambda t: (not t.finite, t.attack_success < options["success_goal"], t.mask_l1))
+        results.append(replace(best, passes=sum(t.passes for t in found)))
+    return results
