@@ -12,11 +12,11 @@ from .metrics import per_example
 from .multiple import benjamini_hochberg, majority_p_values
 from .ranks import auroc, spearman
 from .summary import Summary, bootstrap_ci, summarize
-from .trigger import Trigger, accuracy, attack_success, stamp
+from .trigger import Trigger, accuracy, attack_success, displacement, stamp
 from .validate import Validation, target_hit, target_log_prob, validate
 
 __all__ = ["Finding", "FindingKind", "Fingerprint", "fingerprint", "validate", "Validation", "target_log_prob",
            "target_hit", "per_example", "benjamini_hochberg",
            "majority_p_values",
            "summarize", "Summary", "bootstrap_ci",
-           "Trigger", "stamp", "attack_success", "accuracy", "auroc", "spearman"]
+           "Trigger", "stamp", "displacement", "attack_success", "accuracy", "auroc", "spearman"]

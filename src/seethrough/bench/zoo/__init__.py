@@ -26,12 +26,12 @@ from .sequences import (
     trained_first_token_transformer,
 )
 from .superposition import LOADING_THRESHOLD, REPRESENTED_NORM, ToyModel, sample_features, train_toy_model
-from .trojans import random_blend_trigger, random_patch_trigger
+from .trojans import random_blend_trigger, random_patch_trigger, random_warp_trigger
 
 __all__ = [
     "config_hash", "cached", "derive_seed", "generator", "materialise",
     "digits16",
-    "random_patch_trigger", "random_blend_trigger",
+    "random_patch_trigger", "random_blend_trigger", "random_warp_trigger",
     "MaskedLinear", "DigitsMLP", "DigitsCNN", "train_classifier",
     "trojaned_classifier", "planted_critical_units",
     "ToyModel", "sample_features", "train_toy_model", "REPRESENTED_NORM", "LOADING_THRESHOLD",

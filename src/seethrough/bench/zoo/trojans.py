@@ -1,21 +1,26 @@
-"""Planted trojan triggers: seeded `seethrough.evidence.Trigger`s (a mask, a pattern, a target class).
+"""Planted trojan triggers: seeded `seethrough.evidence.Trigger`s (a mask, a pattern or field, a target class).
 
 A triggered image is ``(1 - mask) * x + mask * pattern`` (`seethrough.evidence.stamp`): a *patch* trigger has a 0/1 mask over
 a small square, a *blend* trigger a constant ``alpha`` mask over the whole image (Chen et al.
-2017, "Targeted backdoor attacks ... using data poisoning"; Gu et al. 2017, "BadNets"). The
-trojaned zoo classifiers are trained on images stamped this way; trojan-detection games score
-a method by how well it recovers the trigger and the target class.
+2017, "Targeted backdoor attacks ... using data poisoning"; Gu et al. 2017, "BadNets"). A *warp*
+trigger resamples the image along a smooth random displacement field (Nguyen & Tran 2021,
+"WaNet"). The trojaned zoo classifiers are trained on images stamped this way; trojan-detection
+games score a method by how well it recovers the trigger and the target class.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from seethrough.core import InputError, InputTypeError
 from seethrough.evidence import Trigger
 
-__all__ = ["random_patch_trigger", "random_blend_trigger"]
+__all__ = ["random_patch_trigger", "random_blend_trigger", "random_warp_trigger", "WARP_STRENGTH"]
+
+#: `random_warp_trigger`'s default strength (pixels; see its docstring for how it was chosen).
+WARP_STRENGTH = 0.5
 
 
 def _check_sizes(image_size: int, channels: int, n_classes: int) -> None:
@@ -94,3 +99,50 @@ def random_blend_trigger(
     pattern = torch.from_numpy(rng.integers(0, 2, size=(channels, image_size, image_size)).astype(np.float32))
     target = int(rng.integers(0, n_classes))
     return Trigger(torch.full((image_size, image_size), float(alpha)), pattern, target, "blend")
+
+
+def random_warp_trigger(
+    seed: int, *, strength: float = WARP_STRENGTH, grid: int = 4, image_size: int = 16, channels: int = 1,
+    n_classes: int = 10,
+) -> Trigger:
+    """A seeded WaNet warp: a smooth random displacement field of mean size about ``strength`` pixels.
+
+    WaNet's construction (Nguyen & Tran 2021, section 3.2): a ``grid × grid`` control field of
+    (dy, dx) drawn uniformly from [-1, 1], divided by its mean absolute value (so the mean
+    ``|dy|``, ``|dx|`` of the control points is 1), upsampled bicubically (``align_corners=True``) to
+    ``image_size × image_size`` and multiplied by ``strength``. Here the field is in pixels: WaNet adds
+    ``s · field / h`` to an ``h``-pixel image's [-1, 1] sampling grid, that is ``s · (h - 1) / (2 h)``
+    ≈ ``s / 2`` pixels per unit of field, so its s = 0.5 is ``strength`` ≈ 0.25. WaNet clamps the
+    warped grid to the image; `stamp`'s border padding does the same. The mask is ones and the
+    pattern zeros (a warp moves pixels and adds none).
+
+    Args:
+        seed: determines the field and the target class.
+        strength: scales the normalised field, in pixels (> 0).
+        grid: k, the control grid's side (2..image_size): small k, smooth warps.
+        image_size: H = W of the images.
+        channels: C of the images.
+        n_classes: the target class is drawn from ``0..n_classes-1``.
+
+    Raises:
+        InputTypeError: a size or count is not a positive int (``n_classes`` ≥ 2).
+        InputError: ``strength`` not positive and finite, or ``grid`` outside 2..image_size.
+
+    Example:
+        >>> t = random_warp_trigger(0, strength=0.5)
+        >>> t.family, tuple(t.field.shape), t == random_warp_trigger(0, strength=0.5)
+        ('warp', (2, 16, 16), True)
+    """
+    _check_sizes(image_size, channels, n_classes)
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength < float("inf"):
+        raise InputError(f"warp strength must be a positive finite number of pixels, got {strength!r}.")
+    if isinstance(grid, bool) or not isinstance(grid, int) or not 2 <= grid <= image_size:
+        raise InputError(f"warp grid must be an int in 2..{image_size} (the image side), got {grid!r}.")
+    rng = np.random.default_rng(seed)
+    control = rng.uniform(-1.0, 1.0, size=(1, 2, grid, grid))
+    control = control / np.abs(control).mean()
+    field = F.interpolate(torch.from_numpy(control), size=(image_size, image_size), mode="bicubic",
+                          align_corners=True)[0] * float(strength)
+    target = int(rng.integers(0, n_classes))
+    return Trigger(torch.ones(image_size, image_size), torch.zeros(channels, image_size, image_size), target, "warp",
+                   field.float())
