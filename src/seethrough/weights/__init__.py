@@ -9,6 +9,24 @@ weights two tasks use. Imports only `seethrough.core`.
 from .importance import FISHER_VARIANTS, METHODS, Importance, importance
 from .masks import WeightMask, learn_mask
 from .overlap import Overlap, overlap
+from .pruning import (
+    SCOPES,
+    STRUCTURES,
+    LotteryTicket,
+    PruningMask,
+    SparsityCurve,
+    lottery_ticket,
+    prunable_parameters,
+    prune,
+    reinitialised,
+    shuffled_masks,
+    sparsity_curve,
+    train_sparse,
+)
+from .validation import MaskValidation, correct, validate_mask
 
 __all__ = ["importance", "Importance", "METHODS", "FISHER_VARIANTS", "learn_mask", "WeightMask", "overlap",
            "Overlap"]
+__all__ += ["prune", "PruningMask", "prunable_parameters", "sparsity_curve", "SparsityCurve", "lottery_ticket",
+            "LotteryTicket", "train_sparse", "reinitialised", "shuffled_masks", "SCOPES", "STRUCTURES",
+            "validate_mask", "MaskValidation", "correct"]

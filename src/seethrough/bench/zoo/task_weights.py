@@ -41,7 +41,8 @@ class TaskWeights:
 
     ``task_a``/``task_b`` are boolean masks per parameter name of ``net`` (``"0.weight"``,
     ``"2.weight"``, ``"2.bias"``): the weights of each planted block and its head's biases. ``decoy`` marks the large irrelevant weights;
-    ``nonzero`` the network's connections (the population scored: zero weights do not exist).
+    ``nonzero`` the network's connections (the population scored: zero weights do not exist); ``seed`` the
+    seed it was built from (for held-out data drawn like ``inputs``).
     """
 
     net: nn.Module
@@ -54,6 +55,7 @@ class TaskWeights:
     decoy: dict[str, Tensor]
     nonzero: dict[str, Tensor]
     leak: float = 0.0
+    seed: int = 0
 
     def head(self, task: str) -> TaskHead:
         """The network seen through one task's head (``"a"`` or ``"b"``); its parameters are ``net.<name>``."""
@@ -139,4 +141,4 @@ def two_task_network(seed: int, *, d_task: int = 8, n_block: int = 8, n_decoy: i
     return TaskWeights(net, inputs, out[:, :n_classes].argmax(1), out[:, n_classes:].argmax(1), n_classes,
                        masks["a"], masks["b"], {"0.weight": d1 & nonzero["0.weight"], "2.weight": d2 & nonzero["2.weight"],
                         "2.bias": torch.zeros(2 * n_classes, dtype=torch.bool)},
-                       nonzero, leak)
+                       nonzero, leak, seed)
