@@ -3,7 +3,8 @@
 Observational tools (exemplars, attribution, probes, lenses) propose; `validate` tests. The
 intervention depends on the finding's kind: ablate its units, project out its direction, or
 stamp its trigger. The same intervention applied to matched random controls (as many random
-units, a random direction, the trigger's pixels shuffled) gives the null distribution, so the
+units, a random direction, the trigger's pixels shuffled, a warp's field phase-randomised to a
+random field of the same smoothness and size) gives the null distribution, so the
 p-value answers "is this finding better than an arbitrary one of the same size?". A finding
 tested on the data it was discovered on is flagged: when the finding carries the `Fingerprint`
 of its discovery data and ``inputs`` share examples with it, the result is ``in_sample`` and
@@ -272,18 +273,49 @@ def _trigger(finding: Finding, model: nn.Module, inputs: Inputs, metric: Metric,
     x = inputs[keep]
     if x.shape[0] == 0:
         raise InputError(f"every input is already classified as the target {finding.target}; pass other inputs.")
-    m = mask.to(x)
-    p = pattern.to(x)
     clean = metric(model(x))
 
-    def stamped(mask_: Tensor, pattern_: Tensor) -> Tensor:
-        return metric(model(stamp(x, Trigger(mask_, pattern_, trigger.target, trigger.family))))
+    def stamped(control: Trigger) -> Tensor:
+        return metric(model(stamp(x, control)))
 
-    per_example = stamped(m, p) - clean
+    per_example = stamped(trigger) - clean
+    if trigger.field is not None:  # a warp: random smooth fields of the same size
+        controls = [float((stamped(control) - clean).double().mean())
+                    for control in _warp_controls(trigger, n_controls, gen)]
+        return per_example, controls
+    m, p = mask.to(x), pattern.to(x)
     h, w = m.shape
     controls = []
     for _ in range(n_controls):  # the same mask values and pattern, at shuffled pixel positions
         perm = torch.randperm(h * w, generator=gen)
-        controls.append(float((stamped(m.flatten()[perm].view(h, w), p.flatten(1)[:, perm].view_as(p))
-                               - clean).double().mean()))
+        shuffled = Trigger(m.flatten()[perm].view(h, w), p.flatten(1)[:, perm].view_as(p), trigger.target,
+                           trigger.family)
+        controls.append(float((stamped(shuffled) - clean).double().mean()))
     return per_example, controls
+
+
+def _warp_controls(trigger: Trigger, n_controls: int, gen: torch.Generator) -> list[Trigger]:
+    """Matched random warps: the displacement ``mask · field`` phase-randomised, rescaled to its mean length.
+
+    Both components' Fourier phases are shifted by one random phase per frequency (the phases of a
+    fresh white-noise image, so the result stays real): each component keeps its amplitudes, so its
+    smoothness (a WaNet field upsampled from a small grid stays as smooth), and the two keep their
+    cross-spectrum (Prichard & Theiler 1994's multivariate surrogate data). The control is then
+    scaled so that its mean displacement ``|(dy, dx)|₂`` equals the finding's: a warp of the same
+    size and smoothness pointing nowhere in particular.
+    """
+    assert trigger.field is not None
+    moved = (trigger.mask * trigger.field).detach().double().cpu()
+    h, w = moved.shape[1:]
+    size = float(torch.linalg.vector_norm(moved, dim=0).mean())
+    spectrum = torch.fft.rfft2(moved)
+    ones = torch.ones(h, w)
+    out = []
+    for _ in range(n_controls):
+        noise = torch.fft.rfft2(torch.randn(h, w, generator=gen, dtype=torch.float64))
+        field = torch.fft.irfft2(spectrum * torch.exp(1j * noise.angle()), s=(h, w))
+        length = float(torch.linalg.vector_norm(field, dim=0).mean())
+        field = field * (size / length) if length > 0 else field
+        out.append(Trigger(ones, torch.zeros_like(trigger.pattern.detach().cpu()), trigger.target, "warp",
+                           field.float()))
+    return out
