@@ -9,6 +9,8 @@ weights two tasks use. Imports only `seethrough.core`.
 from .importance import FISHER_VARIANTS, METHODS, Importance, importance
 from .masks import WeightMask, learn_mask
 from .overlap import Overlap, overlap
+from .continual import PENALTIES, SequentialTraining, quadratic_penalty, train_sequential
+from .allocation import UNIT_METHODS, Allocation, UnitAllocation, allocate, unit_allocation
 from .pruning import (
     SCOPES,
     STRUCTURES,
@@ -27,6 +29,8 @@ from .validation import MaskValidation, correct, validate_mask
 
 __all__ = ["importance", "Importance", "METHODS", "FISHER_VARIANTS", "learn_mask", "WeightMask", "overlap",
            "Overlap"]
+__all__ += ["train_sequential", "SequentialTraining", "quadratic_penalty", "PENALTIES"]
+__all__ += ["allocate", "Allocation", "unit_allocation", "UnitAllocation", "UNIT_METHODS"]
 __all__ += ["prune", "PruningMask", "prunable_parameters", "sparsity_curve", "SparsityCurve", "lottery_ticket",
             "LotteryTicket", "train_sparse", "reinitialised", "shuffled_masks", "SCOPES", "STRUCTURES",
             "validate_mask", "MaskValidation", "correct"]
