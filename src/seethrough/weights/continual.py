@@ -46,7 +46,8 @@ class SequentialTraining(Result):
         accuracy: ``accuracy[i][j]``: task j's accuracy (on its evaluation data) after training task i.
         forgetting: per task, its accuracy right after its own training minus its final accuracy
             (0 for the last task; negative = it improved later).
-        importances: per task, the importance map the penalty used after that task (empty for ``"none"``).
+        importances: per task but the last, the importance map the penalty used after that task (empty for
+            ``"none"``; for ``"si"`` the same objects as in ``si``).
         si: per task, Synaptic Intelligence's importance ``max(ω, 0) / (Δθ² + damping)``, tracked in
             every run whatever the penalty.
         path_integral: per task, SI's raw path integral ``ω = −Σ_steps g·Δθ`` (signed).
