@@ -560,3 +560,26 @@ def test_audit_reads_at_most_max_rows(tiny: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert f"audited the first 40 rows of {data} (--max-rows)" in result.stdout
     _assert_clean_error(_audit(tiny, "build", data, tmp_path / "out2"), "x contains 1 NaN/inf")
+
+
+@pytest.mark.parametrize("budget", ["-0.1", "1.5", "nan"])
+def test_bad_max_accuracy_drop_is_refused_before_the_audit(tiny: Path, tmp_path: Path, vectors_npz: Path,
+                                                           budget: str, no_scan: None) -> None:
+    """Issue #11 item 5: the repair's clean-accuracy budget is a fraction in [0, 1], refused in one line first."""
+    result = _audit(tiny, "build", vectors_npz, tmp_path / "out", "--repair", "--max-accuracy-drop", budget)
+    _assert_clean_error(result, "--max-accuracy-drop must be a finite number")
+    assert not (tmp_path / "out").exists()
+
+
+def test_max_accuracy_drop_reaches_the_repair(tiny: Path, tmp_path: Path, vectors_npz: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #11 item 5: `--max-accuracy-drop` is parsed and passed to `seethrough.audit.repair`."""
+    seen: list[float] = []
+
+    def record(*args: object, max_accuracy_drop: float, **kwargs: object) -> None:
+        seen.append(max_accuracy_drop)
+
+    monkeypatch.setattr("seethrough.audit.repair", record)
+    result = _audit(tiny, "build", vectors_npz, tmp_path / "out", "--repair", "--max-accuracy-drop", "0.05")
+    assert result.exit_code == 0, result.output
+    assert seen == [0.05] and "nothing to repair" in result.stdout

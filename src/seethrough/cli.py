@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -23,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .core.checks import check_int
+from .core.checks import check_float, check_int
 from .core.errors import InputError, SeethroughError
 from .core.inspection import inspect_model
 from .core.io import atomic_write, check_writable, load_data, load_model
@@ -136,6 +137,9 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
                                                 "(shuffle a file sorted by class)")] = 10_000,
           repair: Annotated[bool, typer.Option("--repair", help="unlearn the validated triggers; writes "
                                                "DIR/repaired.safetensors")] = False,
+          max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="with --repair: the clean "
+                                                           "accuracy (0..1) the repair may lose, measured on a "
+                                                           "selection split of --data")] = 0.02,
           attack: Annotated[bool, typer.Option("--attack", help="design a new trigger from the implicated units "
                                                "and test it against random triggers of the same size")] = False) -> None:
     """Audit a classifier for a planted trojan from clean data: scan, calibrate, validate, report.
@@ -149,6 +153,7 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
         check_int("--steps", steps, at_least=10)
         check_int("--seed", seed, at_least=0, at_most=MAX_SEED)
         check_int("--max-rows", max_rows, at_least=4)
+        check_float("--max-accuracy-drop", max_accuracy_drop, at_least=0.0, at_most=1.0)
         check_writable(out, "--out", folder=True)
         from . import audit as audits
         from .report.artefacts import save_audit
@@ -159,7 +164,10 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
             result = audits.scan(net, dataset.x, labels=dataset.y if repair else None,
                                  class_names=dataset.class_names, steps=steps, seed=seed,
                                  progress=lambda done, total: update(completed=done, total=total))
-        fixed = audits.repair(result, net, dataset.x, dataset.y, seed=seed) if repair else None
+        with warnings.catch_warnings():  # a budget not met is printed below, from the result
+            warnings.simplefilter("ignore", UserWarning)
+            fixed = audits.repair(result, net, dataset.x, dataset.y, max_accuracy_drop=max_accuracy_drop,
+                                  seed=seed) if repair else None
         designed = audits.attack(result, net, seed=seed) if attack else None
         meta = {"model": model, "weights": str(weights or "—"), "data": str(data)}
         findings = save_audit(out, result, dataset.x, meta=meta, repair=fixed, attack=designed,
@@ -178,7 +186,11 @@ def audit(model: ModelOpt, data: Annotated[Path, typer.Option("--data", help="cl
     if repair:
         _say(console, "repair: " + ("nothing to repair: no validated trigger" if fixed is None else (
             f"attack success {fixed.attack_success_before:.2f} -> {fixed.attack_success_after:.2f}, clean "
-            f"accuracy {fixed.clean_accuracy_before:.3f} -> {fixed.clean_accuracy_after:.3f} (held out)")))
+            f"accuracy {fixed.clean_accuracy_before:.3f} -> {fixed.clean_accuracy_after:.3f} (held out, "
+            f"{fixed.n_held_out} examples); {fixed.epochs} epoch(s), distill {fixed.distill:g}, chosen on "
+            f"{fixed.n_selection} other examples")))
+        if fixed is not None:
+            _say(console, "repair " + fixed.budget_summary)
     if attack and designed is None:
         _say(console, "attack: nothing to attack with: no validated trigger with implicated units")
     elif attack:
