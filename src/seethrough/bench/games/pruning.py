@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...weights import importance
+from ...weights import importance, prunable_parameters
 from ..zoo.irrelevance import PlantedIrrelevance, planted_irrelevance
 from .base import Game, Metric, case_generator, register
 from .weights import task_auroc
@@ -78,6 +78,22 @@ def _scored(method: str, **options: Any):
     return run
 
 
+def _structured(method: str):
+    """Unit-level (structured) scores: every weight of a hidden unit's row gets the row's total ``method`` score.
+
+    The rows are those `weights.prune` prunes with ``structure="units"`` (every Linear but the output layer);
+    the output layer keeps its per-weight scores. Pruning by these scores removes whole units first.
+    """
+    def run(planted: PlantedIrrelevance, generator: torch.Generator) -> PruningAnswer:
+        scores = dict(importance(planted.net, planted.inputs, planted.labels, method=method).scores)
+        for name in prunable_parameters(planted.net, structure="units"):
+            s = scores[name]
+            scores[name] = s.reshape(s.shape[0], -1).sum(1, keepdim=True).expand(s.shape[0], s[0].numel()).reshape(
+                s.shape).clone()
+        return PruningAnswer(scores)
+    return run
+
+
 def _random(planted: PlantedIrrelevance, generator: torch.Generator) -> PruningAnswer:
     return PruningAnswer({n: torch.rand(p.shape, generator=generator) for n, p in planted.net.named_parameters()})
 
@@ -104,7 +120,8 @@ GAME = register(Game(
                  "and 4 dead units never fire yet have large weights in and out. Methods score every weight; the "
                  "lowest-scoring non-zero weights are pruned globally. Scored: AUROC of low scores for the planted "
                  "irrelevant weights; the largest pruned fraction keeping accuracy within 1 point, over the "
-                 "irrelevant fraction; and whether it beats random pruning of the same case."),
+                 "irrelevant fraction; and whether it beats random pruning of the same case. The -units rows are "
+                 "structured: each hidden unit's weights share their row's total score, so whole units go first."),
     metrics=(
         Metric("irrelevant_auroc", chance=0.5, bar=0.9,
                description="AUROC of (minus) the importance for the planted irrelevant weights among non-zero weights"),
@@ -118,7 +135,8 @@ GAME = register(Game(
     cases=_cases,
     build=_build,
     methods={"magnitude": _scored("magnitude"), "snip": _scored("snip"), "taylor": _scored("taylor"),
-             "fisher": _scored("fisher"), "mas": _scored("mas"), "random": _random},
+             "fisher": _scored("fisher"), "mas": _scored("mas"), "taylor-units": _structured("taylor"),
+             "magnitude-units": _structured("magnitude"), "random": _random},
     score=_score,
     baselines=frozenset({"random"}),
     order=131,
