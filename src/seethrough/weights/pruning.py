@@ -444,13 +444,13 @@ class LotteryTicket(Result):
     def dense_accuracy(self) -> float:
         return self.accuracy[0]
 
-    def ticket(self, model: nn.Module, round: int = -1) -> nn.Module:  # noqa: A002 (a round of IMP, as in the papers)
-        """A copy of ``model`` holding the rewound weights under the mask of ``round``: the ticket before training."""
+    def ticket(self, model: nn.Module, index: int = -1) -> nn.Module:
+        """A copy of ``model`` holding the rewound weights under the mask of round ``index``: the ticket before training."""
         copied = copy.deepcopy(model)
         with torch.no_grad():
             for n, p in copied.named_parameters():
                 p.copy_(self.rewind[n])
-        return _masked_copy(copied, self.masks[round], keep=True)
+        return _masked_copy(copied, self.masks[index], keep=True)
 
     def trained(self, model: nn.Module) -> nn.Module:
         """A copy of ``model`` holding the last round's trained sparse weights."""
