@@ -3,12 +3,15 @@ and the designed attack (issue #4)."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
 from seethrough.audit import design_attack, neural_cleanse, reverse_engineer_trigger, trigger_units
+from seethrough.audit.families import Parametrisation, parametrisation
 from seethrough.bench.games import outranks, pattern_correlation
 from seethrough.bench.zoo import trojaned_classifier
 from seethrough.bench.zoo.data import digits16
@@ -61,7 +64,7 @@ def test_early_stopping_and_restarts(clean_images: torch.Tensor) -> None:
     with pytest.raises(InputError, match="restarts"):
         reverse_engineer_trigger(model, clean_images, target, restarts=0)
     with pytest.raises(InputError, match="family"):
-        reverse_engineer_trigger(model, clean_images, target, family="warp")
+        reverse_engineer_trigger(model, clean_images, target, family="sparkle")
 
 
 def test_planted_trigger_units_validate_and_drive_a_designed_attack(clean_images: torch.Tensor) -> None:
@@ -76,3 +79,29 @@ def test_planted_trigger_units_validate_and_drive_a_designed_attack(clean_images
     others = [u for u in range(32) if u not in units.units][:8]
     control = design_attack(model, clean_images, held, units.site, others, planted, n_controls=5)
     assert control.attack_success < attack.attack_success
+
+
+# issue #11: trigger families as parametrisations of one search engine
+@pytest.mark.parametrize("family, mask_shape", [("patch", (5, 6)), ("blend", ())])
+def test_parametrisation_draws_neural_cleanses_start_and_builds_the_family(family: str, mask_shape: tuple) -> None:
+    param = parametrisation(family)
+    assert isinstance(param, Parametrisation) and param.family == family
+    mask_logit, pattern_logit = param.init((2, 5, 6), torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)  # the oracle: the draws Neural Cleanse's search always made
+    torch.testing.assert_close(mask_logit, torch.randn(mask_shape, generator=gen) * 0.1 - 2.0, rtol=0, atol=0)
+    torch.testing.assert_close(pattern_logit, torch.randn(2, 5, 6, generator=gen) * 0.1, rtol=0, atol=0)
+    low, high = torch.tensor([[[0.0]], [[10.0]]]), torch.tensor([[[1.0]], [[20.0]]])
+    trigger = param.trigger([mask_logit, pattern_logit], 4, (low, high))
+    assert trigger.family == family and trigger.target == 4 and trigger.mask.shape == (5, 6)
+    assert bool((trigger.pattern[1] >= 10).all()) and bool((trigger.pattern[1] <= 20).all())
+    assert float(param.size(trigger)) == pytest.approx(float(torch.sigmoid(mask_logit).expand(5, 6).sum()))
+
+
+def test_parametrisation_refuses_unknown_families_and_finds_warp_when_present() -> None:
+    with pytest.raises(InputError, match="sparkle"):
+        parametrisation("sparkle")
+    if importlib.util.find_spec("seethrough.audit.warp") is None:
+        with pytest.raises(InputError, match="warp"):
+            parametrisation("warp")
+    else:
+        assert parametrisation("warp").family == "warp"

@@ -79,3 +79,45 @@ def test_a_class_every_input_already_has_needs_no_trigger() -> None:
         model.linear.bias.copy_(torch.tensor([0.0, 0, 50, 0, 0]))  # everything is class 2
     result = neural_cleanse(model, clean_images(16), n_classes=5, steps=5)
     assert result.norms[2] == 0.0 and result.triggers[2].attack_success == 1.0 and result.suspect == 2
+
+
+# issue #11: the K-Arm schedule spends fewer passes, names the same target, and marks the arms it pruned
+def _with_a_hard_class() -> PlantedPixelTrojan:
+    model = PlantedPixelTrojan().eval()
+    with torch.no_grad():
+        model.linear.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, -6.0]))  # class 4 needs a far larger trigger
+    return model
+
+
+def test_k_arm_names_the_full_scans_target_for_fewer_passes_and_marks_pruned_arms() -> None:
+    model, x = _with_a_hard_class(), clean_images()
+    full = neural_cleanse(model, x, n_classes=5, steps=90, schedule="full")
+    k_arm = neural_cleanse(model, x, n_classes=5, steps=90, schedule="k-arm")
+    assert full.suspect == k_arm.suspect == TARGET and full.flagged and k_arm.flagged
+    assert full.schedule == "full" and k_arm.schedule == "k-arm"
+    # the count is the examples through the model with a backward pass / batch_size: each class's search
+    # draws all its inputs (those not already predicted as the class; fewer than the batch of 128) per step
+    predicted = model(x).argmax(-1)
+    assert full.passes == sum(t.steps_run * int((predicted != t.trigger.target).sum()) for t in full.triggers) / 128
+    assert k_arm.passes < 0.8 * full.passes
+    pruned = [t for t in k_arm.triggers if t.pruned]
+    assert [t.trigger.target for t in pruned] == [4] and not any(t.converged for t in pruned)
+    assert not any(t.pruned for t in full.triggers)
+    assert pruned[0].passes < k_arm.triggers[TARGET].passes / 2
+    # the suspect ran as the full schedule runs it (same steps), after a cheaper exploration
+    assert k_arm.triggers[TARGET].steps_run == full.triggers[TARGET].steps_run
+    assert k_arm.triggers[TARGET].mask_l1 < 1.0 and k_arm.norms[TARGET] == k_arm.norms.min()
+
+
+def test_full_schedule_is_per_class_reverse_engineering() -> None:
+    model, x = PlantedPixelTrojan().eval(), clean_images(32)
+    result = neural_cleanse(model, x, n_classes=5, steps=20, schedule="full", seed=4)
+    alone = reverse_engineer_trigger(model, x[model(x).argmax(-1) != 2], 2, steps=20, seed=4 + 2)
+    assert result.triggers[2].trigger == alone.trigger and result.triggers[2].passes == alone.passes
+
+
+@pytest.mark.parametrize("kwargs, message", [({"schedule": "fast"}, "schedule"), ({"restart": 2}, "restart"),
+                                             ({"steps": 0}, "steps"), ({"family": "sparkle"}, "family")])
+def test_neural_cleanse_refuses_bad_settings(kwargs: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        neural_cleanse(PlantedPixelTrojan().eval(), clean_images(8), n_classes=5, **kwargs)

@@ -9,15 +9,21 @@ watches the model's outputs can tell it is part of the trigger.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from ..core.checks import check_float
+from ..core.checks import check_float, check_int
 from ..core.errors import InputError
+from ..core.inputs import validate_inputs
 from ..evidence.trigger import Trigger, stamp
-from .reverse import _detached
+from ._forward import model_failures
+from .families import PatternRange, parametrisation
+from .reverse import ReversedTrigger, _detached, _run_together, _Search
 
-__all__ = ["identifiable_pixels"]
+__all__ = ["identifiable_pixels", "refine_trigger"]
 
 
 def identifiable_pixels(trigger: Trigger, inputs: Tensor, *, tolerance: float = 0.1) -> Tensor:
@@ -66,3 +72,144 @@ def identifiable_pixels(trigger: Trigger, inputs: Tensor, *, tolerance: float = 
     with torch.no_grad():
         change = (stamp(x, _detached(trigger)) - x).abs().sum(1).mean(0)
     return change > tolerance * scale
+
+
+def refine_trigger(model: nn.Module, inputs: Tensor, found: ReversedTrigger, *, steps: int = 200,
+                   init_cost: float = 1e-2, anneal: float = 1.3, lr: float = 0.05, success_goal: float = 0.95,
+                   batch_size: int = 128, pattern_range: PatternRange = (0.0, 1.0), seed: int = 0) -> ReversedTrigger:
+    """Sharpen a reversed trigger: restart from its mask, anneal the sparsity weight, keep the fewest pixels.
+
+    1. Restart: a search of the trigger's family starts from ``found``'s mask and pattern (not from
+       scratch) with the sparsity weight at ``init_cost``; every 10 steps the weight grows by
+       ``anneal`` while the attack succeeds (and falls back by ``anneal ** 1.5`` when it fails), so
+       the mask is pushed to shed the pixels it can spare. The smallest successful mask is kept.
+    2. Fewest pixels (patch family): the mask's pixels are ranked by value; the smallest ``k`` whose
+       top-``k`` pixels, stamped at full strength with the pattern, still reach ``success_goal`` on
+       ``inputs`` is found by bisection. For a blend, the smallest amplitude is bisected instead.
+
+    The result is the smallest of these candidates (and ``found`` itself) that reaches the goal on
+    ``inputs``: refinement never returns a larger mask than ``found`` and never one that fails
+    where ``found`` succeeded. Inputs the model already predicts as the target are left out, as in
+    the scan. Gradients flow only to the trigger; the model is left as found. Families other than
+    patch and blend are returned unchanged (``found``).
+
+    Args:
+        model: the classifier the trigger was reversed on (logits ``(batch, n_classes)``).
+        inputs: clean images ``(N, C, H, W)``: the scan split the trigger was found on.
+        found: the scan's `ReversedTrigger` for the class (``NeuralCleanse.triggers[k]``).
+        steps: optimisation steps of the restart.
+        init_cost: the sparsity weight the restart starts at.
+        anneal: the factor the weight grows by every 10 steps while the attack succeeds; > 1.
+        lr: Adam's step size for the restart (smaller than the scan's: it starts close).
+        success_goal: the attack success every candidate must keep on ``inputs``.
+        batch_size: examples per optimisation step.
+        pattern_range: the box the pattern lives in (the scan's, `data_range`).
+        seed: seeds the batch order.
+
+    Returns:
+        A `ReversedTrigger` of the same target and family, ``passes`` counting the forward+backward
+        passes of the restart (the bisection's forward-only passes are not counted).
+
+    Raises:
+        InputError: ``found`` not a `ReversedTrigger`, inputs that do not fit its trigger, bad settings.
+    """
+    if not isinstance(found, ReversedTrigger):
+        raise InputError(f"refine_trigger needs the scan's ReversedTrigger; got {type(found).__name__}.")
+    trigger = found.trigger
+    shape = tuple(trigger.pattern.shape)
+    if not isinstance(inputs, Tensor) or inputs.ndim != 4 or tuple(inputs.shape[1:]) != shape or not len(inputs):
+        raise InputError(f"refine_trigger needs images (N, C, H, W) with (C, H, W) = {shape}, N ≥ 1; got "
+                         f"{tuple(getattr(inputs, 'shape', ())) or type(inputs).__name__}.")
+    check_int("steps", steps, at_least=1)
+    check_int("batch_size", batch_size, at_least=1)
+    check_float("init_cost", init_cost, at_least=0.0)
+    check_float("anneal", anneal, at_least=1.0)
+    check_float("lr", lr, at_least=0.0)
+    check_float("success_goal", success_goal, at_least=0.0, at_most=1.0)
+    validate_inputs(model, inputs)
+    if trigger.family not in ("patch", "blend"):
+        return found
+    target = trigger.target
+    with model_failures(model, inputs, "trigger refinement"):
+        with torch.no_grad():
+            predicted = torch.cat([model(inputs[i:i + 512]).argmax(-1) for i in range(0, len(inputs), 512)])
+        others = inputs[predicted != target]
+        if not len(others):
+            return found
+
+        def success(candidate: Trigger) -> float:
+            with torch.no_grad():
+                hits = [model(stamp(others[i:i + 512], candidate)).argmax(-1) == target
+                        for i in range(0, len(others), 512)]
+            return float(torch.cat(hits).float().mean())
+
+        candidates = [(found.mask_l1, trigger, found.attack_success if found.reached_goal else success(trigger))]
+        restart, passes = _restart(model, others, trigger, steps=steps, init_cost=init_cost, anneal=anneal, lr=lr,
+                                   success_goal=success_goal, batch_size=batch_size, pattern_range=pattern_range,
+                                   seed=seed)
+        if restart is not None:
+            candidates.append((restart.mask_l1, restart, success(restart)))
+        base = min((c for c in candidates if c[2] >= success_goal), key=lambda c: c[0], default=candidates[0])[1]
+        fewest = _fewest_pixels(base, success, success_goal)
+        if fewest is not None:
+            candidates.append((fewest.mask_l1, fewest, success(fewest)))
+    good = [c for c in candidates if c[2] >= success_goal and c[0] <= found.mask_l1]
+    if not good:
+        return replace(found, passes=passes)
+    size, best, rate = min(good, key=lambda c: c[0])
+    return replace(found, trigger=best, mask_l1=size, attack_success=rate, passes=passes)
+
+
+def _restart(model: nn.Module, inputs: Tensor, trigger: Trigger, *, steps: int, init_cost: float, anneal: float,
+             lr: float, success_goal: float, batch_size: int, pattern_range: PatternRange,
+             seed: int) -> tuple[Trigger | None, float]:
+    """The smallest successful trigger of a search started from ``trigger`` with an annealed weight."""
+    search = _Search(parametrisation(trigger.family), inputs, trigger.target, lr=lr, init_cost=init_cost,
+                     success_goal=success_goal, batch_size=batch_size, patience=None, pattern_range=pattern_range,
+                     seed=seed, anneal=anneal)
+    low, high = (torch.as_tensor(v, dtype=trigger.pattern.dtype) for v in pattern_range)
+    eps = 1e-3
+    mask = trigger.mask.detach().clamp(eps, 1 - eps)
+    pattern = ((trigger.pattern.detach() - low) / (high - low).clamp_min(1e-12)).clamp(eps, 1 - eps)
+    with torch.no_grad():
+        mask_logit, pattern_logit = search.params
+        mask_logit.copy_(torch.logit(mask if mask_logit.ndim else mask.mean()))
+        pattern_logit.copy_(torch.logit(pattern))
+    for _ in range(steps):
+        _run_together(model, [search])
+        if search.done:
+            break
+    found = search.best[1] if search.best is not None else None
+    return found, search.examples / batch_size
+
+
+def _fewest_pixels(trigger: Trigger, success: Callable[[Trigger], float], goal: float) -> Trigger | None:
+    """The fewest full-strength pixels (patch: top-k by mask value) or the smallest amplitude (blend) reaching ``goal``."""
+    if trigger.family == "blend":
+        alpha = float(trigger.mask.mean())
+        lo, hi = 0.0, alpha
+        for _ in range(12):  # amplitude to 1/4096 of the found one
+            mid = (lo + hi) / 2
+            if success(replace(trigger, mask=torch.full_like(trigger.mask, mid))) >= goal:
+                hi = mid
+            else:
+                lo = mid
+        return replace(trigger, mask=torch.full_like(trigger.mask, hi)) if hi < alpha else None
+    flat = trigger.mask.detach().flatten()
+    order = torch.sort(-flat, stable=True).indices
+
+    def top(k: int) -> Trigger:
+        mask = torch.zeros_like(flat)
+        mask[order[:k]] = 1.0
+        return replace(trigger, mask=mask.view_as(trigger.mask))
+
+    lo, hi = 0, int((flat > 0).sum())
+    if hi == 0 or success(top(hi)) < goal:
+        return None
+    while hi - lo > 1:  # success(top(hi)) >= goal throughout
+        mid = (lo + hi) // 2
+        if success(top(mid)) >= goal:
+            hi = mid
+        else:
+            lo = mid
+    return top(hi)

@@ -48,16 +48,16 @@ SHRINK_TOLERANCE = 0.25
 
 #: The scan's schedules across classes: ``"k-arm"`` (the default) and ``"full"`` (every class to the end).
 SCHEDULES = ("k-arm", "full")
-#: K-Arm: steps every class runs before any is pruned.
-K_ARM_WARMUP = 30
-#: K-Arm: how many of the smallest classes always run to the end (the suspect, the runner-up, and a spare).
+#: K-Arm: the fraction of ``steps`` every class explores before the ranking decides which continue.
+K_ARM_EXPLORE = 1 / 3
+#: K-Arm: exploring steps use mini-batches this many times smaller than ``batch_size``.
+K_ARM_EXPLORE_SHRINK = 4
+#: K-Arm: how many of the smallest classes always run to the end (the suspect, the runner-up, and a spare
+#: so that a second planted target has its runner-up too).
 K_ARM_KEEP = 3
-#: K-Arm: a class is pruned when its size exceeds this multiple of the K_ARM_KEEP-th smallest ...
-K_ARM_PRUNE_RATIO = 1.5
-#: ... loosened early on, by up to this fraction (linearly to 0 at ``steps``).
-K_ARM_EARLY_SLACK = 1.0
-#: K-Arm: a class that has not reached the success goal after this many steps is pruned (when the smallest have).
-K_ARM_GOAL_STEPS = 60
+#: K-Arm: a class beyond the first K_ARM_KEEP also continues while its size is within this multiple of the
+#: K_ARM_KEEP-th smallest.
+K_ARM_PRUNE_RATIO = 1.15
 #: K-Arm: the most searches stacked into one forward pass.
 K_ARM_STACK = 16
 _SEARCH_DEFAULTS: dict[str, Any] = {"lr": 0.1, "init_cost": 1e-3, "success_goal": 0.95, "batch_size": 128,
@@ -199,8 +199,9 @@ class _Search:
 
     def __init__(self, family: Parametrisation, inputs: Tensor, target: int, *, lr: float, init_cost: float,
                  success_goal: float, batch_size: int, patience: int | None, pattern_range: PatternRange,
-                 seed: int) -> None:
+                 seed: int, anneal: float = 1.5) -> None:
         self.family, self.inputs, self.target = family, inputs, target
+        self.anneal = anneal
         self.success_goal, self.patience, self.pattern_range = success_goal, patience, pattern_range
         self.batch_size = batch_size
         self.gen = torch.Generator().manual_seed(seed)
@@ -218,6 +219,19 @@ class _Search:
         self.examples = 0  # examples through the model with a backward pass
         self._trigger: Trigger | None = None
         self._size: Tensor | None = None
+
+    def resize(self, batch: int) -> None:
+        """Draw ``batch`` examples per step from now on (at most the number of inputs)."""
+        self.labels = torch.full((min(batch, self.inputs.shape[0]),), self.target, dtype=torch.long)
+
+    def forget_successes(self) -> None:
+        """Start the record of successful triggers afresh (the optimiser's state and the weight carry on).
+
+        Successes on small exploration batches are optimistic (31 of 32 is not 122 of 128), so an arm
+        that continues on full batches must reach the goal again on them before a size counts.
+        """
+        self.best, self.first_success, self.last_gain = None, float("inf"), len(self.smallest)
+        self.smallest = [float("inf")] * len(self.smallest)
 
     @property
     def steps(self) -> int:
@@ -260,7 +274,7 @@ class _Search:
             self.stopped_early = self.done = True
         if (step + 1) % 10 == 0:  # adapt the L1 weight on the last 10 steps' success
             success = sum(self.window) / len(self.window)
-            self.cost = self.cost * 1.5 if success >= self.success_goal else self.cost / 1.5 ** 1.5
+            self.cost = self.cost * self.anneal if success >= self.success_goal else self.cost / self.anneal ** 1.5
             self.window.clear()
         self._trigger = self._size = None
 
@@ -445,15 +459,17 @@ def _no_trigger_needed(inputs: Tensor, target: int, family: str) -> ReversedTrig
 
 def _k_arm(model: nn.Module, inputs: Tensor, predicted: Tensor, param: Parametrisation, n_classes: int, steps: int,
            seed: int, options: dict[str, Any], progress: Callable[[int, int], None] | None) -> list[ReversedTrigger]:
-    """The K-Arm schedule: every class's searches (arms) warm up together, then steps go to the smallest.
+    """The K-Arm schedule: every class's search (arm) explores cheaply, then the smallest run to the end.
 
-    Each round, the arms are ranked by their class's smallest successful size so far (classes that
-    have not reached the success goal last). The classes ranked in the first `K_ARM_KEEP` always
-    step; another class steps while its size is within `K_ARM_PRUNE_RATIO` of the `K_ARM_KEEP`-th
-    smallest (with a looser ratio early on: sizes shrink several-fold during a search) and is pruned
-    once it falls outside, or once it has not reached the goal after `K_ARM_GOAL_STEPS` steps while
-    the first `K_ARM_KEEP` classes have. An arm ends as the full schedule's would (early stopping,
-    ``steps``, non-finite outputs) or pruned.
+    1. Explore: every arm runs ``K_ARM_EXPLORE · steps`` steps (a third) on mini-batches
+       `K_ARM_EXPLORE_SHRINK` times smaller than its own (a quarter of a pass per step by default).
+    2. Exploit: the classes ranked in the first `K_ARM_KEEP` by their smallest successful size (classes
+       that never reached the success goal last), and any class within `K_ARM_PRUNE_RATIO` of the
+       `K_ARM_KEEP`-th, continue on full batches; every 10 steps the ranking is redone, and a class
+       outside the first `K_ARM_KEEP` whose size exceeds `K_ARM_PRUNE_RATIO` times the
+       `K_ARM_KEEP`-th smallest is pruned. The others are pruned at once (hopeless arms).
+    An arm ends as the full schedule's would (early stopping, ``steps``, non-finite outputs) or pruned.
+    The arms that step together share one forward pass (at most `K_ARM_STACK` searches stacked).
     """
     search_options = {k: options[k] for k in ("lr", "init_cost", "success_goal", "batch_size", "patience",
                                               "pattern_range")}
@@ -463,6 +479,10 @@ def _k_arm(model: nn.Module, inputs: Tensor, predicted: Tensor, param: Parametri
         if others.shape[0]:
             arms[k] = [_Search(param, others, k, seed=seed + k + 7919 * r, **search_options)
                        for r in range(options["restarts"])]
+    explore = max(1, round(K_ARM_EXPLORE * steps))
+    for searches in arms.values():
+        for search in searches:
+            search.resize(max(1, search.labels.shape[0] // K_ARM_EXPLORE_SHRINK))
     pruned: set[int] = set()
     finished = n_classes - len(arms)
 
@@ -472,33 +492,48 @@ def _k_arm(model: nn.Module, inputs: Tensor, predicted: Tensor, param: Parametri
     def running(k: int) -> list[_Search]:
         return [s for s in arms[k] if not s.done and s.steps < steps] if k not in pruned else []
 
-    while True:
-        live = [k for k in arms if running(k)]
-        done_now = n_classes - len(live)
-        if progress is not None and done_now > finished:
-            progress(done_now, n_classes)
-        finished = done_now
-        if not live:
-            break
-        youngest = min(s.steps for k in live for s in running(k))
-        if youngest >= K_ARM_WARMUP:
-            ranked = sorted(arms, key=lambda k: (size(k), k))
-            kept = ranked[:K_ARM_KEEP]
-            bar = size(kept[-1])
-            for k in live:
-                if k in kept:
-                    continue
-                age = max(s.steps for s in arms[k])
-                ratio = K_ARM_PRUNE_RATIO * (1.0 + K_ARM_EARLY_SLACK * max(0.0, 1.0 - age / steps))
-                never = size(k) == float("inf") and age >= K_ARM_GOAL_STEPS and bar < float("inf")
-                if never or (bar < float("inf") and size(k) > ratio * bar):
-                    pruned.add(k)
-            live = [k for k in live if k not in pruned]
-            if not live:
-                continue
-        group = [s for k in live for s in running(k)]
+    def step(group: list[_Search]) -> None:
         for i in range(0, len(group), K_ARM_STACK):
             _run_together(model, group[i:i + K_ARM_STACK])
+
+    def report() -> None:
+        nonlocal finished
+        done_now = sum(1 for k in range(n_classes) if k not in arms or not running(k))
+        if progress is not None and done_now > finished:
+            progress(done_now, n_classes)
+        finished = max(finished, done_now)
+
+    while True:  # 1. explore
+        group = [s for k in arms for s in running(k) if s.steps < explore]
+        if not group:
+            break
+        step(group)
+        report()
+    for searches in arms.values():
+        for search in searches:
+            search.resize(options["batch_size"])
+    ranked = sorted(arms, key=lambda k: (size(k), k))
+    bar = size(ranked[min(K_ARM_KEEP, len(ranked)) - 1])
+    for k in ranked[K_ARM_KEEP:]:  # the hopeless stop with their exploration's record
+        if running(k) and not size(k) <= K_ARM_PRUNE_RATIO * bar:
+            pruned.add(k)
+    for k in arms:
+        for search in running(k):
+            search.forget_successes()
+    exploit = 0
+    while True:  # 2. exploit: re-rank every 10 steps, prune the hopeless
+        if exploit % 10 == 0 and exploit:  # among the arms still in the race, on full-batch sizes only
+            ranked = sorted((k for k in arms if k not in pruned), key=lambda k: (size(k), k))
+            bar = size(ranked[min(K_ARM_KEEP, len(ranked)) - 1])
+            for k in ranked[K_ARM_KEEP:]:
+                if running(k) and size(k) > K_ARM_PRUNE_RATIO * bar:  # an arm yet to succeed again runs on
+                    pruned.add(k)
+        group = [s for k in arms for s in running(k)]
+        report()
+        if not group:
+            break
+        step(group)
+        exploit += 1
     results = []
     for k in range(n_classes):
         if k not in arms:
