@@ -3,14 +3,18 @@
 `importance` scores every weight for a task (diagonal Fisher of EWC in its empirical, exact, sampled and
 batched variants, MAS, magnitude, SNIP, Taylor); `learn_mask` learns a binary mask over a frozen
 network's weights that keeps a behaviour with as few weights as possible; `overlap` compares the
-weights two tasks use. Imports only `seethrough.core`.
+weights two tasks use. `train_sequential` trains a copy on tasks in sequence with an EWC, SI or MAS
+penalty (SI's path integral is an importance map of its own); `allocate` (PackNet) and `unit_allocation`
+say which weights and units each task owns. `prune`, `sparsity_curve` and `lottery_ticket` find frivolous
+weights; `validate_mask` tests a mask finding against random masks of the same size. Imports only
+`seethrough.core` and `seethrough.evidence`.
 """
 
+from .allocation import UNIT_METHODS, Allocation, UnitAllocation, allocate, unit_allocation
+from .continual import PENALTIES, SequentialTraining, quadratic_penalty, train_sequential
 from .importance import FISHER_VARIANTS, METHODS, Importance, importance
 from .masks import WeightMask, learn_mask
 from .overlap import Overlap, overlap
-from .continual import PENALTIES, SequentialTraining, quadratic_penalty, train_sequential
-from .allocation import UNIT_METHODS, Allocation, UnitAllocation, allocate, unit_allocation
 from .pruning import (
     SCOPES,
     STRUCTURES,
