@@ -292,7 +292,8 @@ def trojaned_classifier(
 TROJAN_FAMILIES = ("none", "patch", "blend", "warp", "two-patch")
 #: Two-patch trojans: each trigger's share of every batch.
 _TWO_PATCH_POISON_RATE = 0.15
-#: Warp trojans (WaNet): the field's strength (`random_warp_trigger`'s, in pixels) and control grid.
+#: Warp trojans (WaNet): the field's strength (`random_warp_trigger`'s, in pixels) and control grid. Measured at
+#: strength 0.75, seeds 0-7: MLP clean accuracy >= 0.931, attack success >= 0.99; CNN >= 0.956 and >= 0.919.
 _WARP_RECIPE: dict[str, Any] = {"warp_strength": WARP_STRENGTH, "warp_grid": 4}
 
 
