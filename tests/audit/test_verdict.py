@@ -93,13 +93,18 @@ def test_searches_still_shrinking_at_the_end_are_inconclusive(digits) -> None:
 def test_a_clean_model_converges_and_says_what_clean_is_worth(clean_scan) -> None:
     result = clean_scan
     assert result.verdict == "clean" and result.reasons == ()
-    assert all(t.converged for s in result.scans.values() for t in s.triggers)
+    # every class converged, or was stopped early by the K-Arm schedule as hopeless (issue #11): never both,
+    # and the classes that decide the verdict (the smallest three of each family) always ran to convergence
+    for s in result.scans.values():
+        assert all(t.converged != t.pruned for t in s.triggers)
+        assert all(s.triggers[c].converged for c in s.norms.argsort()[:3].tolist())
     record = strict_json(result.to_dict())
-    assert record["searched"]["families"] == ["patch", "blend"] and record["searched"]["n_classes"] == 10
+    assert record["searched"]["families"] == ["patch", "blend", "warp"] and record["searched"]["n_classes"] == 10
+    assert record["searched"]["max_targets"] == 2
     assert record["measured_detection"] == MEASURED_DETECTION
     patch_found, patch_models = MEASURED_DETECTION["detected"]["patch"]
     assert f"missed {patch_models - patch_found} of {patch_models} patch" in record["summary"]
-    assert "patch or blend" in record["summary"] and "not searched" in record["summary"]
+    assert "patch or blend or warp" in record["summary"] and "Not searched: input-dependent" in record["summary"]
 
 
 def test_suspects_near_the_threshold_are_listed(clean_scan) -> None:

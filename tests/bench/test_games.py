@@ -247,3 +247,20 @@ def test_baseline_coin_flips_are_not_correlated_across_consecutive_seeds() -> No
     heads = sum(f < 0.5 for f in flips)
     assert 25 <= heads <= 55  # Binomial(80, 0.5): outside this range has probability < 0.2%
     assert case_generator("g", "m", {"seed": 1}).initial_seed() == case_generator("g", "m", {"seed": 1}).initial_seed()
+
+
+def test_trojan_detection_plays_every_family_and_scores_two_target_recall() -> None:
+    """Issue #11: warp and two-patch cases beside patch, blend and clean; the audit searches every planted family;
+    a two-patch model's recall counts each planted target once (oracle: hand-counted sets)."""
+    from seethrough.bench.games import trojan
+
+    game = GAMES["trojan-detection"]
+    quick = game.cases(0, True)
+    assert [c["trojan"] for c in quick] == ["patch", "blend", "warp", "two-patch", "none"]
+    assert {c["arch"] for c in quick} == {"mlp"} and {c["arch"] for c in game.cases(0, False)} == {"mlp", "cnn"}
+    assert set(trojan.AUDIT_FAMILIES) == {c["trojan"] for c in quick} - {"two-patch", "none"}
+    assert game.metric("mask_iou_patch").bar == 0.6 and game.metric("mask_iou_identifiable_patch").bar == 0.7
+    assert game.metric("auroc_warp").bar == 0.9 and game.metric("target_recall_two_patch").bar == 0.9
+    planted = tuple(trojan.Trigger(torch.zeros(2, 2), torch.zeros(1, 2, 2), k) for k in (3, 7))
+    assert [trojan.target_recall(named, planted) for named in ((), (3,), (7, 3), (3, 3, 1), (1, 2))] == [
+        0.0, 0.5, 1.0, 0.5, 0.0]

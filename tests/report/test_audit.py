@@ -95,3 +95,27 @@ def test_table_headers_do_not_wrap_mid_word(result, tmp_path: Path) -> None:
     assert "word-break: keep-all" in th and "overflow-wrap: normal" in th
     anywhere = [s.strip() for s, body in rules.items() if "anywhere" in body or "break-all" in body]
     assert anywhere and all(s.startswith("td") for s in anywhere), anywhere
+
+
+def test_a_warp_finding_shows_its_field_and_every_finding_its_identifiable_pixels(result, tmp_path: Path) -> None:
+    """Issue #11: a warp finding (a displacement field, no pattern) renders with its reversed field, beside a
+    patch finding of another class (several trojans); class names stay escaped in both rows."""
+    found, x = result
+    field = torch.zeros(2, 6, 6)
+    field[0] = 0.5
+    warp = Trigger(torch.ones(6, 6), torch.zeros(1, 6, 6), 2, "warp", field)
+    finding = Finding("trojan", "planted warp", trigger=warp, score=2.0,
+                      evidence={"trigger_family": "warp", "gap_to_runner_up": 2.5, "refined": False})
+    pixels = torch.zeros(6, 6, dtype=torch.bool)
+    pixels[1:3, 1:3] = True
+    two = dataclasses.replace(found, findings=(found.findings[0], finding),
+                              validations=(found.validations[0], found.validations[0]),
+                              internal=(found.internal[0], None), identifiable=(pixels, None))
+    page = _page(two, x, tmp_path)
+    assert 'alt="reversed warp field for class 2"' in page and "0.500 px (mean displacement)" in page
+    assert "zero&lt;U+200B&gt;width" in page and not re.search("[\u202a-\u202e\u200b\x00]", page)
+    rows = page.split("<h2>Findings</h2>")[1].split("</table>")[0]
+    assert rows.count("<tr><td") == 2 and "<td>4</td>" in rows  # the patch finding's 4 identifiable pixels
+    record = json.loads(json.dumps(two.to_dict(), allow_nan=False))
+    assert [f["identifiable_pixels"] for f in record["findings"]] == [4, None]
+    assert record["findings"][1]["trigger_field"] == field.tolist()

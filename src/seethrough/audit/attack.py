@@ -134,11 +134,14 @@ def design_attack(model: nn.Module, scan_inputs: Tensor, held_inputs: Tensor, si
             binary patterns (floats or per-channel ``(C, 1, 1)`` tensors; the data's range, `data_range`).
 
     Raises:
-        InputError: no units, a trigger that does not fit the images, or every held-out image
-            already predicted as the target.
+        InputError: no units, a warp trigger (it moves pixels: there is no pattern to design), a
+            trigger that does not fit the images, or every held-out image already predicted as the target.
     """
     scan_x, held_x = scan_inputs, held_inputs
     family, target = trigger.family, trigger.target
+    if family not in ("patch", "blend"):
+        raise InputError(f"design_attack designs a pattern under a patch or blend trigger's mask; a {family} trigger "
+                         "has no pattern to design.")
     if not units:
         raise InputError("design_attack needs at least one unit to drive.")
     for name, x in (("scan_inputs", scan_x), ("held_inputs", held_x)):
@@ -201,10 +204,11 @@ def attack(result: AuditResult, model: nn.Module, *, seed: int = 0, **kwargs: An
 
     Returns:
         The designed attack (its ``site`` named as in ``model``), or ``None`` when no validated
-        finding has implicated units to design from.
+        patch or blend finding has implicated units to design from (a warp moves pixels: it has no
+        pattern to design).
     """
     usable = [(f, u) for f, v, u in zip(result.findings, result.validations, result.internal, strict=True)
-              if v.validated and u is not None]
+              if v.validated and u is not None and f.trigger is not None and f.trigger.family in ("patch", "blend")]
     if not usable or result.split is None:
         return None
     finding, units = usable[0]

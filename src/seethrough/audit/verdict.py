@@ -4,25 +4,34 @@
 and `seethrough.report.write_audit_report` renders it.
 
 1. Scan: for every class, reverse-engineer the smallest trigger of each family on a scan split of
-   the clean data (`neural_cleanse`): a patch (a free mask per pixel) and a blend (one low
-   amplitude over the whole image).
+   the clean data (`neural_cleanse`, K-Arm scheduled: every class starts, steps go to the smallest
+   classes, hopeless classes stop early): a patch (a free mask per pixel), a blend (one low
+   amplitude over the whole image) and, when asked for, a warp (a smooth displacement field,
+   `seethrough.audit.warp`).
 2. Calibrate: on small inputs clean classes also flip with few pixels, so Neural Cleanse's MAD
    anomaly index is unreliable both ways (on 16×16 digits MLPs it flagged 5 of 8 clean models, and
-   missed a trojaned one at 1.89). A planted target stands apart from the runner-up class instead:
+   missed a trojaned one at 1.89). A planted target stands apart from the clean classes instead:
    its trigger is several times smaller (zoo seeds 0-7 and 11-12: 2.7-9.2× for patch trojans,
    1.0-1.9× between the two smallest classes of clean models; blend scans of zoo seeds 0-7:
-   3.0-7.5× for blend trojans, 1.0-1.4× for clean models). A family's suspect is flagged when
-   its gap is at least ``min_gap``; the audit's ``anomaly_score`` is the largest gap of the
-   families, and the MAD index is reported as evidence.
-3. Validate: stamp each flagged trigger onto held-out clean inputs and compare its attack success
-   with the same mask values at shuffled pixel positions (`seethrough.evidence.validate`). This
+   3.0-7.5× for blend trojans, 1.0-1.4× for clean models). With sizes sorted, a family flags
+   every class below the largest jump ``s[j+1] / s[j]`` among the first `MAX_TARGETS` (several
+   trojans in one model: two planted targets sit below one jump) when that jump is at least the
+   family's threshold (``min_gap``; `WARP_MIN_GAP` for warps); with one target this is the runner-up
+   rule. The audit's ``anomaly_score`` is the largest jump of the families (warp's in units of its
+   own threshold), and the MAD index is reported as evidence.
+3. Refine and validate: each flagged trigger is refined (`refine_trigger`: restarts from the
+   found mask, annealed sparsity, the fewest pixels that keep the attack) and its identifiable
+   pixels named (`identifiable_pixels`); then stamped onto held-out clean inputs and compared with
+   the same mask values at shuffled pixel positions (`seethrough.evidence.validate`). This
    confirms the trigger works on unseen inputs; it does not by itself separate planted triggers
    from natural ones (clean models' smallest triggers validate too), which is why step 2 exists.
-4. Verdict: "trojaned" only for a flagged and validated trigger; otherwise "inconclusive" when the
-   scan could not search (a class's trigger never reached the success goal, a search that had not
-   converged in the steps given, outputs that became NaN/inf), with the reasons; otherwise "clean",
-   which states the families searched and the `trojan-detection` game's measured miss rate
-   (`MEASURED_DETECTION`). Suspects whose gap is within `NEAR` of ``min_gap`` are listed.
+4. Verdict: "trojaned" for at least one flagged and validated trigger (every validated one is
+   reported); otherwise "inconclusive" when the scan could not search (a class's trigger never
+   reached the success goal, a search that had not converged in the steps given, outputs that
+   became NaN/inf; classes the K-Arm schedule stopped early as hopeless are not among these), with
+   the reasons; otherwise "clean", which states the families searched and the `trojan-detection`
+   game's measured miss rate (`MEASURED_DETECTION`). Suspects whose jump is within `NEAR` of the
+   threshold are listed.
 
 Before any search the data is checked against the model in one forward pass (a model that does not
 fit the data, non-finite outputs and labels outside the model's classes are refused in one line), and
@@ -42,16 +51,18 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ..core.checks import check_float
+from ..core.checks import check_float, check_int
 from ..core.errors import InputError
 from ..core.inputs import validate_inputs
 from ..core.results import Result, jsonable, new_figure
 from ..evidence import Finding, Trigger, Validation, validate
 from ._forward import check_labels, checked_logits, model_failures
 from .internal import TriggerUnits, default_feature_site, trigger_units
-from .reverse import SHRINK_TOLERANCE, NeuralCleanse, data_range, neural_cleanse
+from .refine import identifiable_pixels, refine_trigger
+from .reverse import SHRINK_TOLERANCE, NeuralCleanse, ReversedTrigger, data_range, neural_cleanse
 
-__all__ = ["AuditResult", "scan", "MEASURED_DETECTION", "NEAR"]
+__all__ = ["AuditResult", "scan", "flag_targets", "MEASURED_DETECTION", "NEAR", "MAX_TARGETS", "WARP_MIN_GAP",
+           "DEFAULT_FAMILIES", "IDENTIFIABLE_TOLERANCE"]
 
 #: What a "clean" verdict is worth: the `trojan-detection` game's last measured full run (``seethrough bench
 #: --games trojan-detection``: 10 seeds x digits MLP and CNN, zoo seeds 1000-1009, never used for
@@ -63,8 +74,20 @@ MEASURED_DETECTION: dict[str, Any] = {
     "false_alarms": [0, 20],  # [flagged, clean models]
 }
 
-#: A family's suspect is "near the threshold" when its gap is at least this fraction of ``min_gap``.
+#: A family's suspect is "near the threshold" when its jump is at least this fraction of the family's threshold.
 NEAR = 0.8
+#: The most classes one family flags: a model may carry several trojans, each with its own target.
+MAX_TARGETS = 2
+#: The warp family's threshold on the jump, between the clean and the warp-trojaned dev models (zoo seeds 0-7,
+#: strength 0.75): warp scans of clean MLPs jump at most 1.25 (first jump) and 1.28 (second; 300 steps, K-Arm),
+#: of warp-trojaned MLPs 2.69-5.25 with the target smallest in 8 of 8; H2's scans of MLPs and CNNs (200 images):
+#: warp trojans 1.97-6.81, clean 1.01-1.18, patch trojans 1.00-1.56 (`seethrough.audit.warp`).
+WARP_MIN_GAP = 1.6
+#: The families `scan` searches by default in images (vector inputs: patch and blend; a warp needs pixels).
+DEFAULT_FAMILIES = ("patch", "blend", "warp")
+#: `identifiable_pixels`' tolerance for a finding's mask (a tenth of the data's range, on average).
+IDENTIFIABLE_TOLERANCE = 0.1
+_KNOWN_FAMILIES = ("patch", "blend", "warp")
 
 
 class _VectorAsImage(nn.Module):
@@ -88,10 +111,49 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.inner if isinstance(model, _VectorAsImage) else model
 
 
+def flag_targets(sizes: Sequence[float], *, min_gap: float, max_targets: int = MAX_TARGETS) -> tuple[list[int], float]:
+    """The classes a family flags, and its gap (the largest jump among its smallest classes).
+
+    With the sizes sorted (``s[0] ≤ s[1] ≤ ...``), the jump above rank ``j`` is ``s[j] / s[j - 1]``
+    for ``j = 1 .. max_targets``. Every class below the deepest jump that reaches ``min_gap`` is
+    flagged (two planted targets sit below one jump; the first may also stand apart from the
+    second). With ``max_targets=1`` this is the runner-up rule: the smallest class, flagged when the
+    runner-up's trigger is ``min_gap`` times larger. Sizes below 1e-6 count as 1e-6.
+
+    Returns:
+        ``(flagged classes, smallest first, or [] ; the largest jump)``.
+
+    Raises:
+        InputError: fewer than 2 sizes, or ``max_targets`` below 1.
+
+    Example:
+        >>> flag_targets([30.0, 4.0, 40.0, 9.0, 35.0], min_gap=2.0)  # two small triggers below one jump
+        ([1, 3], 3.3333333333333335)
+        >>> flag_targets([30.0, 4.0, 40.0, 20.0, 35.0], min_gap=2.0)  # one target: the runner-up rule
+        ([1], 5.0)
+        >>> flag_targets([30.0, 20.0, 40.0, 25.0], min_gap=2.0)
+        ([], 1.25)
+    """
+    check_int("max_targets", max_targets, at_least=1)
+    if len(sizes) < 2:
+        raise InputError(f"flag_targets needs the sizes of at least 2 classes, got {len(sizes)}.")
+    order = sorted(range(len(sizes)), key=lambda c: (float(sizes[c]), c))
+    ranked = [max(float(sizes[c]), 1e-6) for c in order]
+    jumps = [ranked[j] / ranked[j - 1] for j in range(1, min(max_targets, len(ranked) - 1) + 1)]
+    deepest = max((j for j, jump in enumerate(jumps, start=1) if jump >= min_gap), default=0)
+    return order[:deepest], max(jumps)
+
+
+def _jump_above(sizes: Sequence[float], n_flagged: int) -> float:
+    """The jump between the ``n_flagged``-th smallest size and the next (what flagged those classes)."""
+    ranked = sorted(max(float(v), 1e-6) for v in sizes)
+    return ranked[n_flagged] / ranked[n_flagged - 1]
+
+
 @dataclass(frozen=True)
 class AuditResult(Result):
     """The audit's verdict, the per-class scans (one per trigger family), and one finding (with its
-    validation) per flagged family."""
+    validation and identifiable pixels) per flagged class of each family."""
 
     verdict: Literal["trojaned", "clean", "inconclusive"]
     anomaly_score: float
@@ -105,14 +167,20 @@ class AuditResult(Result):
     split: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
     reasons: tuple[str, ...] = ()
     pattern_range: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+    identifiable: tuple[Tensor | None, ...] = field(default=(), repr=False)
+
+    def threshold(self, family: str) -> float:
+        """The jump at which ``family`` flags (``min_gap``, or the warp family's own)."""
+        min_gap = float(self.settings.get("min_gap", 2.0))
+        return float(self.settings.get("min_gaps", {}).get(family, min_gap))
 
     @property
     def near_threshold(self) -> list[dict[str, Any]]:
-        """Families whose suspect's gap is within `NEAR` of ``min_gap`` but below it: not flagged, worth a look."""
-        min_gap = float(self.settings.get("min_gap", 2.0))
+        """Families whose jump is within `NEAR` of their threshold but below it: not flagged, worth a look."""
         return [{"family": family, "class": self.scans[family].suspect,
-                 "class_name": self.class_names[self.scans[family].suspect], "gap": gap, "min_gap": min_gap}
-                for family, gap in self.gaps.items() if NEAR * min_gap <= gap < min_gap]
+                 "class_name": self.class_names[self.scans[family].suspect], "gap": gap,
+                 "min_gap": self.threshold(family)}
+                for family, gap in self.gaps.items() if NEAR * self.threshold(family) <= gap < self.threshold(family)]
 
     @property
     def summary(self) -> str:
@@ -128,13 +196,19 @@ class AuditResult(Result):
             return "inconclusive: " + " ".join(self.reasons)
         families = " or ".join(self.scans)
         measured = MEASURED_DETECTION["detected"]
-        missed = " and ".join(f"{measured[f][1] - measured[f][0]} of {measured[f][1]} {f}"
-                              for f in self.scans if f in measured) + " trojans,"
+        counted = [f for f in self.scans if f in measured]
+        missed = " and ".join(f"{measured[f][1] - measured[f][0]} of {measured[f][1]} {f}" for f in counted)
         alarms, clean_models = MEASURED_DETECTION["false_alarms"]
-        text = (f"clean: no {families} trigger of any of the {len(self.class_names)} classes stood out (largest gap "
-                f"{self.anomaly_score:.2f}, flagged at {self.settings.get('min_gap', 2.0):g}); on the trojan-detection "
-                f"game's last full run this scan missed {missed} with {alarms} false alarms on {clean_models} clean "
-                "models. Other trigger families (warping, input-dependent, several triggers) were not searched.")
+        max_targets = int(self.settings.get("max_targets", MAX_TARGETS))
+        text = (f"clean: no {families} trigger of any of the {len(self.class_names)} classes stood out (largest jump "
+                f"{self.anomaly_score:.2f}, flagged at {self.settings.get('min_gap', 2.0):g}; up to {max_targets} "
+                "targets per family were looked for)")
+        if counted:
+            text += (f"; on the trojan-detection game's last full run this scan missed {missed} trojans, with "
+                     f"{alarms} false alarms on {clean_models} clean models")
+        others = [f for f in _KNOWN_FAMILIES if f not in self.scans]
+        text += (". Not searched: " + ", ".join(f"{f} triggers" for f in others) + (", " if others else "")
+                 + f"input-dependent triggers and more than {max_targets} targets of one family.")
         near = self.near_threshold
         if near:
             text += " Near the threshold: " + ", ".join(
@@ -148,8 +222,9 @@ class AuditResult(Result):
 
     @property
     def suspect(self) -> int:
-        """The class of the family with the largest gap (the target, if the model is trojaned)."""
-        family = max(self.gaps, key=lambda k: self.gaps[k])
+        """The smallest class of the family with the largest gap (in units of its threshold): the target, if the
+        model is trojaned."""
+        family = max(self.gaps, key=lambda k: self.gaps[k] / self.threshold(k))
         return self.scans[family].suspect
 
     @property
@@ -162,7 +237,8 @@ class AuditResult(Result):
         """``findings.json`` as DESIGN §6 fixes it (plus the per-class scans and the settings)."""
         findings = []
         internal = self.internal or (None,) * len(self.findings)
-        for f, v, units in zip(self.findings, self.validations, internal, strict=True):
+        identifiable = self.identifiable or (None,) * len(self.findings)
+        for f, v, units, pixels in zip(self.findings, self.validations, internal, identifiable, strict=True):
             t = f.trigger
             assert t is not None
             findings.append({
@@ -170,23 +246,33 @@ class AuditResult(Result):
                 "trigger_family": t.family,
                 "score": float(f.score if f.score is not None else 0.0),
                 "trigger_mask": t.mask.clamp(0, 1).tolist(),
-                "trigger_pattern": self._in_box(t.pattern).tolist(),
+                # a warp adds no pixels: its pattern (zeros) only carries the shape, kept as is
+                "trigger_pattern": (t.pattern.detach() if t.family == "warp" else self._in_box(t.pattern)).tolist(),
+                "trigger_field": None if t.field is None else t.field.detach().tolist(),
                 "attack_success_rate": v.effect, "validated": v.validated,
                 "validation": v.to_dict(), "mask_l1": float(t.mask.sum()),
+                "size": float(f.evidence.get("size", t.mask_l1)),
+                "mean_displacement": t.mean_displacement if t.family == "warp" else None,
                 "gap_to_runner_up": float(f.evidence["gap_to_runner_up"]),
+                "rank": int(f.evidence.get("rank", 0)), "refined": bool(f.evidence.get("refined", False)),
+                "identifiable_mask": None if pixels is None else pixels.tolist(),
+                "identifiable_pixels": None if pixels is None else int(pixels.sum()),
                 "internal_evidence": None if units is None else self._user_paths(units.to_dict()),
             })
         scans = {}
         for family, result in self.scans.items():
             scans[family] = [{"class": t.trigger.target, "class_name": self.class_names[t.trigger.target],
                               "mask_l1": t.mask_l1,
-                              "anomaly_index": float(a), "scan_success": t.attack_success}
+                              "anomaly_index": float(a), "scan_success": t.attack_success,
+                              "pruned": bool(getattr(t, "pruned", False)), "steps": t.steps_run}
                              for t, a in zip(result.triggers, result.anomaly.tolist(), strict=True)]
         record = {"verdict": self.verdict, "anomaly_score": self.anomaly_score, "findings": findings,
                   "reasons": list(self.reasons), "summary": self.summary, "near_threshold": self.near_threshold,
                   "searched": {"families": list(self.scans), "n_classes": len(self.class_names),
                                "steps": self.settings.get("steps"),
-                               "pattern_range": self.settings.get("pattern_range")},
+                               "max_targets": self.settings.get("max_targets", MAX_TARGETS),
+                               "pattern_range": self.settings.get("pattern_range"),
+                               "passes": {f: float(getattr(r, "passes", 0.0)) for f, r in self.scans.items()}},
                   "measured_detection": MEASURED_DETECTION,
                   "scan": scans["patch"], "scans": scans, "gaps": dict(self.gaps), "settings": self.settings}
         return jsonable(record)  # strict JSON: a NaN or inf never reaches findings.json
@@ -219,15 +305,16 @@ class AuditResult(Result):
                    color=["crimson" if (family, c) in flagged else "0.6" for c in classes])
             ax.set_title(f"{family}: gap {self.gaps[family]:.2f}", fontsize=9)
             ax.set_xlabel("class")
-        axes[0].set_ylabel("reversed trigger L1")
+        axes[0].set_ylabel("reversed trigger size")
         return fig
 
 
 def scan(model: nn.Module, inputs: Tensor, *, labels: Tensor | None = None, class_names: Sequence[str] | None = None,
          n_classes: int | None = None, steps: int = 300, n_scan: int = 200, min_gap: float = 2.0,
-         families: Sequence[str] = ("patch", "blend"), n_controls: int = 50, seed: int = 0,
-         progress: Callable[[int, int], None] | None = None) -> AuditResult:
-    """Audit an image or vector classifier for a planted trojan, from clean inputs only.
+         families: Sequence[str] | None = None, max_targets: int = MAX_TARGETS,
+         warp_min_gap: float = WARP_MIN_GAP, schedule: str = "k-arm", refine: bool = True, n_controls: int = 50,
+         seed: int = 0, progress: Callable[[int, int], None] | None = None) -> AuditResult:
+    """Audit an image or vector classifier for planted trojans, from clean inputs only.
 
     Args:
         model: returns logits ``(batch, n_classes)``; run in eval mode (left unchanged).
@@ -240,16 +327,24 @@ def scan(model: nn.Module, inputs: Tensor, *, labels: Tensor | None = None, clas
         steps: the most optimisation steps per class and family; too few for the searches to
             converge gives an "inconclusive" verdict with the reason.
         n_scan: inputs used to reverse-engineer triggers; the rest (at least a quarter) validate them.
-        min_gap: how many times smaller than the runner-up's the suspect's trigger must be.
-        families: the trigger families to scan, ``"patch"`` and/or ``"blend"``.
+        min_gap: the jump in sorted trigger sizes at which the patch and blend families flag
+            (`flag_targets`).
+        families: the trigger families to scan: ``"patch"`` (required) and any of ``"blend"``,
+            ``"warp"`` (image inputs only); ``None``: `DEFAULT_FAMILIES` for images, patch and blend
+            for vectors.
+        max_targets: the most classes one family flags (`flag_targets`).
+        warp_min_gap: the warp family's threshold on the jump.
+        schedule: ``"k-arm"`` (steps go to the smallest classes; hopeless ones stop early) or
+            ``"full"`` (every class searched to the end), as `neural_cleanse` takes it.
+        refine: refine each flagged trigger (`refine_trigger`) before validating it.
         n_controls: shuffled-trigger controls per flagged class.
         seed: seeds the split, the optimisation and the controls.
         progress: called as ``progress(done, total)`` after each class of each family.
 
     Raises:
         InputError: inputs that are not ``(N, D)`` or ``(N, C, H, W)``, too few inputs, an unknown
-            family, a model whose output is not ``(batch, n_classes)`` or is NaN/inf on the inputs,
-            labels outside the model's classes.
+            family (or a warp search of vector inputs), a model whose output is not
+            ``(batch, n_classes)`` or is NaN/inf on the inputs, labels outside the model's classes.
         ForwardError: the model's forward fails on the inputs (checked with one pass before the
             search) or at any later point of the audit.
     """
@@ -258,12 +353,17 @@ def scan(model: nn.Module, inputs: Tensor, *, labels: Tensor | None = None, clas
         raise InputError(f"audit inputs must be (N, D) or (N, C, H, W); got {getattr(x, 'shape', type(x).__name__)}.")
     if x.shape[0] < 4:
         raise InputError(f"the audit needs at least 4 clean inputs, got {x.shape[0]}.")
-    families = tuple(families)
-    if not families or len(set(families)) != len(families) or not set(families) <= {"patch", "blend"}:
-        raise InputError(f"families must be distinct names among 'patch' and 'blend', got {list(families)}.")
+    families = (DEFAULT_FAMILIES if x.ndim == 4 else ("patch", "blend")) if families is None else tuple(families)
+    if not families or len(set(families)) != len(families) or not set(families) <= set(_KNOWN_FAMILIES):
+        raise InputError(f"families must be distinct names among 'patch', 'blend' and 'warp', got {list(families)}.")
     if "patch" not in families:
         raise InputError("families must include 'patch' (the Neural Cleanse scan the verdict and report build on).")
+    if "warp" in families and x.ndim == 2:
+        raise InputError("the warp family displaces pixels of images (N, C, H, W); vector inputs (N, D) have none: "
+                         "search 'patch' and 'blend'.")
     min_gap = check_float("min_gap", min_gap, at_least=1.0)
+    warp_min_gap = check_float("warp_min_gap", warp_min_gap, at_least=1.0)
+    max_targets = check_int("max_targets", max_targets, at_least=1)
     validate_inputs(model, x)
     logits = checked_logits(model, x)  # one pass before any work: shape, output form, finite outputs
     k = n_classes or (len(class_names) if class_names is not None else int(logits.shape[1]))
@@ -272,13 +372,14 @@ def scan(model: nn.Module, inputs: Tensor, *, labels: Tensor | None = None, clas
         raise InputError(f"the model has {logits.shape[1]} outputs but {len(names)} class names / n_classes={k}.")
     if labels is not None:
         check_labels(labels, x.shape[0], k)
+    thresholds = {f: warp_min_gap if f == "warp" else min_gap for f in families}
     scanned = _VectorAsImage(model) if x.ndim == 2 else model
     images = x[:, None, None, :] if x.ndim == 2 else x
     box = data_range(images)
     order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))
     n_scan = min(n_scan, (3 * images.shape[0]) // 4)
     scan_x, held_x = images[order[:n_scan]], images[order[n_scan:]]
-    scans, gaps = {}, {}
+    scans, gaps, flags = {}, {}, {}
     with model_failures(model, x, "trigger search"):
         for i, family in enumerate(families):
             def step(done: int, total: int, offset: int = i * k) -> None:
@@ -286,40 +387,65 @@ def scan(model: nn.Module, inputs: Tensor, *, labels: Tensor | None = None, clas
                     progress(offset + done, k * len(families))
 
             scans[family] = neural_cleanse(scanned, scan_x, n_classes=k, steps=steps, family=family, seed=seed,
-                                           progress=step, pattern_range=box)
-            norms = sorted(t.mask_l1 for t in scans[family].triggers)
-            gaps[family] = norms[1] / max(norms[0], 1e-6)
+                                           schedule=schedule, progress=step, pattern_range=box)
+            flags[family], gaps[family] = flag_targets(scans[family].norms.tolist(), min_gap=thresholds[family],
+                                                       max_targets=max_targets)
     reasons = _reasons(scans, names, steps)
     with torch.no_grad(), model_failures(model, x, "validation"):
         held_predictions = scanned(held_x).argmax(-1)
-    findings, validations, internal = [], [], []
+        scan_predictions = scanned(scan_x).argmax(-1)
+    findings, validations, internal, identifiable = [], [], [], []
     for family, result in scans.items():
-        cls = result.suspect
-        # A class the model already predicts for every held-out input needs no trigger: a degenerate
-        # model, not a backdoor, and nothing to validate a trigger on. A family whose outputs went
-        # non-finite is never scored.
-        if (gaps[family] < min_gap or not bool((held_predictions != cls).any())
-                or not all(t.finite for t in result.triggers)):
+        # A family whose outputs went non-finite is never scored.
+        if not all(t.finite for t in result.triggers):
             continue
-        t = result.triggers[cls]
-        size = f"{t.mask_l1:.1f}-pixel" if family == "patch" else f"alpha={float(t.trigger.mask.mean()):.3f} blend"
-        finding = Finding("trojan", f"stamping this {size} trigger flips inputs to class {names[cls]!r}",
-                          trigger=t.trigger, score=float(result.anomaly[cls]),
-                          evidence={"method": f"neural-cleanse {family} scan", "trigger_family": family,
-                                    "gap_to_runner_up": gaps[family]})
-        findings.append(finding)
-        with model_failures(model, x, "validation"):
-            validations.append(validate(finding, scanned, held_x, n_controls=n_controls, seed=seed))
-            internal.append(_internal_evidence(scanned, held_x, t.trigger, n_controls, seed))
+        for rank, cls in enumerate(flags[family]):
+            # A class the model already predicts for every held-out input needs no trigger: a degenerate
+            # model, not a backdoor, and nothing to validate a trigger on.
+            if not bool((held_predictions != cls).any()):
+                continue
+            found = result.triggers[cls]
+            refined = False
+            if refine and bool((scan_predictions != cls).any()):
+                with model_failures(model, x, "trigger refinement"):
+                    better = refine_trigger(scanned, scan_x[scan_predictions != cls], found, pattern_range=box,
+                                            seed=seed)
+                found, refined = better, True
+            jump = _jump_above(result.norms.tolist(), len(flags[family]))
+            finding = _finding(found, family, names, float(result.anomaly[cls]), jump, rank, refined)
+            findings.append(finding)
+            with model_failures(model, x, "validation"):
+                validations.append(validate(finding, scanned, held_x, n_controls=n_controls, seed=seed))
+                internal.append(_internal_evidence(scanned, held_x, found.trigger, n_controls, seed))
+            identifiable.append(identifiable_pixels(found.trigger, held_x, tolerance=IDENTIFIABLE_TOLERANCE))
     verdict: Literal["trojaned", "clean", "inconclusive"] = (
         "trojaned" if any(v.validated for v in validations) else "inconclusive" if reasons else "clean")
     settings = {"steps": steps, "n_scan": int(scan_x.shape[0]), "n_held_out": int(held_x.shape[0]),
-                "min_gap": min_gap, "families": list(families), "vector_input": x.ndim == 2, "n_controls": n_controls,
+                "min_gap": min_gap, "min_gaps": thresholds, "max_targets": max_targets, "schedule": schedule,
+                "refine": refine, "families": list(families), "vector_input": x.ndim == 2, "n_controls": n_controls,
                 "seed": seed, "suspect_class": scans["patch"].suspect,
                 "suspect_anomaly_index": float(scans["patch"].anomaly[scans["patch"].suspect]),
                 "pattern_range": [box[0].flatten().tolist(), box[1].flatten().tolist()]}
-    return AuditResult(verdict, float(max(gaps.values())), scans, gaps, tuple(findings), tuple(validations), names,
-                       settings, tuple(internal), (scan_x, held_x), reasons, box)
+    anomaly_score = max(gap if thresholds[f] == min_gap else gap * min_gap / thresholds[f] for f, gap in gaps.items())
+    return AuditResult(verdict, float(anomaly_score), scans, gaps, tuple(findings), tuple(validations), names,
+                       settings, tuple(internal), (scan_x, held_x), reasons, box, tuple(identifiable))
+
+
+def _finding(found: ReversedTrigger, family: str, names: Sequence[str], score: float, gap: float, rank: int,
+             refined: bool) -> Finding:
+    """The trojan finding of one flagged class: its (refined) trigger, its size and the jump that flagged it."""
+    t = found.trigger
+    cls = t.target
+    if family == "patch":
+        size = f"{t.mask_l1:.1f}-pixel"
+    elif family == "blend":
+        size = f"alpha={float(t.mask.mean()):.3f} blend"
+    else:
+        size = f"{t.mean_displacement:.2f}-pixel (mean displacement) warp"
+    return Finding("trojan", f"stamping this {size} trigger flips inputs to class {names[cls]!r}",
+                   trigger=t, score=score,
+                   evidence={"method": f"neural-cleanse {family} scan", "trigger_family": family,
+                             "gap_to_runner_up": gap, "rank": rank, "size": found.mask_l1, "refined": refined})
 
 
 def _classes(classes: list[int], names: Sequence[str]) -> str:
@@ -328,18 +454,24 @@ def _classes(classes: list[int], names: Sequence[str]) -> str:
 
 
 def _reasons(scans: dict[str, NeuralCleanse], names: Sequence[str], steps: int) -> tuple[str, ...]:
-    """Why the scan could not search, one sentence per family and cause (empty when every search converged)."""
+    """Why the scan could not search, one sentence per family and cause (empty when every search converged).
+
+    Classes the K-Arm schedule stopped early (``pruned``: their triggers stayed far larger than the
+    smallest classes', or never reached the goal while those had) are hopeless arms, not failures:
+    their sizes are upper bounds far above the classes that decide the verdict, which always run.
+    """
     reasons = []
     for family, result in scans.items():
         triggers = result.triggers
+        searched = [t for t in triggers if not getattr(t, "pruned", False)]
         broken = [t.trigger.target for t in triggers if not t.finite]
-        failed = [t.trigger.target for t in triggers if t.finite and not t.reached_goal]
-        shrinking = [t for t in triggers if t.finite and t.reached_goal and not t.converged]
+        failed = [t.trigger.target for t in searched if t.finite and not t.reached_goal]
+        shrinking = [t for t in searched if t.finite and t.reached_goal and not t.converged]
         if broken:
             reasons.append(f"The model's outputs became NaN or infinite on stamped inputs while searching {family} "
                            f"triggers for class(es) {_classes(broken, names)}; those searches stopped and were not "
                            "scored.")
-        if len(failed) == len(triggers):
+        if failed and len(failed) == len(triggers):
             reasons.append(f"No class's {family} trigger reached the success goal in {steps} steps: the search could "
                            "not flip inputs to any class (too few steps, or inputs the trigger cannot move); "
                            "rerun with more steps.")

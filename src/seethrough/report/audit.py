@@ -1,5 +1,8 @@
 """The audit's HTML page: verdict, findings with their validation, every class's scan, repair and attack.
 
+A warp finding or scan shows its reversed displacement field (length per pixel and arrows)
+instead of a mask and pattern; every finding states its identifiable pixels.
+
 Renders the result objects of `seethrough.audit` (`AuditResult`, `RepairResult`, `DesignedAttack`).
 
 Self-contained and offline like the bench report; class names come from untrusted data files, so
@@ -10,6 +13,7 @@ codes instead of being passed to the browser (findings.json keeps the names as t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -18,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..audit import AuditResult, DesignedAttack, NeuralCleanse, RepairResult, TriggerUnits
 from ..core.io import atomic_write
-from ..evidence import Trigger, stamp
+from ..evidence import Trigger, displacement, stamp
 from .figures import figure_to_data_uri
 
 __all__ = ["write_audit_report", "visible"]
@@ -54,7 +59,7 @@ def _scan_figure(scan: NeuralCleanse, family: str, names: Sequence[str], min_gap
     labels = [_plain(f"{c}: {names[c]}")[:18] for c in classes]
     ax1.bar(range(len(classes)), scan.norms.tolist(), color=["tab:orange" if c == scan.suspect else "0.5"
                                                               for c in classes])
-    ax1.set_ylabel(f"reversed {family} mask L1")
+    ax1.set_ylabel("reversed warp size (sum of |displacement|)" if family == "warp" else f"reversed {family} mask L1")
     norms = sorted(scan.norms.tolist())
     if len(norms) > 1:  # where the suspect's trigger would have to be to be flagged
         ax1.axhline(norms[1] / min_gap, color="black", linestyle="--", linewidth=0.8,
@@ -79,17 +84,36 @@ def _triggers_figure(triggers: Sequence[Trigger], names: Sequence[str], box: tup
     n = len(triggers)
     fig = Figure(figsize=(1.3 * n, 3.0))
     axes = fig.subplots(2, n, squeeze=False)
+    warp = bool(triggers) and triggers[0].family == "warp"
+    longest = max((float(displacement(t).max()) for t in triggers), default=1.0) if warp else 1.0
     for i, t in enumerate(triggers):
-        axes[0][i].imshow(t.mask.detach().cpu().numpy(), cmap="magma", vmin=0, vmax=1, aspect="auto")
-        axes[1][i].imshow(_image(box[0] + (t.pattern - box[0]) * t.mask), cmap="gray", vmin=box[0], vmax=box[1],
-                          aspect="auto")
+        if warp:
+            _draw_field(axes[0][i], axes[1][i], t, longest)
+        else:
+            axes[0][i].imshow(t.mask.detach().cpu().numpy(), cmap="magma", vmin=0, vmax=1, aspect="auto")
+            axes[1][i].imshow(_image(box[0] + (t.pattern - box[0]) * t.mask), cmap="gray", vmin=box[0],
+                              vmax=box[1], aspect="auto")
         axes[0][i].set_title(_plain(names[i])[:10], fontsize=7)
         for ax in (axes[0][i], axes[1][i]):
             ax.set_xticks([])
             ax.set_yticks([])
-    axes[0][0].set_ylabel("mask", fontsize=7)
-    axes[1][0].set_ylabel("mask × pattern", fontsize=7)
+    axes[0][0].set_ylabel("|displacement|" if warp else "mask", fontsize=7)
+    axes[1][0].set_ylabel("field (arrows)" if warp else "mask × pattern", fontsize=7)
     return fig
+
+
+def _draw_field(top: Any, bottom: Any, trigger: Trigger, longest: float) -> None:
+    """A warp's displacement length per pixel (top, on a shared scale) and its (dy, dx) arrows (bottom)."""
+    length = displacement(trigger).detach().cpu()
+    top.imshow(length.numpy(), cmap="magma", vmin=0, vmax=max(longest, 1e-6), aspect="auto")
+    assert trigger.field is not None
+    moved = (trigger.mask.detach().cpu() * trigger.field.detach().cpu()).float()
+    h, w = length.shape
+    step = max(1, h // 8)
+    ys, xs = (t[::step, ::step].numpy() for t in torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"))
+    bottom.quiver(xs, ys, moved[1, ::step, ::step].numpy(), -moved[0, ::step, ::step].numpy(), color="black")
+    bottom.set_xlim(-0.5, w - 0.5)
+    bottom.set_ylim(h - 0.5, -0.5)
 
 
 def _stamp_figure(examples: Tensor, trigger: Trigger, title: str, box: tuple[float, float]) -> Figure:
@@ -123,24 +147,30 @@ def write_audit_report(directory: str | os.PathLike[str], result: AuditResult, e
     names = [visible(n) for n in result.class_names]
     images = examples[:6] if examples.ndim == 4 else examples[:6, None, None, :]
     box = _box(result, images)
-    min_gap = float(result.settings.get("min_gap", 2.0))
     finding_images = []
     rows = []
     internal = result.internal or (None,) * len(result.findings)
-    for f, validation, units in zip(result.findings, result.validations, internal, strict=True):
+    identifiable = result.identifiable or (None,) * len(result.findings)
+    for f, validation, units, pixels in zip(result.findings, result.validations, internal, identifiable, strict=True):
         t = f.trigger
         assert t is not None
-        shown = Trigger(t.mask.clamp(0, 1), t.pattern, t.target, t.family)  # as findings.json has it
+        shown = dataclasses.replace(t, mask=t.mask.clamp(0, 1))  # as findings.json has it (a warp keeps its field)
         title = (f"{t.family} trigger for class {t.target} ({names[t.target]}): attack success "
                  f"{validation.effect:.2f}")
         finding_images.append({"src": figure_to_data_uri(_stamp_figure(images, shown, title, box)),
                                "alt": f"clean and stamped examples for class {t.target}"})
+        if t.family == "warp":
+            finding_images.append({"src": figure_to_data_uri(_triggers_figure([shown], [names[t.target]], box)),
+                                   "alt": f"reversed warp field for class {t.target}"})
         finding_images.append({"src": figure_to_data_uri(validation.plot()),
                                "alt": f"validation against shuffled triggers for class {t.target}"})
         rows.append({"target_class": t.target, "class_name": names[t.target],
                      "family": t.family, "gap": _fmt(float(f.evidence["gap_to_runner_up"])),
                      "score": _fmt(float(f.score if f.score is not None else 0.0)),
-                     "mask_l1": _fmt(float(shown.mask.sum())), "asr": _fmt(validation.effect),
+                     "mask_l1": (f"{shown.mean_displacement:.3f} px (mean displacement)" if t.family == "warp"
+                                 else _fmt(float(shown.mask.sum()))),
+                     "identifiable": "—" if pixels is None else str(int(pixels.sum())),
+                     "refined": "yes" if f.evidence.get("refined") else "no", "asr": _fmt(validation.effect),
                      "ci_low": _fmt(validation.ci_low), "ci_high": _fmt(validation.ci_high),
                      "control_mean": _fmt(validation.control_mean), "p_value": _fmt(validation.p_value),
                      "validated": "yes" if validation.validated else "no",
@@ -150,13 +180,16 @@ def write_audit_report(directory: str | os.PathLike[str], result: AuditResult, e
     for family, scan in result.scans.items():
         scans.append({
             "family": family, "gap": _fmt(result.gaps[family]), "near": (family, scan.suspect) in near,
+            "threshold": f"{result.threshold(family):g}", "passes": f"{float(getattr(scan, 'passes', 0.0)):,.0f}",
             "rows": [{"class": t.trigger.target, "class_name": names[t.trigger.target], "mask_l1": _fmt(t.mask_l1),
                       "anomaly_index": _fmt(float(a)), "scan_success": _fmt(t.attack_success),
-                      "steps": str(t.steps_run), "converged": "yes" if t.converged else "no",
+                      "steps": str(t.steps_run),
+                      "converged": ("stopped early (hopeless)" if getattr(t, "pruned", False)
+                                    else "yes" if t.converged else "no"),
                       "suspect": t.trigger.target == scan.suspect,
                       "near": (family, t.trigger.target) in near}
                      for t, a in zip(scan.triggers, scan.anomaly.tolist(), strict=True)],
-            "scan_image": figure_to_data_uri(_scan_figure(scan, family, names, min_gap)),
+            "scan_image": figure_to_data_uri(_scan_figure(scan, family, names, result.threshold(family))),
             "triggers_image": figure_to_data_uri(_triggers_figure([t.trigger for t in scan.triggers], names, box)),
         })
     engineering = []
