@@ -14,8 +14,15 @@ patches), ``family="blend"`` one mask value ``alpha`` for every pixel (a full-im
 blend, Chen et al. 2017). A patch search finds blend backdoors only through shortcuts that do not
 recover the trigger; the blend search finds them directly (its size is ``alpha · H · W``).
 
+The engine is family-generic: a `seethrough.audit.families.Parametrisation` says what one class's
+search optimises (``"warp"`` searches a smooth displacement field). `neural_cleanse` schedules the
+classes' searches: ``schedule="k-arm"`` (default) explores every class cheaply, then spends the
+steps on the few smallest and prunes the hopeless (Shen et al. 2021); ``schedule="full"`` searches
+every class to the end. Both count the forward+backward passes they spend.
+
 References:
     Wang et al., "Neural Cleanse: Identifying and Mitigating Backdoor Attacks in Neural Networks", 2019.
+    Shen et al., "Backdoor Scanning for Deep Neural Networks through K-Arm Optimization", ICML 2021.
 """
 
 from __future__ import annotations
@@ -58,6 +65,9 @@ K_ARM_KEEP = 3
 #: K-Arm: a class beyond the first K_ARM_KEEP also continues while its size is within this multiple of the
 #: K_ARM_KEEP-th smallest.
 K_ARM_PRUNE_RATIO = 1.15
+#: K-Arm: at most this many classes continue after the exploration (the smallest first), so that a model
+#: whose classes all need similar triggers costs no more than one with a clear suspect.
+K_ARM_MOST = 4
 #: K-Arm: the most searches stacked into one forward pass.
 K_ARM_STACK = 16
 _SEARCH_DEFAULTS: dict[str, Any] = {"lr": 0.1, "init_cost": 1e-3, "success_goal": 0.95, "batch_size": 128,
@@ -396,13 +406,16 @@ def neural_cleanse(model: nn.Module, inputs: Tensor, *, n_classes: int, threshol
     0, success 1). ``progress(done, total)`` is called as classes finish.
 
     ``schedule="full"`` searches every class to the end in turn (plain Neural Cleanse).
-    ``schedule="k-arm"`` (K-Arm, Shen et al. 2021) starts every class together, then gives the
-    optimisation steps to the classes whose smallest successful triggers are smallest, and stops
-    ("prunes") classes whose triggers stay far larger than the runner-up's: the smallest
-    `K_ARM_KEEP` classes always run as the full schedule would (to early stopping or ``steps``), so
-    the suspect and the runner-up, and with them the gap, are searched as fully as before. The
-    classes that run in a step share one forward pass of the model (their stamped batches stacked).
-    ``NeuralCleanse.passes`` counts the forward+backward passes either schedule spent.
+    ``schedule="k-arm"`` (K-Arm, Shen et al. 2021) starts every class together on cheap quarter-size
+    batches for a third of the steps, then gives the remaining steps, on full batches, to the classes
+    whose smallest successful triggers are smallest, and stops ("prunes") classes whose triggers are
+    far larger: the smallest `K_ARM_KEEP` classes always run on to early stopping or ``steps``, so
+    the suspect and the runner-up, and with them the gap, are searched to the end as before (their
+    sizes count only successes on full batches). Pruned classes are marked
+    (``ReversedTrigger.pruned``); their size is their exploration's. The classes that step together
+    share one forward pass of the model (their stamped batches stacked). On the zoo's digits MLPs
+    (seeds 0-7) it named the full scan's suspects with the same gaps above/below 2.0 for about a third
+    of the passes. ``NeuralCleanse.passes`` counts the forward+backward passes either schedule spent.
 
     Raises:
         InputError: ``n_classes`` below 2 or not the model's output width, inputs that are not
@@ -465,7 +478,7 @@ def _k_arm(model: nn.Module, inputs: Tensor, predicted: Tensor, param: Parametri
        `K_ARM_EXPLORE_SHRINK` times smaller than its own (a quarter of a pass per step by default).
     2. Exploit: the classes ranked in the first `K_ARM_KEEP` by their smallest successful size (classes
        that never reached the success goal last), and any class within `K_ARM_PRUNE_RATIO` of the
-       `K_ARM_KEEP`-th, continue on full batches; every 10 steps the ranking is redone, and a class
+       `K_ARM_KEEP`-th (at most `K_ARM_MOST` classes in all), continue on full batches; every 10 steps the ranking is redone, and a class
        outside the first `K_ARM_KEEP` whose size exceeds `K_ARM_PRUNE_RATIO` times the
        `K_ARM_KEEP`-th smallest is pruned. The others are pruned at once (hopeless arms).
     An arm ends as the full schedule's would (early stopping, ``steps``, non-finite outputs) or pruned.
@@ -514,8 +527,8 @@ def _k_arm(model: nn.Module, inputs: Tensor, predicted: Tensor, param: Parametri
             search.resize(options["batch_size"])
     ranked = sorted(arms, key=lambda k: (size(k), k))
     bar = size(ranked[min(K_ARM_KEEP, len(ranked)) - 1])
-    for k in ranked[K_ARM_KEEP:]:  # the hopeless stop with their exploration's record
-        if running(k) and not size(k) <= K_ARM_PRUNE_RATIO * bar:
+    for rank, k in enumerate(ranked):  # the hopeless stop with their exploration's record
+        if rank >= K_ARM_KEEP and running(k) and (rank >= K_ARM_MOST or not size(k) <= K_ARM_PRUNE_RATIO * bar):
             pruned.add(k)
     for k in arms:
         for search in running(k):
