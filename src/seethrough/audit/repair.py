@@ -163,7 +163,7 @@ class RepairResult(Result):
 
 
 def repair_by_unlearning(model: nn.Module, inputs: Tensor, labels: Tensor, trigger: Trigger, *,
-                         also: Sequence[Trigger] = (), epochs: int = 30, lr: float = 1e-3,
+                         also: Sequence[Trigger] = (), epochs: int = 100, lr: float = 1e-3,
                          stamp_fraction: float = 0.5, distill: Sequence[float] = (1.0, 4.0), batch_size: int = 64,
                          held_out: float = 0.5, folds: int = 3, max_accuracy_drop: float = 0.02,
                          max_attack_success: float = 0.1, dilate: int = 1, seed: int = 0) -> RepairResult:
@@ -190,8 +190,10 @@ def repair_by_unlearning(model: nn.Module, inputs: Tensor, labels: Tensor, trigg
             each stamped example carries one trigger drawn at random.
         epochs: the most epochs per distillation weight (every epoch is a candidate: early stopping).
         stamp_fraction: fraction of each batch stamped with a trigger (labels unchanged).
-        distill: the distillation weights tried: a KL term keeping the copy's outputs on the *unstamped*
-            examples close to the original model's.
+        distill: the distillation weights tried: a KL term keeping the copy's outputs close to the
+            original model's on the *unstamped* examples and on random mixtures ``λx + (1-λ)x'`` of two
+            clean examples (inputs that need no label: on a few hundred examples they cut the clean
+            accuracy lost by about two thirds in calibration).
         held_out: the fraction of the data the before/after numbers are reported on.
         folds: cross-fitting folds of the selection examples (≥ 2).
         max_accuracy_drop: the clean accuracy (a fraction, 0..1) the repair may lose on the selection examples.
@@ -200,8 +202,11 @@ def repair_by_unlearning(model: nn.Module, inputs: Tensor, labels: Tensor, trigg
             many pixels (the reversed mask tends to cover only part of a planted patch); the attack
             success is measured with the triggers as found.
 
-    Settings (the grid, ``lr``, ``dilate``, ``folds``) were chosen on the zoo's trojaned digits MLPs at
-    seeds 0-7 with clean sets of at most 450 examples; the trojan-repair game scores them on seeds 2000+.
+    Settings (``epochs``, the grid, ``lr``, ``dilate``, the mixtures) were chosen on the zoo's patch- and
+    blend-trojaned digits MLPs at seeds 0-7 with clean sets of 300 test images, scored with the planted
+    trigger on the other 150: planted attack success after 0.150 mean (worst 0.276), clean accuracy lost
+    0.001 mean (worst 0.027), against 0.55 and 0.028 without the mixtures and at 30 epochs. The
+    trojan-repair game scores them on seeds 2000+.
 
     Raises:
         InputError: bad labels, triggers, fractions or budget (checked before any work).
@@ -339,6 +344,14 @@ def _train_epoch(teacher: nn.Module, student: nn.Module, opt: torch.optim.Optimi
             with torch.no_grad():
                 target = teacher(xb[~stamped])
             loss = loss + distill * F.kl_div(F.log_softmax(logits[~stamped], -1), F.log_softmax(target, -1),
+                                             log_target=True, reduction="batchmean")
+        if distill > 0:  # and on mixtures of two clean inputs: more inputs to keep, no labels needed
+            clean = train_x[idx]
+            lam = torch.rand(len(idx), *([1] * (clean.ndim - 1)), generator=gen)
+            mixed = lam * clean + (1 - lam) * clean.roll(1, 0)
+            with torch.no_grad():
+                target_mixed = teacher(mixed)
+            loss = loss + distill * F.kl_div(F.log_softmax(student(mixed), -1), F.log_softmax(target_mixed, -1),
                                              log_target=True, reduction="batchmean")
         opt.zero_grad(set_to_none=True)
         loss.backward()
