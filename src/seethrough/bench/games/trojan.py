@@ -143,9 +143,9 @@ def _audit(planted: Planted, generator: torch.Generator) -> Answer:
                  seed=planted.seed)
     suspect = audit.suspect
     # the named mask: the suspect's refined patch finding where there is one, else its scan trigger
-    findings = [f for f in audit.findings if f.trigger is not None and f.trigger.family == "patch"
-                and f.target == suspect]
-    mask = findings[0].trigger.mask if findings else audit.scans["patch"].triggers[suspect].trigger.mask
+    patches = [f.trigger for f in audit.findings
+               if f.trigger is not None and f.trigger.family == "patch" and f.trigger.target == suspect]
+    mask = patches[0].mask if patches else audit.scans["patch"].triggers[suspect].trigger.mask
     blend, warp = audit.scans["blend"], audit.scans["warp"]
     warps = [f.trigger for f in audit.findings if f.trigger is not None and f.trigger.family == "warp"]
     targets = tuple(sorted({f.target for f, v in zip(audit.findings, audit.validations, strict=True)
