@@ -108,6 +108,9 @@ KNOWN_FAILURES = {
     ("planted-irrelevance", "magnitude", "irrelevant_auroc"):
         "the planted irrelevant weights are large on purpose (magnitude is not importance): the expected failure",
     ("planted-irrelevance", "magnitude", "prunable_ratio"): "as above: magnitude prunes the needed small weights first",
+    ("trojan-repair", "unlearning", "asr_after"):
+        "on 300-image clean sets (the CLI's size) unlearning the reversed trigger leaves 0.128 of the planted "
+        "trigger's success (worst 0.20; 0.15 on dev seeds 0-7) against the 0.1 bar; clean accuracy lost passes (0.011)",
     ("planted-irrelevance", "magnitude-units", "irrelevant_auroc"):
         "unit magnitude ranks the planted irrelevant units, whose weights are 3x larger, first to keep (AUROC 0.03): "
         "the unit-level counter-example; Taylor on units passes",
