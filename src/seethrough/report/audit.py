@@ -150,7 +150,8 @@ def write_audit_report(directory: str | os.PathLike[str], result: AuditResult, e
     finding_images = []
     rows = []
     internal = result.internal or (None,) * len(result.findings)
-    identifiable = result.identifiable or (None,) * len(result.findings)
+    identifiable = (result.identifiable if len(result.identifiable) == len(result.findings)
+                    else (None,) * len(result.findings))  # findings replaced without their pixels: none shown
     for f, validation, units, pixels in zip(result.findings, result.validations, internal, identifiable, strict=True):
         t = f.trigger
         assert t is not None
