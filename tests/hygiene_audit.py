@@ -14,6 +14,7 @@ import seethrough.evidence as evidence
 import seethrough.report.artefacts as artefacts
 import seethrough.report.audit as audit_report
 from seethrough import Site
+from seethrough.audit.repair import RepairCandidate
 from seethrough.bench.games import repair as repair_game
 from seethrough.bench.games import trojan as trojan_game
 
@@ -75,6 +76,7 @@ EXEMPT = {
     artefacts.audit_record: "builds the findings.json record from result objects; takes no model",
     core_io.check_writable: "probes an output path with a temporary file; takes no model (tests/test_cli.py)",
     audit.TriggerUnits: "a result dataclass",
+    RepairCandidate: "a plain record of one repair setting's measured numbers (a row of RepairResult)",
     audit.DesignedAttack: "a result dataclass",
     evidence.Trigger: "a value object (a trigger); takes no model",
     trojan_game.Planted: "a game's answer key (tested in tests/bench)",
