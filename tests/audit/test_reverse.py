@@ -79,6 +79,9 @@ def test_a_class_every_input_already_has_needs_no_trigger() -> None:
         model.linear.bias.copy_(torch.tensor([0.0, 0, 50, 0, 0]))  # everything is class 2
     result = neural_cleanse(model, clean_images(16), n_classes=5, steps=5)
     assert result.norms[2] == 0.0 and result.triggers[2].attack_success == 1.0 and result.suspect == 2
+    warps = neural_cleanse(model, clean_images(16), n_classes=5, steps=5, family="warp")
+    empty = warps.triggers[2].trigger
+    assert warps.norms[2] == 0.0 and empty.field is not None and not empty.field.any()  # a warp needs its field
 
 
 # issue #11: the K-Arm schedule spends fewer passes, names the same target, and marks the arms it pruned

@@ -466,8 +466,10 @@ def neural_cleanse(model: nn.Module, inputs: Tensor, *, n_classes: int, threshol
 
 
 def _no_trigger_needed(inputs: Tensor, target: int, family: str) -> ReversedTrigger:
+    """A class every input is already predicted as: the empty trigger (a zero mask; a warp's zero field)."""
     empty = torch.zeros(inputs.shape[2:])
-    return ReversedTrigger(Trigger(empty, torch.zeros(inputs.shape[1:]), target, family), 0.0, 1.0)
+    field = torch.zeros(2, *inputs.shape[2:]) if family == "warp" else None
+    return ReversedTrigger(Trigger(empty, torch.zeros(inputs.shape[1:]), target, family, field=field), 0.0, 1.0)
 
 
 def _k_arm(model: nn.Module, inputs: Tensor, predicted: Tensor, param: Parametrisation, n_classes: int, steps: int,
