@@ -9,11 +9,11 @@ import seethrough.audit as audit
 from seethrough.bench.games import trojan as trojan_game
 
 CASES = [
-    # one target per family (max_targets=1); a warp search of vectors and bad targets are refused before any work.
-    # (TinyCNN predicts one class for every image of images(8): a warp search of it waits for the engine's fix
-    # for classes that need no trigger, issue #11.)
-    Case("scan (targets, families)", audit.scan, TinyCNN, lambda: images(8),
-         lambda m, x: audit.scan(m, x, max_targets=1, steps=10, n_controls=3).to_dict()["searched"],
+    # 6x6 images take a warp search (4x4 control grid), one target per family; a warp search of vectors and
+    # bad targets are refused before any work
+    Case("scan (warp, targets)", audit.scan, TinyCNN, lambda: images(8),
+         lambda m, x: audit.scan(m, x, families=("patch", "warp"), max_targets=1, steps=10,
+                                 n_controls=3).to_dict()["searched"],
          invalid=(lambda m, x: audit.scan(m, x.flatten(1), families=("patch", "warp")),
                   lambda m, x: audit.scan(m, x, max_targets=0),
                   lambda m, x: audit.scan(m, x, families=("patch", "wrap")))),

@@ -20,9 +20,10 @@ def test_audit_results_plot_and_tabulate() -> None:
     units = trigger_units(model, x, trigger, site="act", k=2, n_controls=3)
     attack = design_attack(model, x, x, Site("act"), [0, 1], trigger, steps=3, n_controls=3)
     repair = repair_by_unlearning(model, x, torch.arange(16) % 3, trigger, epochs=1)
-    # rows: 3 classes x 2 families (the default: patch, blend), 3 classes, 4 units, designed + 3 controls, before/after
-    assert result.settings["families"] == ["patch", "blend"]
-    for found, rows in ((result, 6), (result.scan, 3), (units, 4), (attack, 4), (repair, 2), (trigger, 1),
+    # rows: 3 classes x 3 families (the default for images: patch, blend, warp), 3 classes, 4 units,
+    # designed + 3 controls, before/after
+    assert result.settings["families"] == ["patch", "blend", "warp"]
+    for found, rows in ((result, 9), (result.scan, 3), (units, 4), (attack, 4), (repair, 2), (trigger, 1),
                         (result.scan.triggers[0], 1)):
         assert len(found.to_frame()) == rows, type(found).__name__
         assert isinstance(found.plot(), Figure)

@@ -99,12 +99,12 @@ def test_a_clean_model_converges_and_says_what_clean_is_worth(clean_scan) -> Non
         assert all(t.converged != t.pruned for t in s.triggers)
         assert all(s.triggers[c].converged for c in s.norms.argsort()[:3].tolist())
     record = strict_json(result.to_dict())
-    assert record["searched"]["families"] == ["patch", "blend"] and record["searched"]["n_classes"] == 10
+    assert record["searched"]["families"] == ["patch", "blend", "warp"] and record["searched"]["n_classes"] == 10
     assert record["searched"]["max_targets"] == 2
     assert record["measured_detection"] == MEASURED_DETECTION
     patch_found, patch_models = MEASURED_DETECTION["detected"]["patch"]
     assert f"missed {patch_models - patch_found} of {patch_models} patch" in record["summary"]
-    assert "patch or blend" in record["summary"] and "Not searched: warp triggers, input-dependent" in record["summary"]
+    assert "patch or blend or warp" in record["summary"] and "Not searched: input-dependent" in record["summary"]
 
 
 def test_suspects_near_the_threshold_are_listed(clean_scan) -> None:

@@ -39,7 +39,7 @@ def result() -> tuple[AuditResult, torch.Tensor]:
     units = dataclasses.replace(trigger_units(model, x, _trigger(), site="act", k=2, n_controls=3),
                                 validation=validation)
     return dataclasses.replace(found, findings=(finding,), validations=(validation,), internal=(units,),
-                               gaps={"patch": 1.7, "blend": 1.0}), x
+                               gaps={"patch": 1.7, "blend": 1.0, "warp": 1.0}), x
 
 
 def _page(result: AuditResult, x: torch.Tensor, tmp_path: Path) -> str:

@@ -6,7 +6,7 @@ and `seethrough.report.write_audit_report` renders it.
 1. Scan: for every class, reverse-engineer the smallest trigger of each family on a scan split of
    the clean data (`neural_cleanse`, K-Arm scheduled: every class starts, steps go to the smallest
    classes, hopeless classes stop early): a patch (a free mask per pixel), a blend (one low
-   amplitude over the whole image) and, when asked for, a warp (a smooth displacement field,
+   amplitude over the whole image) and, for images, a warp (a smooth displacement field,
    `seethrough.audit.warp`).
 2. Calibrate: on small inputs clean classes also flip with few pixels, so Neural Cleanse's MAD
    anomaly index is unreliable both ways (on 16×16 digits MLPs it flagged 5 of 8 clean models, and
@@ -83,10 +83,9 @@ MAX_TARGETS = 2
 #: of warp-trojaned MLPs 2.69-5.25 with the target smallest in 8 of 8; H2's scans of MLPs and CNNs (200 images):
 #: warp trojans 1.97-6.81, clean 1.01-1.18, patch trojans 1.00-1.56 (`seethrough.audit.warp`).
 WARP_MIN_GAP = 1.6
-#: The families `scan` searches by default. Warp is opt-in (``families=("patch", "blend", "warp")``; about 800-1,000
-#: more passes on the zoo MLP): the search engine cannot yet score a warp for a class every input is already
-#: predicted as (issue #11; the `trojan-detection` game searches all three).
-DEFAULT_FAMILIES = ("patch", "blend")
+#: The families `scan` searches by default in images (vector inputs: patch and blend; a warp needs pixels). A
+#: K-Arm warp scan costs 700-1,050 forward+backward passes on the dev zoo MLPs, as a patch or blend scan does.
+DEFAULT_FAMILIES = ("patch", "blend", "warp")
 #: `identifiable_pixels`' tolerance for a finding's mask (a tenth of the data's range, on average).
 IDENTIFIABLE_TOLERANCE = 0.1
 _KNOWN_FAMILIES = ("patch", "blend", "warp")
@@ -334,7 +333,8 @@ def scan(model: nn.Module, inputs: Tensor, *, labels: Tensor | None = None, clas
         min_gap: the jump in sorted trigger sizes at which the patch and blend families flag
             (`flag_targets`).
         families: the trigger families to scan: ``"patch"`` (required) and any of ``"blend"``,
-            ``"warp"`` (image inputs only); ``None``: `DEFAULT_FAMILIES`.
+            ``"warp"`` (image inputs only); ``None``: `DEFAULT_FAMILIES` for images, patch and blend
+            for vectors.
         max_targets: the most classes one family flags (`flag_targets`).
         warp_min_gap: the warp family's threshold on the jump.
         schedule: ``"k-arm"`` (steps go to the smallest classes; hopeless ones stop early) or
@@ -356,7 +356,7 @@ def scan(model: nn.Module, inputs: Tensor, *, labels: Tensor | None = None, clas
         raise InputError(f"audit inputs must be (N, D) or (N, C, H, W); got {getattr(x, 'shape', type(x).__name__)}.")
     if x.shape[0] < 4:
         raise InputError(f"the audit needs at least 4 clean inputs, got {x.shape[0]}.")
-    families = DEFAULT_FAMILIES if families is None else tuple(families)
+    families = (DEFAULT_FAMILIES if x.ndim == 4 else ("patch", "blend")) if families is None else tuple(families)
     if not families or len(set(families)) != len(families) or not set(families) <= set(_KNOWN_FAMILIES):
         raise InputError(f"families must be distinct names among 'patch', 'blend' and 'warp', got {list(families)}.")
     if "patch" not in families:
@@ -474,7 +474,7 @@ def _reasons(scans: dict[str, NeuralCleanse], names: Sequence[str], steps: int) 
             reasons.append(f"The model's outputs became NaN or infinite on stamped inputs while searching {family} "
                            f"triggers for class(es) {_classes(broken, names)}; those searches stopped and were not "
                            "scored.")
-        if failed and len(failed) == len(triggers):
+        if failed and not any(t.reached_goal for t in triggers) and not broken:
             reasons.append(f"No class's {family} trigger reached the success goal in {steps} steps: the search could "
                            "not flip inputs to any class (too few steps, or inputs the trigger cannot move); "
                            "rerun with more steps.")

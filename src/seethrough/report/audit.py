@@ -111,7 +111,8 @@ def _draw_field(top: Any, bottom: Any, trigger: Trigger, longest: float) -> None
     h, w = length.shape
     step = max(1, h // 8)
     ys, xs = (t[::step, ::step].numpy() for t in torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"))
-    bottom.quiver(xs, ys, moved[1, ::step, ::step].numpy(), -moved[0, ::step, ::step].numpy(), color="black")
+    if bool(moved.abs().max() > 0):  # quiver autoscales by the longest arrow: a zero field would divide by zero
+        bottom.quiver(xs, ys, moved[1, ::step, ::step].numpy(), -moved[0, ::step, ::step].numpy(), color="black")
     bottom.set_xlim(-0.5, w - 0.5)
     bottom.set_ylim(h - 0.5, -0.5)
 
