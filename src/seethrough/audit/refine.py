@@ -20,8 +20,8 @@ from ..core.errors import InputError
 from ..core.inputs import validate_inputs
 from ..evidence.trigger import Trigger, stamp
 from ._forward import model_failures
+from ._search import ReversedTrigger, Search, detached, run_together
 from .families import PatternRange, parametrisation
-from .reverse import ReversedTrigger, _detached, _run_together, _Search
 
 __all__ = ["identifiable_pixels", "refine_trigger"]
 
@@ -70,7 +70,7 @@ def identifiable_pixels(trigger: Trigger, inputs: Tensor, *, tolerance: float = 
     values = x.transpose(0, 1).flatten(1)
     scale = float((values.amax(1) - values.amin(1)).max())
     with torch.no_grad():
-        change = (stamp(x, _detached(trigger)) - x).abs().sum(1).mean(0)
+        change = (stamp(x, detached(trigger)) - x).abs().sum(1).mean(0)
     return change > tolerance * scale
 
 
@@ -164,7 +164,7 @@ def _restart(model: nn.Module, inputs: Tensor, trigger: Trigger, *, steps: int, 
              lr: float, success_goal: float, batch_size: int, pattern_range: PatternRange,
              seed: int) -> tuple[Trigger | None, float]:
     """The smallest successful trigger of a search started from ``trigger`` with an annealed weight."""
-    search = _Search(parametrisation(trigger.family), inputs, trigger.target, lr=lr, init_cost=init_cost,
+    search = Search(parametrisation(trigger.family), inputs, trigger.target, lr=lr, init_cost=init_cost,
                      success_goal=success_goal, batch_size=batch_size, patience=None, pattern_range=pattern_range,
                      seed=seed, anneal=anneal)
     low, high = (torch.as_tensor(v, dtype=trigger.pattern.dtype) for v in pattern_range)
@@ -176,7 +176,7 @@ def _restart(model: nn.Module, inputs: Tensor, trigger: Trigger, *, steps: int, 
         mask_logit.copy_(torch.logit(mask if mask_logit.ndim else mask.mean()))
         pattern_logit.copy_(torch.logit(pattern))
     for _ in range(steps):
-        _run_together(model, [search])
+        run_together(model, [search])
         if search.done:
             break
     found = search.best[1] if search.best is not None else None

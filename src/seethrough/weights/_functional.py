@@ -10,6 +10,7 @@ restored on exit.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -173,3 +174,25 @@ def per_example_mean(model: nn.Module, params: dict[str, Tensor], buffers: dict[
         for k, g in grads.items():
             total[k] += transform(k, g).sum(0)
     return {k: v / n for k, v in total.items()}
+
+
+def masked_copy(model: nn.Module, masks: Mapping[str, Tensor], *, keep: bool) -> nn.Module:
+    """A deep copy of ``model`` with each masked parameter multiplied by its boolean mask (``keep``) or its complement.
+
+    ``model`` is untouched. A mask naming a parameter the model lacks is refused before copying.
+    """
+    params = dict(model.named_parameters())
+    missing = sorted(set(masks) - set(params))
+    if missing:
+        raise InputError(f"the mask names parameters the model lacks: {missing[:3]}; apply it to the model "
+                         "it was made for.")
+    for name, m in masks.items():
+        if tuple(m.shape) != tuple(params[name].shape):
+            raise InputError(f"the mask of {name!r} has shape {tuple(m.shape)}, the parameter {tuple(params[name].shape)}.")
+    edited = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in edited.named_parameters():
+            if name in masks:
+                kept = masks[name].bool()
+                p.mul_((kept if keep else ~kept).to(p.dtype))
+    return edited

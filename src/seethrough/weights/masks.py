@@ -8,9 +8,7 @@ gradient, under the task loss plus a penalty on the expected fraction of weights
 
 from __future__ import annotations
 
-import copy
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +27,7 @@ from ._functional import (
     cross_entropy,
     eval_mode,
     frozen_parameters,
+    masked_copy,
     prepare,
     run,
 )
@@ -69,7 +68,7 @@ class WeightMask(Result):
         return self._edited(model, keep=False)
 
     def _edited(self, model: nn.Module, *, keep: bool) -> nn.Module:
-        return _masked_copy(model, self.binary(), keep=keep)
+        return masked_copy(model, self.binary(), keep=keep)
 
     def save(self, path: str | Path) -> None:
         """Write the masks as safetensors (``path``) with a JSON sidecar (accuracies, density)."""
@@ -218,28 +217,6 @@ def learn_mask(
     else:
         accuracy = dense = float("nan")
     return WeightMask(probs, accuracy, dense, density)
-
-
-def _masked_copy(model: nn.Module, masks: Mapping[str, Tensor], *, keep: bool) -> nn.Module:
-    """A deep copy of ``model`` with each masked parameter multiplied by its boolean mask (``keep``) or its complement.
-
-    ``model`` is untouched. A mask naming a parameter the model lacks is refused before copying.
-    """
-    params = dict(model.named_parameters())
-    missing = sorted(set(masks) - set(params))
-    if missing:
-        raise InputError(f"the mask names parameters the model lacks: {missing[:3]}; apply it to the model "
-                         "it was made for.")
-    for name, m in masks.items():
-        if tuple(m.shape) != tuple(params[name].shape):
-            raise InputError(f"the mask of {name!r} has shape {tuple(m.shape)}, the parameter {tuple(params[name].shape)}.")
-    edited = copy.deepcopy(model)
-    with torch.no_grad():
-        for name, p in edited.named_parameters():
-            if name in masks:
-                kept = masks[name].bool()
-                p.mul_((kept if keep else ~kept).to(p.dtype))
-    return edited
 
 
 def _binary(params: dict[str, Tensor], logits: dict[str, Tensor], total: int) -> tuple[dict[str, Tensor], float]:

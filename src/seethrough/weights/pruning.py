@@ -24,8 +24,7 @@ from ..core.checks import check_float, check_int
 from ..core.errors import InputError
 from ..core.io import load_tensors, save_tensors
 from ..core.results import Result, new_figure
-from ._functional import Loss, cross_entropy, eval_mode, frozen_parameters, prepare, run
-from .masks import _masked_copy
+from ._functional import Loss, cross_entropy, eval_mode, frozen_parameters, masked_copy, prepare, run
 
 if TYPE_CHECKING:
     import pandas
@@ -79,11 +78,11 @@ class PruningMask(Result):
 
     def apply(self, model: nn.Module) -> nn.Module:
         """A copy of ``model`` with the pruned entries set to zero (``model`` untouched)."""
-        return _masked_copy(model, self.masks, keep=True)
+        return masked_copy(model, self.masks, keep=True)
 
     def ablate(self, model: nn.Module) -> nn.Module:
         """A copy of ``model`` with the kept entries set to zero instead (the complement of `apply`)."""
-        return _masked_copy(model, self.masks, keep=False)
+        return masked_copy(model, self.masks, keep=False)
 
     def save(self, path: str | Path) -> None:
         """Write the masks as safetensors (``path``) with a JSON sidecar."""
@@ -450,7 +449,7 @@ class LotteryTicket(Result):
         with torch.no_grad():
             for n, p in copied.named_parameters():
                 p.copy_(self.rewind[n])
-        return _masked_copy(copied, self.masks[index], keep=True)
+        return masked_copy(copied, self.masks[index], keep=True)
 
     def trained(self, model: nn.Module) -> nn.Module:
         """A copy of ``model`` holding the last round's trained sparse weights."""

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ...weights import lottery_ticket, reinitialised, shuffled_masks, train_sparse
-from ..zoo._seeding import derive_seed
+from ..zoo import derive_seed
 from ..zoo.cache import cached
 from ..zoo.lottery import SparseTeacher, sparse_teacher, student_mlp
 from .base import Game, Metric, register
@@ -161,12 +161,12 @@ GAME = register(Game(
                            "at chance, about dense 0.85 - 0.25)"),
         Metric("density", chance=1.0, bar=MAX_DENSITY, higher_is_better=False,
                description="fraction of the student's weights the ticket keeps (bar: at most 20%)"),
-        Metric("margin_over_reinit", chance=0.0, bar=0.0,
+        Metric("margin_over_reinit", chance=0.0, bar=TOLERANCE,
                description="ticket test accuracy minus the same mask trained from a random re-initialisation "
-                           "(bar: CI above 0)"),
-        Metric("margin_over_shuffled", chance=0.0, bar=0.0,
+                           "(bar: at least the game's 1-point tolerance, CI above 0)"),
+        Metric("margin_over_shuffled", chance=0.0, bar=TOLERANCE,
                description="ticket test accuracy minus the layer-wise shuffled mask on the rewound weights "
-                           "(bar: CI above 0)"),
+                           "(bar: at least the game's 1-point tolerance, CI above 0)"),
         Metric("support_recall", chance=0.25, bar=0.8,
                description="fraction of the teacher's inputs with a kept first-layer weight, at the round nearest "
                            "the teacher's density (chance: see the shuffled-masks row)"),

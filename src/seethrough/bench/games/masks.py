@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ...weights import correct, learn_mask, validate_mask
-from ..zoo._seeding import generator as zoo_generator
+from ..zoo import generator as zoo_generator
 from ..zoo.task_weights import TaskWeights, two_task_network
 from .base import Game, Metric, register
 
