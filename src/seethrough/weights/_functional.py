@@ -196,3 +196,27 @@ def masked_copy(model: nn.Module, masks: Mapping[str, Tensor], *, keep: bool) ->
                 kept = masks[name].bool()
                 p.mul_((kept if keep else ~kept).to(p.dtype))
     return edited
+
+
+def mask_table(kept: Mapping[str, Tensor]) -> Any:
+    """One row per masked parameter of boolean masks: its size, the weights kept and their fraction."""
+    import pandas as pd
+
+    rows = [{"parameter": n, "numel": m.numel(), "kept": int(m.sum()), "density": float(m.float().mean())}
+            for n, m in kept.items()]
+    return pd.DataFrame(rows, columns=["parameter", "numel", "kept", "density"])
+
+
+def mask_figure(kept: Mapping[str, Tensor], title: str) -> Any:
+    """A bar per masked parameter of boolean masks: the fraction of its weights kept."""
+    from ..core.results import new_figure
+
+    names = list(kept)
+    fig = new_figure(max(4.0, 0.5 * len(names) + 2), 3)
+    ax = fig.add_subplot()
+    ax.bar(range(len(names)), [float(m.float().mean()) for m in kept.values()])
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("fraction of weights kept")
+    ax.set_title(title)
+    return fig

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ..core.checks import check_float, check_int
 from ..core.errors import InputError
 from ..core.io import load_tensors, save_tensors
-from ..core.results import Result, new_figure
+from ..core.results import Result
 from ..core.types import Inputs
 from ._functional import (
     Loss,
@@ -27,6 +27,8 @@ from ._functional import (
     cross_entropy,
     eval_mode,
     frozen_parameters,
+    mask_figure,
+    mask_table,
     masked_copy,
     prepare,
     run,
@@ -88,22 +90,11 @@ class WeightMask(Result):
         return cls(tensors, number("accuracy"), number("dense_accuracy"), number("density"))
 
     def to_frame(self) -> pandas.DataFrame:
-        import pandas as pd
-
-        rows = [{"parameter": n, "numel": m.numel(), "kept": int((m > 0.5).sum()), "density": float((m > 0.5).float().mean())}
-                for n, m in self.masks.items()]
-        return pd.DataFrame(rows, columns=["parameter", "numel", "kept", "density"])
+        return mask_table({n: m > 0.5 for n, m in self.masks.items()})
 
     def plot(self) -> Figure:
-        names = list(self.masks)
-        fig = new_figure(max(4.0, 0.5 * len(names) + 2), 3)
-        ax = fig.add_subplot()
-        ax.bar(range(len(names)), [float((m > 0.5).float().mean()) for m in self.masks.values()])
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("fraction of weights kept")
-        ax.set_title(f"accuracy {self.accuracy:.3f} (dense {self.dense_accuracy:.3f}), density {self.density:.3f}")
-        return fig
+        return mask_figure({n: m > 0.5 for n, m in self.masks.items()},
+                           f"accuracy {self.accuracy:.3f} (dense {self.dense_accuracy:.3f}), density {self.density:.3f}")
 
 
 def learn_mask(

@@ -24,7 +24,17 @@ from ..core.checks import check_float, check_int
 from ..core.errors import InputError
 from ..core.io import load_tensors, save_tensors
 from ..core.results import Result, new_figure
-from ._functional import Loss, cross_entropy, eval_mode, frozen_parameters, masked_copy, prepare, run
+from ._functional import (
+    Loss,
+    cross_entropy,
+    eval_mode,
+    frozen_parameters,
+    mask_figure,
+    mask_table,
+    masked_copy,
+    prepare,
+    run,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -98,22 +108,10 @@ class PruningMask(Result):
                    str(meta["structure"]), float(meta["density"]))
 
     def to_frame(self) -> pandas.DataFrame:
-        import pandas as pd
-
-        rows = [{"parameter": n, "numel": m.numel(), "kept": int(m.sum()), "density": float(m.float().mean())}
-                for n, m in self.masks.items()]
-        return pd.DataFrame(rows, columns=["parameter", "numel", "kept", "density"])
+        return mask_table(self.masks)
 
     def plot(self) -> Figure:
-        names = list(self.masks)
-        fig = new_figure(max(4.0, 0.5 * len(names) + 2), 3)
-        ax = fig.add_subplot()
-        ax.bar(range(len(names)), [float(m.float().mean()) for m in self.masks.values()])
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("fraction kept")
-        ax.set_title(f"{self.scope} {self.structure} pruning, density {self.density:.3f}")
-        return fig
+        return mask_figure(self.masks, f"{self.scope} {self.structure} pruning, density {self.density:.3f}")
 
 
 def _check_scores(model: nn.Module, scores: Mapping[str, Tensor], names: list[str]) -> dict[str, Tensor]:
