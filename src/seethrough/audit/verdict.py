@@ -64,14 +64,17 @@ from .reverse import SHRINK_TOLERANCE, NeuralCleanse, ReversedTrigger, data_rang
 __all__ = ["AuditResult", "scan", "flag_targets", "MEASURED_DETECTION", "NEAR", "MAX_TARGETS", "WARP_MIN_GAP",
            "DEFAULT_FAMILIES", "IDENTIFIABLE_TOLERANCE"]
 
-#: What a "clean" verdict is worth: the `trojan-detection` game's last measured full run (``seethrough bench
-#: --games trojan-detection``: 10 seeds x digits MLP and CNN, zoo seeds 1000-1009, never used for
-#: calibration, 300 steps), as recorded by the issue #10 team lead; issue #11 quotes the same 0 false alarms
-#: of 20. Data, not a claim about other models: update it with each full run.
+#: What a "clean" verdict is worth: the `trojan-detection` game's last measured full run of this version (K-Arm
+#: schedule, three families, several targets): ``seethrough bench --games trojan-detection --seeds 5``, digits MLP
+#: and CNN, zoo seeds 1000-1004 (never used for calibration), 300 steps, run by the issue #11 team lead. Every
+#: patch, blend and warp trojan was flagged at its target, both targets of every two-target model were recalled,
+#: and no clean model was flagged. (The run before K-Arm, 10 seeds: 20 of 20 patch and blend, 0 false alarms of
+#: 20.) Data, not a claim about other models: update it with each full run.
 MEASURED_DETECTION: dict[str, Any] = {
-    "source": "seethrough bench --games trojan-detection (full run: 10 seeds x MLP and CNN, zoo seeds 1000-1009)",
-    "detected": {"patch": [20, 20], "blend": [20, 20]},  # [detected, trojaned models]
-    "false_alarms": [0, 20],  # [flagged, clean models]
+    "source": "seethrough bench --games trojan-detection --seeds 5 (full run: MLP and CNN, zoo seeds 1000-1004)",
+    "detected": {"patch": [10, 10], "blend": [10, 10], "warp": [10, 10]},  # [detected, trojaned models]
+    "two_target_recall": [20, 20],  # [planted targets recalled, planted targets] of the two-target models
+    "false_alarms": [0, 10],  # [flagged, clean models]
 }
 
 #: A family's suspect is "near the threshold" when its jump is at least this fraction of the family's threshold.
