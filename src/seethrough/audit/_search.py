@@ -20,8 +20,6 @@ from ..core.results import Result
 from ..evidence.trigger import Trigger, stamp
 from .families import Parametrisation, PatternRange
 
-__all__ = ["ReversedTrigger", "Search", "run_together", "detached"]
-
 
 @dataclass(frozen=True)
 class ReversedTrigger(Result):
