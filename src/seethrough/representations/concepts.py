@@ -26,6 +26,8 @@ from ..core.inputs import batch_size_of, validate_inputs
 from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
+from ..evidence.finding import Finding
+from ..evidence.fingerprint import Fingerprint
 from ._examples import _capture_site
 
 if TYPE_CHECKING:
@@ -105,6 +107,16 @@ def directional_derivatives(model: nn.Module, inputs: Inputs, site: Site | str, 
         >>> torch.allclose(dd, model[2].weight.T.double().expand(2, 3))
         True
     """
+    flat = _site_gradients(model, inputs, site, target, metric)
+    if directions.ndim != 2 or directions.shape[1] != flat.shape[1]:
+        raise InputError(f"directions must be (n_directions, {flat.shape[1]}) (the site's value flattened), got "
+                         f"{tuple(directions.shape)}.")
+    return directions.double() @ flat.T
+
+
+def _site_gradients(model: nn.Module, inputs: Inputs, site: Site | str, target: int,
+                    metric: Callable[[Any], Tensor] | None) -> Tensor:
+    """``(batch, d)``: each input's gradient of its target score at the site (flattened), in float64."""
     target = check_int("target", target, at_least=0)
     resolved = resolve_site(model, site)[0]
     validate_inputs(model, inputs)
@@ -116,11 +128,7 @@ def directional_derivatives(model: nn.Module, inputs: Inputs, site: Site | str, 
         if scores.shape[0] != value.shape[0]:
             raise InputError(f"the score has {scores.shape[0]} rows for {value.shape[0]} inputs.")
         (grad,) = torch.autograd.grad(scores.sum(), [leaf])
-    flat = grad.reshape(grad.shape[0], -1).double()
-    if directions.ndim != 2 or directions.shape[1] != flat.shape[1]:
-        raise InputError(f"directions must be (n_directions, {flat.shape[1]}) (the site's value flattened), got "
-                         f"{tuple(directions.shape)}.")
-    return directions.double() @ flat.T
+    return grad.reshape(grad.shape[0], -1).double()
 
 
 @dataclass(frozen=True)
@@ -132,13 +140,17 @@ class TCAVResult(Result):
         target: the output column whose sensitivity is scored.
         score: mean TCAV score over the concept's runs (fraction of inputs whose target rises along the CAV).
         concept_scores: ``(n_runs,)`` the score of each concept run (bootstrap concept vs fresh random).
-        random_scores: ``(n_random,)`` the null statistics: the same average after a random re-partition.
-        p_value: two-sided rank p-value ``(1 + #{|null - ½| ≥ |score - ½|}) / (1 + n_random)``.
+        random_scores: ``(n_random,)`` the null statistics: the test statistic averaged the same way
+            after a random re-partition (TCAV scores for ``statistic="sign"``, mean cosines for ``"cosine"``).
+        p_value: two-sided rank p-value ``(1 + #{|null - c| ≥ |observed - c|}) / (1 + n_random)``, with
+            ``c = ½`` for the sign statistic (``observed = score``) and ``c = 0`` for the cosine.
         significant: ``p_value ≤ alpha``.
         alpha: the test's level.
         n_random: null statistics (random sets in the concept's place).
         cav: ``(d,)`` the unit-norm mean CAV of the concept runs.
         concept_cavs: ``(n_runs, d)`` the unit-norm CAV of each concept run.
+        statistic: the test statistic, ``"sign"`` or ``"cosine"``.
+        observed: the concept's value of the test statistic (``score`` for ``"sign"``).
     """
 
     site: Site
@@ -152,24 +164,48 @@ class TCAVResult(Result):
     n_random: int
     cav: Tensor
     concept_cavs: Tensor
+    statistic: str = "sign"
+    observed: float = float("nan")
+
+    def to_findings(self, *, data_fingerprint: Fingerprint | None = None) -> list[Finding]:
+        """The mean CAV as a ``"direction"`` finding for ``target`` (none unless significant).
+
+        The claim "the target uses this concept direction" is tested by
+        `seethrough.evidence.validate`: project the CAV out of the site (every example's value,
+        where the site's value is ``(batch, d)``) against random directions. ``data_fingerprint``:
+        the concept examples' `Fingerprint`, if the validation data might share them.
+        """
+        if not self.significant:
+            return []
+        return [Finding("direction", f"the concept direction at {self.site.path} raises target {self.target} "
+                        f"(TCAV score {self.score:.3f}, p = {self.p_value:.3f} against {self.n_random} random runs)",
+                        site=self.site, direction=self.cav, target=self.target, score=self.score,
+                        evidence={"p_value": self.p_value, "n_random": self.n_random, "statistic": self.statistic,
+                                  "observed": self.observed, "alpha": self.alpha},
+                        data_fingerprint=data_fingerprint)]
 
     def to_frame(self) -> pandas.DataFrame:
         import pandas as pd
 
         return pd.DataFrame({"site": [self.site.path], "target": [self.target], "score": [self.score],
+                             "statistic": [self.statistic], "observed": [self.observed],
                              "p_value": [self.p_value], "significant": [self.significant],
                              "n_random": [self.n_random], "alpha": [self.alpha]})
 
     def plot(self) -> Figure:
         fig = new_figure(4, 2.5)
         ax = fig.add_subplot()
-        ax.hist(self.random_scores.tolist(), bins=10, range=(0, 1), color="C7", label="null (random sets)")
-        ax.axvline(self.score, color="C3", label="concept")
-        ax.set_xlabel(f"TCAV score of target {self.target}")
+        low = 0.0 if self.statistic == "sign" else -1.0
+        ax.hist(self.random_scores.tolist(), bins=10, range=(low, 1), color="C7", label="null (random sets)")
+        ax.axvline(self.observed, color="C3", label="concept")
+        ax.set_xlabel(f"{'TCAV score' if self.statistic == 'sign' else 'mean cosine'} of target {self.target}")
         ax.set_title(f"TCAV at {self.site.path}: p = {self.p_value:.3f}", fontsize=9)
         ax.legend(fontsize=7)
         return fig
 
+
+#: The test statistics `tcav` offers.
+STATISTICS = ("sign", "cosine")
 
 #: Float64 elements of the stacked CAV problems solved in one L-BFGS call (about 160 MB).
 _MAX_ELEMENTS = 20_000_000
@@ -181,7 +217,7 @@ def _draw(gen: torch.Generator, n: int, k: int) -> Tensor:
 
 def tcav(model: nn.Module, concept: Inputs, random: Inputs, site: Site | str, inputs: Inputs, target: int, *,
          n_random: int = 20, alpha: float = 0.05, seed: int = 0, metric: Callable[[Any], Tensor] | None = None,
-         C: float = 1.0, n_runs: int | None = None, batch_size: int = 256) -> TCAVResult:
+         C: float = 1.0, n_runs: int | None = None, batch_size: int = 256, statistic: str = "sign") -> TCAVResult:
     """TCAV score of ``concept`` for ``target`` at ``site``, tested against a calibrated random null.
 
     Sets of ``m = min(len(concept), len(random))`` examples are compared. Each concept run fits a
@@ -211,6 +247,13 @@ def tcav(model: nn.Module, concept: Inputs, random: Inputs, site: Site | str, in
         n_runs: runs averaged per statistic (the concept's and each null's); default ``n_random``.
             Fewer runs cost less (``(n_random + 1) × n_runs`` CAVs) and keep the test exact.
         batch_size: rows per capture pass.
+        statistic: what the test compares: ``"sign"``, the TCAV score itself (the fraction of
+            inputs whose target rises along the CAV), or ``"cosine"``, the mean over inputs of the
+            cosine between the CAV and the target's gradient at the site. Both are exact under the
+            same permutation null; the cosine does not saturate where the inputs' gradients are
+            nearly aligned (many random CAVs then score exactly 0 or 1 and a concept scoring 1.0
+            cannot reach a small p-value), so it has more power there. ``score`` is the TCAV score
+            either way.
 
     Returns:
         A `TCAVResult` with ``score``, ``random_scores``, ``p_value`` and ``significant``.
@@ -233,6 +276,8 @@ def tcav(model: nn.Module, concept: Inputs, random: Inputs, site: Site | str, in
     check_int("seed", seed)
     target = check_int("target", target, at_least=0)
     check_int("batch_size", batch_size, at_least=1)
+    if statistic not in STATISTICS:
+        raise InputError(f"statistic must be one of {STATISTICS}, got {statistic!r}.")
     if metric is not None and not callable(metric):
         raise InputTypeError(f"metric must be callable (output -> one score per row), got {type(metric).__name__}.")
     resolved = resolve_site(model, site)[0]
@@ -260,12 +305,21 @@ def tcav(model: nn.Module, concept: Inputs, random: Inputs, site: Site | str, in
     chunk = max(1, _MAX_ELEMENTS // (2 * m * acts_c.shape[1]))
     cavs = torch.cat([fit_cavs(torch.stack(pos[i:i + chunk]), torch.stack(neg[i:i + chunk]), C=C)
                       for i in range(0, len(pos), chunk)])
-    derivatives = directional_derivatives(model, inputs, resolved, target, cavs, metric=metric)
+    grads = _site_gradients(model, inputs, resolved, target, metric)
+    if cavs.shape[1] != grads.shape[1]:
+        raise InputError(f"the site's value has {grads.shape[1]} features on inputs but {cavs.shape[1]} on the concept "
+                         "examples; give inputs of the same shape.")
+    derivatives = cavs @ grads.T
     run_scores = (derivatives > 0).double().mean(1)
     concept_scores = run_scores[:runs]
-    null = run_scores[runs:].view(n_random, runs).mean(1)
     score = float(concept_scores.mean())
-    p_value = (1 + int(((null - 0.5).abs() >= abs(score - 0.5) - 1e-12).sum())) / (1 + n_random)
+    if statistic == "sign":
+        per_run, centre = run_scores, 0.5
+    else:  # the CAVs are unit-norm: the derivative over the gradient's norm is the cosine
+        per_run, centre = (derivatives / grads.norm(dim=1).clamp_min(1e-300)).mean(1), 0.0
+    null = per_run[runs:].view(n_random, runs).mean(1)
+    observed = float(per_run[:runs].mean())
+    p_value = (1 + int(((null - centre).abs() >= abs(observed - centre) - 1e-12).sum())) / (1 + n_random)
     mean_cav = cavs[:runs].mean(0)
     return TCAVResult(resolved, target, score, concept_scores, null, p_value, bool(p_value <= level), level, n_random,
-                      mean_cav / mean_cav.norm().clamp_min(1e-300), cavs[:runs])
+                      mean_cav / mean_cav.norm().clamp_min(1e-300), cavs[:runs], statistic, observed)

@@ -16,26 +16,68 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from torch import Tensor, nn
 
+from ..core.batching import batches
 from ..core.checks import check_float, check_int
 from ..core.errors import InputError, InputTypeError, NotFittedError
-from ..core.hooks import patch
 from ..core.inputs import validate_inputs
 from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
-from ._examples import _as_labels, _as_matrix, _capture_site, _int_array, control_labels, site_examples
+from ._examples import (
+    _as_labels,
+    _as_matrix,
+    behaviour_changes,
+    collect_examples,
+    control_labels,
+    is_batch_stream,
+    labelled_chunks,
+)
+from .probes import LinearProbe
 
 if TYPE_CHECKING:
     import pandas
     from matplotlib.figure import Figure
 
-__all__ = ["LeaceEraser", "erase", "Erasure"]
+__all__ = ["LeaceEraser", "INLPEraser", "erase", "Erasure"]
 
 
-class LeaceEraser(BaseEstimator, TransformerMixin):  # type: ignore[misc]  # sklearn ships no stubs
+class _Eraser(BaseEstimator, TransformerMixin):  # type: ignore[misc]  # sklearn ships no stubs
+    """Shared by the erasers: ``r(x) = x - (x - mean_) proj_ᵀ`` on arrays and as a `patch` callback."""
+
+    mean_: Tensor
+    proj_: Tensor
+    n_features_in_: int
+
+    def transform(self, X: Any) -> Tensor:
+        """The erased features ``x - (x - μ) proj_ᵀ`` as float64 ``(n, d)``."""
+        if not hasattr(self, "proj_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) first.")
+        x = _as_matrix(X)
+        if x.shape[1] != self.n_features_in_:
+            raise InputError(f"X has {x.shape[1]} features but the eraser was fitted on {self.n_features_in_}.")
+        return x - (x - self.mean_) @ self.proj_.T
+
+    def edit(self) -> Callable[[Tensor, Site], Tensor]:
+        """A `patch` callback applying the erasure to each example's value (flattened) or each position's vector."""
+        if not hasattr(self, "proj_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) first.")
+        d = self.n_features_in_
+
+        def apply(value: Tensor, site: Site) -> Tensor:
+            flat = value.reshape(-1, d) if value.ndim == 3 and value.shape[-1] == d else value.reshape(value.shape[0], -1)
+            if flat.shape[1] != d:
+                raise InputError(f"{site!r}: the eraser was fitted on {d} features but the value has shape "
+                                 f"{tuple(value.shape)}.")
+            mean, proj = self.mean_.to(flat), self.proj_.to(flat)
+            return (flat - (flat - mean) @ proj.T).reshape(value.shape)
+
+        return apply
+
+
+class LeaceEraser(_Eraser):
     """LEACE: the least-squares linear eraser of a discrete concept (Belrose et al., 2023).
 
     ``fit(X, y)`` learns ``r(x) = x - W⁺ P W (x - μ)`` with ``W = Σ^{-1/2}`` (the whitening map of
@@ -93,30 +135,98 @@ class LeaceEraser(BaseEstimator, TransformerMixin):  # type: ignore[misc]  # skl
         self.n_features_in_ = x.shape[1]
         return self
 
-    def transform(self, X: Any) -> Tensor:
-        """The erased features ``x - (x - μ) proj_ᵀ`` as float64 ``(n, d)``."""
-        if not hasattr(self, "proj_"):
-            raise NotFittedError("this LeaceEraser is not fitted yet; call fit(X, y) first.")
+
+
+class INLPEraser(_Eraser):
+    """Iterative nullspace projection (Ravfogel et al., 2020): project out linear classifiers until none decodes.
+
+    Each iteration fits a `LinearProbe` (L2 logistic regression, no standardisation) on the centred
+    features projected so far, on all but a held-out ``test_fraction`` of the rows; if its held-out
+    accuracy beats the majority rate by at least ``min_gain``, its weight vectors join the removed
+    subspace (orthonormalised), else the iterations stop. The edit is the orthogonal projection
+    ``r(x) = x - (x - μ) Q`` with ``Q`` the projection onto the removed subspace: unlike LEACE it
+    removes whole directions (more than the concept's rank where a classifier keeps finding some)
+    and guarantees nothing about the covariance; it answers "does a *classifier* still decode it".
+
+    Args:
+        n_iterations: at most this many classifiers (each removes up to ``n_classes - 1`` directions, 1 if binary).
+        C: the classifiers' inverse regularisation.
+        min_gain: the held-out accuracy over the majority rate below which the iterations stop.
+        test_fraction: rows held out for the stopping check.
+        seed: the held-out split's seed.
+
+    Attributes:
+        mean_: ``(d,)`` the features' mean.
+        proj_: ``(d, d)`` the orthogonal projection onto the removed subspace (symmetric, idempotent).
+        rank_: its dimension.
+        accuracies_: the held-out accuracy of each iteration's classifier (the last one failed the check
+            unless ``n_iterations`` was reached).
+        majority_: the held-out majority rate.
+
+    Example:
+        >>> x = torch.randn(400, 3, generator=torch.Generator().manual_seed(0)); y = (x[:, 0] > 0).long()
+        >>> e = INLPEraser().fit(x, y)
+        >>> e.rank_, round(float(e.proj_[0, 0]), 2)
+        (1, 1.0)
+
+    References:
+        Ravfogel et al., "Null It Out: Guarding Protected Attributes by Iterative Nullspace Projection", ACL 2020.
+    """
+
+    def __init__(self, n_iterations: int = 10, *, C: float = 1.0, min_gain: float = 0.01, test_fraction: float = 0.2,
+                 seed: int = 0) -> None:
+        self.n_iterations = n_iterations
+        self.C = C
+        self.min_gain = min_gain
+        self.test_fraction = test_fraction
+        self.seed = seed
+
+    def fit(self, X: Any, y: Any) -> INLPEraser:
+        """Fit on ``(n, d)`` features and ``(n,)`` integer labels; returns self."""
+        n_iterations = check_int("n_iterations", self.n_iterations, at_least=1)
+        gain = check_float("min_gain", self.min_gain, at_least=0.0, at_most=1.0)
+        fraction = check_float("test_fraction", self.test_fraction, at_least=1e-6, at_most=0.9)
+        check_int("seed", self.seed)
         x = _as_matrix(X)
-        if x.shape[1] != self.n_features_in_:
-            raise InputError(f"X has {x.shape[1]} features but the eraser was fitted on {self.n_features_in_}.")
-        return x - (x - self.mean_) @ self.proj_.T
-
-    def edit(self) -> Callable[[Tensor, Site], Tensor]:
-        """A `patch` callback applying the erasure to each example's value (flattened) or each position's vector."""
-        if not hasattr(self, "proj_"):
-            raise NotFittedError("this LeaceEraser is not fitted yet; call fit(X, y) first.")
-        d = self.n_features_in_
-
-        def apply(value: Tensor, site: Site) -> Tensor:
-            flat = value.reshape(-1, d) if value.ndim == 3 and value.shape[-1] == d else value.reshape(value.shape[0], -1)
-            if flat.shape[1] != d:
-                raise InputError(f"{site!r}: the eraser was fitted on {d} features but the value has shape "
-                                 f"{tuple(value.shape)}.")
-            mean, proj = self.mean_.to(flat), self.proj_.to(flat)
-            return (flat - (flat - mean) @ proj.T).reshape(value.shape)
-
-        return apply
+        labels = _as_labels(y, x.shape[0])
+        classes, codes = torch.unique(labels, return_inverse=True)
+        if len(classes) < 2:
+            raise InputError(f"y holds a single class ({classes.tolist()}); there is no concept to erase.")
+        n, d = x.shape
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(int(self.seed)))
+        n_test = max(1, round(fraction * n))
+        if n - n_test < 2:
+            raise InputError(f"{n} rows cannot be split into train and held-out rows; give more examples.")
+        test, train = order[:n_test], order[n_test:]
+        self.mean_ = x.mean(0)
+        xc = x - self.mean_
+        counts = torch.bincount(codes[test], minlength=len(classes))
+        self.majority_ = float(counts.max()) / n_test
+        basis = torch.zeros(d, 0, dtype=torch.float64)
+        self.accuracies_: list[float] = []
+        for _ in range(n_iterations):
+            projected = xc - xc @ basis @ basis.T
+            if len(torch.unique(codes[train])) < 2:
+                break
+            clf = LinearProbe(C=self.C, standardize=False).fit(projected[train], codes[train])
+            accuracy = float(clf.score(projected[test], codes[test]))
+            self.accuracies_.append(accuracy)
+            if accuracy - self.majority_ < gain:
+                break
+            w = torch.as_tensor(clf.coef_, dtype=torch.float64).T  # (d, rows)
+            w = w - basis @ (basis.T @ w)  # only what is new
+            u, s, _ = torch.linalg.svd(w, full_matrices=False)
+            new = u[:, s > 1e-10 * max(float(s.max()), 1e-300)]
+            if new.shape[1] == 0:
+                break
+            basis = torch.cat([basis, new], 1)
+            if basis.shape[1] >= d:
+                break
+        self.rank_ = int(basis.shape[1])
+        self.proj_ = basis @ basis.T
+        self.classes_ = classes.numpy()
+        self.n_features_in_ = d
+        return self
 
 
 @dataclass(frozen=True)
@@ -161,20 +271,13 @@ class Erasure(Result):
         return fig
 
 
-def _prediction(output: Any) -> Tensor:
-    if not isinstance(output, Tensor) or not output.is_floating_point() or output.ndim < 2:
-        raise InputError("the default behaviour is the model's prediction (argmax over the last dim of a floating "
-                         "output with a batch dim); give metric= for other outputs.")
-    return output.argmax(-1).flatten()
-
-
 def erase(model: nn.Module, inputs: Inputs, labels: Any, site: Site | str, *, groups: Any | None = None,
           metric: Callable[[Any], Tensor] | None = None, n_controls: int = 20, alpha: float = 0.05,
-          seed: int = 0, batch_size: int = 256) -> Erasure:
-    """Erase the concept ``labels`` at ``site`` with LEACE and measure how much the model's behaviour changes.
+          seed: int = 0, batch_size: int = 256, eraser: Any | None = None) -> Erasure:
+    """Erase the concept ``labels`` at ``site`` (LEACE or INLP) and measure how much the model's behaviour changes.
 
-    The eraser is fitted on the site's labelled values (as `probe` reads them) and applied to the
-    whole value of every input (every position of a sequence site). The behaviour change is the
+    The eraser is fitted on the site's labelled values (streamed as `probe` reads them: only the
+    labelled rows of each chunk are kept) and applied to the whole value of every input (every position of a sequence site). The behaviour change is the
     fraction of predictions (argmax of the output's last dim, every row and position) that differ
     from the unedited model, or ``mean |metric_after - metric_before|`` with ``metric``. Each
     control erases a concept with the same groups' labels shuffled (`control_labels`): same rank,
@@ -182,7 +285,8 @@ def erase(model: nn.Module, inputs: Inputs, labels: Any, site: Site | str, *, gr
 
     Args:
         model: any ``nn.Module`` (left as found).
-        inputs: as for `capture`.
+        inputs: as for `capture`, or a list of such batches (read twice: fit, then edit) with
+            ``labels`` (and ``groups``) a list of per-batch arrays, as for `probe`.
         labels: ``(batch,)`` or ``(batch, seq)`` integer labels; < 0 means no label.
         site: where to erase.
         groups: as for `probe` (the controls shuffle labels by group).
@@ -190,7 +294,10 @@ def erase(model: nn.Module, inputs: Inputs, labels: Any, site: Site | str, *, gr
         n_controls: control concepts.
         alpha: level of the "used" verdict.
         seed: the controls' seed.
-        batch_size: rows per capture pass.
+        batch_size: rows per forward pass (in-memory inputs).
+        eraser: the concept eraser, an unfitted estimator with ``fit`` and ``edit``; default
+            ``LeaceEraser()``, ``INLPEraser()`` for iterative nullspace projection. Each control
+            fits a clone of it.
 
     Returns:
         An `Erasure` with ``change``, ``control_changes``, ``p_value`` and ``used``.
@@ -204,6 +311,7 @@ def erase(model: nn.Module, inputs: Inputs, labels: Any, site: Site | str, *, gr
 
     References:
         Belrose et al., "LEACE: Perfect linear concept erasure in closed form", NeurIPS 2023.
+        Ravfogel et al., "Null It Out: Guarding Protected Attributes by Iterative Nullspace Projection", ACL 2020.
     """
     check_int("n_controls", n_controls, at_least=1)
     level = check_float("alpha", alpha, at_least=0.0, at_most=1.0)
@@ -211,33 +319,33 @@ def erase(model: nn.Module, inputs: Inputs, labels: Any, site: Site | str, *, gr
     check_int("batch_size", batch_size, at_least=1)
     if metric is not None and not callable(metric):
         raise InputTypeError(f"metric must be callable (output -> one score per row), got {type(metric).__name__}.")
+    chosen = LeaceEraser() if eraser is None else eraser
+    if not (hasattr(chosen, "fit") and hasattr(chosen, "edit")):
+        raise InputTypeError(f"eraser must be a concept eraser with fit and edit (LeaceEraser, INLPEraser), got "
+                             f"{type(chosen).__name__}.")
     resolved = resolve_site(model, site)[0]
-    validate_inputs(model, inputs)
-    values = _capture_site(model, inputs, resolved, batch_size)
-    x, y, g, _ = site_examples(values, _int_array("labels", labels), groups)
-    score = _prediction if metric is None else metric
-    with torch.no_grad():
-        before = score(patch(model, inputs, {resolved: lambda v, s: None})).double()
-
-        def change_of(eraser: LeaceEraser) -> float:
-            after = score(patch(model, inputs, {resolved: eraser.edit()})).double()
-            if after.shape != before.shape:
-                raise InputError(f"metric returned shape {tuple(after.shape)} after erasure but "
-                                 f"{tuple(before.shape)} before; return one score per row.")
-            return float((after != before).double().mean()) if metric is None else float((after - before).abs().mean())
-
-        eraser = LeaceEraser().fit(x, y)
-        change = change_of(eraser)
-        controls = []
-        for c in range(n_controls):
-            shuffled = control_labels(y, g, seed * 1_000_003 + c)
-            if len(torch.unique(shuffled)) < 2:
-                shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + c))]
-            controls.append(change_of(LeaceEraser().fit(x, shuffled)))
+    if is_batch_stream(inputs):
+        if iter(inputs) is inputs:
+            raise InputTypeError("erase reads the data twice (fit, then edit): give a list of batches, not a one-shot "
+                                 "iterator.")
+        chunks: Any = inputs
+    else:
+        validate_inputs(model, inputs)
+        chunks = list(batches(inputs, batch_size))
+    x, y, g, _ = collect_examples(model, labelled_chunks(inputs, labels, groups, batch_size), resolved)
+    fitted = clone(chosen).fit(x, y)
+    erasers = [fitted]
+    for c in range(n_controls):
+        shuffled = control_labels(y, g, seed * 1_000_003 + c)
+        if len(torch.unique(shuffled)) < 2:
+            shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + c))]
+        erasers.append(clone(chosen).fit(x, shuffled))
+    changes = behaviour_changes(model, chunks, resolved, [e.edit() for e in erasers], metric)
+    change, controls = changes[0], changes[1:]
     control_changes = torch.tensor(controls, dtype=torch.float64)
     p_value = (1 + int((control_changes >= change).sum())) / (1 + n_controls)
-    erased = eraser.transform(x)
+    erased = fitted.transform(x)
     z = torch.nn.functional.one_hot(torch.unique(y, return_inverse=True)[1]).double()
     residual = float(((erased - erased.mean(0)).T @ (z - z.mean(0)) / len(y)).abs().max())
-    return Erasure(resolved, change, control_changes, p_value, bool(p_value <= level), eraser.rank_, residual)
+    return Erasure(resolved, change, control_changes, p_value, bool(p_value <= level), fitted.rank_, residual)
 

@@ -10,7 +10,8 @@ difference, the selectivity. Whether the model *uses* what a probe decodes is `e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,13 +25,15 @@ from ..core.inputs import validate_inputs
 from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
+from ..evidence.finding import Finding
+from ..evidence.fingerprint import Fingerprint, fingerprint
 from ._examples import (
     _as_labels,
     _as_matrix,
-    _capture_site,
-    _int_array,
+    collect_examples,
     control_labels,
-    site_examples,
+    is_batch_stream,
+    labelled_chunks,
     split_by_input,
 )
 
@@ -231,6 +234,10 @@ class ProbeResult(Result):
         n_train, n_test: labelled examples in each split (the split is by input).
         n_classes: distinct labels.
         probe: the estimator's name and parameters, e.g. ``"LinearProbe(C=1.0)"``.
+        coef: ``(n_directions, d)`` the fitted probe's weights in the site's feature space (one row
+            for two classes, one per class otherwise); ``None`` for an estimator without ``coef_``.
+        classes: the label values, in the order of ``coef``'s rows (for more than two classes).
+        data_fingerprint: the probing data's `Fingerprint` (``None`` for a one-shot iterator).
     """
 
     site: Site
@@ -242,6 +249,34 @@ class ProbeResult(Result):
     n_test: int
     n_classes: int
     probe: str
+    coef: Tensor | None = field(default=None, compare=False, repr=False)
+    classes: tuple[int, ...] = ()
+    data_fingerprint: Fingerprint | None = field(default=None, compare=False, repr=False)
+
+    def to_findings(self, *, target: int | None = None) -> list[Finding]:
+        """The probe's directions as ``"direction"`` findings: "the model uses this direction".
+
+        A probe shows a property is *decodable*; `seethrough.evidence.validate` tests whether the
+        model *uses* the direction by projecting it out against random directions (pass a
+        ``metric`` there, or ``target`` here for the default log-probability). One finding for
+        two classes (the direction of the second class), one per class otherwise. The direction
+        is along the site's units where the probe read one example per position or a 2-D value;
+        a flattened ``(batch, c, h, w)`` value gives a flattened direction that validate refuses.
+
+        Raises:
+            InputError: the probe has no linear weights (e.g. `MLPProbe`).
+        """
+        if self.coef is None:
+            raise InputError(f"{self.probe} has no linear weights (coef_); only a linear probe gives directions.")
+        rows = [(self.classes[-1] if self.classes else 1, self.coef[0])] if self.coef.shape[0] == 1 else \
+            list(zip(self.classes, self.coef, strict=True))
+        evidence = {"accuracy": self.accuracy, "control_accuracy": self.control_accuracy,
+                    "selectivity": self.selectivity, "majority": self.majority, "probe": self.probe}
+        return [Finding("direction", f"the probe direction of label {label} at {self.site.path} is used by the "
+                        f"model (held-out accuracy {self.accuracy:.3f}, selectivity {self.selectivity:.3f})",
+                        site=self.site, direction=row.double(), target=target, score=self.selectivity,
+                        evidence={**evidence, "label": int(label)}, data_fingerprint=self.data_fingerprint)
+                for label, row in rows]
 
     def to_frame(self) -> pandas.DataFrame:
         import pandas as pd
@@ -266,18 +301,22 @@ def probe(model: nn.Module, inputs: Inputs, labels: Any, site: Site | str, *, gr
           batch_size: int = 256) -> ProbeResult:
     """Probe ``site`` for ``labels`` with a held-out split by input and a control task.
 
-    The site's value is captured once (in chunks of ``batch_size``, under no_grad). A ``(batch, ...)``
-    value with ``(batch,)`` labels gives one example per input (flattened); a ``(batch, seq, d)``
-    value with ``(batch, seq)`` labels (and groups) one example per position. Labels < 0 are left
-    out. A random ``test_fraction`` of the inputs (whole sentences, never split by group) is held
+    The site's value is streamed (chunks of ``batch_size``, under no_grad) and each chunk is
+    reduced at once to its labelled rows, so only the labelled examples are held, never the whole
+    dataset's value (padding included). ``inputs`` may also be a list or iterator of batches (e.g.
+    padded to different lengths) with ``labels`` and ``groups`` lists of per-batch arrays: the
+    same examples in the same order give the same result. A ``(batch, ...)`` value with
+    ``(batch,)`` labels gives one example per input (flattened); a ``(batch, seq, d)`` value with
+    ``(batch, seq)`` labels (and groups) one example per position. Labels < 0 are left out. A random ``test_fraction`` of the inputs (whole sentences, never split by group) is held
     out. The control task gives each group (``groups``, e.g. the token id at each position; by
     default each example) a label drawn from the empirical label distribution, and the same
     estimator is fitted on it with the same split.
 
     Args:
         model: any ``nn.Module`` (left as found).
-        inputs: as for `capture`.
-        labels: ``(batch,)`` or ``(batch, seq)`` integer labels; < 0 means no label.
+        inputs: as for `capture`, or a list or iterator of such batches (read once).
+        labels: ``(batch,)`` or ``(batch, seq)`` integer labels; < 0 means no label (a list of
+            such arrays, one per batch, for a list of batches).
         site: where to read.
         groups: integer groups shaped like ``labels`` for the control task; ``None``: per example.
         seed: the split's and the control task's seed.
@@ -311,10 +350,9 @@ def probe(model: nn.Module, inputs: Inputs, labels: Any, site: Site | str, *, gr
     if not (hasattr(chosen, "fit") and hasattr(chosen, "score")):
         raise InputTypeError(f"estimator must be a scikit-learn style classifier with fit and score, got "
                              f"{type(chosen).__name__}.")
-    validate_inputs(model, inputs)
-    y_check = _int_array("labels", labels)
-    values = _capture_site(model, inputs, resolved, batch_size)
-    x, y, g, rows = site_examples(values, y_check, groups)
+    if not is_batch_stream(inputs):
+        validate_inputs(model, inputs)
+    x, y, g, rows = collect_examples(model, labelled_chunks(inputs, labels, groups, batch_size), resolved)
     test = split_by_input(rows, fraction, seed)
     train = ~test
     if len(torch.unique(y[train])) < 2:
@@ -328,5 +366,9 @@ def probe(model: nn.Module, inputs: Inputs, labels: Any, site: Site | str, *, gr
     majority = float((y[test] == values_train[counts.argmax()]).double().mean())
     params = ", ".join(f"{k}={v!r}" for k, v in sorted(chosen.get_params().items())) \
         if hasattr(chosen, "get_params") else ""
+    coef = getattr(fitted, "coef_", None)
+    classes = tuple(int(c) for c in getattr(fitted, "classes_", ()))
+    seen = fingerprint(inputs) if isinstance(inputs, (Tensor, tuple, Mapping, list)) else None  # not a one-shot iterator
     return ProbeResult(resolved, accuracy, control_accuracy, accuracy - control_accuracy, majority,
-                       int(train.sum()), int(test.sum()), int(len(torch.unique(y))), f"{type(chosen).__name__}({params})")
+                       int(train.sum()), int(test.sum()), int(len(torch.unique(y))), f"{type(chosen).__name__}({params})",
+                       None if coef is None else torch.as_tensor(np.asarray(coef), dtype=torch.float64), classes, seen)
