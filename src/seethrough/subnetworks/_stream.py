@@ -111,7 +111,7 @@ def prepare(model: nn.Module, clean: Inputs, corrupted: Inputs, metric: Callable
         edges.extend((w, r) for w in before)
     n = validate_inputs(model, clean)
     if ablation is not None:
-        corrupted_out = {w: _ablated(v, ablation, n, seed) for w, v in corrupted_out.items()}
+        corrupted_out = {w: ablated(v, ablation, n, seed) for w, v in corrupted_out.items()}
     stream = Stream(model, clean, metric, n, tuple(w_order), tuple(r_order), tuple(edges), clean_out, corrupted_out,
                     clean_mean, corrupted_mean)
     if ablation is None or not edges:
@@ -120,7 +120,7 @@ def prepare(model: nn.Module, clean: Inputs, corrupted: Inputs, metric: Callable
     return dataclasses.replace(stream, corrupted_mean=everything)
 
 
-def _ablated(value: Tensor, ablation: str, n: int, seed: int) -> Tensor:
+def ablated(value: Tensor, ablation: str, n: int, seed: int) -> Tensor:
     """What a corrupted edge carries from a writer whose corrupted outputs are ``value``."""
     if ablation == "zero":
         return torch.zeros_like(value)
