@@ -10,10 +10,11 @@ EAP-IG, ACDC); `faithfulness` checks a circuit by corrupting everything outside 
 
 from .circuits import CIRCUIT_METHODS, Circuit, faithfulness, find_circuit
 from .partition import Clusterability, Partition, clusterability, ncut, partition
-from .patching import Patching, activation_patching
+from .patching import Patching, activation_patching, attribution_patching
 from .verification import CircuitSignificance, FaithfulnessCurve, circuit_significance, faithfulness_curve
 
 __all__ = ["partition", "clusterability", "ncut", "Partition", "Clusterability",
            "activation_patching", "Patching",
            "find_circuit", "faithfulness", "Circuit", "CIRCUIT_METHODS",
            "faithfulness_curve", "FaithfulnessCurve", "circuit_significance", "CircuitSignificance"]
+__all__ += ["attribution_patching"]
