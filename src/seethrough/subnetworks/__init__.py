@@ -9,8 +9,26 @@ EAP-IG, ACDC); `faithfulness` checks a circuit by corrupting everything outside 
 """
 
 from .circuits import CIRCUIT_METHODS, Circuit, faithfulness, find_circuit
+from .lesions import NOT_SPECIALISED, SPECIALISED, LesionTest, lesion_test
+from .modularity import (
+                         FUNCTIONAL_METHODS,
+                         ModularTraining,
+                         UnitGraph,
+                         connection_cost,
+                         functional_graph,
+                         functional_partition,
+                         train_modular,
+)
 from .partition import Clusterability, Partition, clusterability, ncut, partition
 from .patching import Patching, activation_patching, attribution_patching
+from .sparsity import (
+                         SPARSITY_METHODS,
+                         SparsityReport,
+                         expected_l0,
+                         hard_concrete_sample,
+                         sparsity_report,
+                         train_with_sparsity,
+)
 from .stability import CircuitStability, circuit_stability, jaccard
 from .verification import CircuitSignificance, FaithfulnessCurve, circuit_significance, faithfulness_curve
 
@@ -18,5 +36,9 @@ __all__ = ["partition", "clusterability", "ncut", "Partition", "Clusterability",
            "activation_patching", "Patching",
            "find_circuit", "faithfulness", "Circuit", "CIRCUIT_METHODS",
            "faithfulness_curve", "FaithfulnessCurve", "circuit_significance", "CircuitSignificance"]
-__all__ += ["attribution_patching"]
 __all__ += ["circuit_stability", "CircuitStability", "jaccard"]
+__all__ += ["lesion_test", "LesionTest", "SPECIALISED", "NOT_SPECIALISED", "functional_graph", "functional_partition",
+            "FUNCTIONAL_METHODS", "UnitGraph", "train_modular", "ModularTraining", "connection_cost"]
+__all__ += ["train_with_sparsity", "sparsity_report", "SparsityReport", "SPARSITY_METHODS", "expected_l0",
+            "hard_concrete_sample"]
+__all__ += ["attribution_patching"]
