@@ -10,8 +10,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from torch import nn
 
-from seethrough.core import NotFittedError
-from seethrough.representations import Erasure, LeaceEraser, erase
+from seethrough.core import InputTypeError, NotFittedError
+from seethrough.representations import Erasure, INLPEraser, LeaceEraser, erase
 
 
 def _correlated(n: int = 600, d: int = 6, k: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,3 +110,56 @@ def test_erase_with_a_metric_and_on_sequence_positions() -> None:
 def test_unfitted_eraser_refuses() -> None:
     with pytest.raises(NotFittedError):
         LeaceEraser().transform(torch.zeros(2, 2))
+
+
+def test_inlp_is_an_orthogonal_projection_after_which_no_classifier_decodes() -> None:
+    data, labels = _correlated(n=1200, d=6, seed=7)
+    x, y, fresh_x, fresh_y = data[:600], labels[:600], data[600:], labels[600:]
+    e = INLPEraser(n_iterations=20).fit(x, y)
+    p = e.proj_
+    torch.testing.assert_close(p, p.T, rtol=0, atol=1e-10)  # orthogonal projection: symmetric, idempotent
+    torch.testing.assert_close(p @ p, p, rtol=0, atol=1e-8)
+    assert e.rank_ == round(float(torch.trace(p)))
+    assert e.rank_ >= 2 and e.accuracies_[0] > 0.8  # three classes: at least two directions removed
+    # it stops when nothing decodes any more or nothing is left: here the classifiers keep finding
+    # signal until the whole space is gone (INLP removes far more than LEACE's rank 2)
+    assert e.accuracies_[-1] - e.majority_ < 0.01 or e.rank_ == 6
+    # the oracle: scikit-learn's classifier, trained on the erased data, is at the majority rate on fresh data
+    clf = LogisticRegression(max_iter=10_000).fit(e.transform(x).numpy(), y.numpy())
+    majority = float(np.bincount(fresh_y.numpy()).max()) / len(fresh_y)
+    assert clf.score(e.transform(fresh_x).numpy(), fresh_y.numpy()) <= majority + 0.05
+    unerased = LogisticRegression(max_iter=10_000).fit(x.numpy(), y.numpy())
+    assert unerased.score(fresh_x.numpy(), fresh_y.numpy()) > 0.8
+
+
+def test_inlp_removes_the_planted_coordinate_only() -> None:
+    g = seeded(3)
+    x = torch.randn(2000, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    e = INLPEraser().fit(x, y)
+    assert e.rank_ == 1 and float(e.proj_[0, 0]) > 0.99  # the removed direction is coordinate 0
+    moved = (e.transform(x) - x.double()).abs().mean(0)
+    assert moved[0] > 0.5 and float(moved[1:].max()) < 0.05
+
+
+def test_erase_with_inlp_separates_used_from_decodable_but_unused() -> None:
+    model = _reader(0)
+    x = torch.randn(400, 4, generator=seeded(4))
+    used = erase(model, x, (x[:, 0] > 0).long(), "0", n_controls=19, eraser=INLPEraser())
+    unused = erase(model, x, (x[:, 3] > 0).long(), "0", n_controls=19, eraser=INLPEraser())
+    assert used.used and used.change > 0.3
+    assert not unused.used and unused.change < 0.05
+
+
+def test_erase_on_a_list_of_batches_equals_the_in_memory_result() -> None:
+    model = _reader(0)
+    x = torch.randn(300, 4, generator=seeded(11))
+    labels = (x[:, 0] + 0.3 * x[:, 1] > 0).long()
+    memory = erase(model, x, labels, "0", n_controls=5, batch_size=64)
+    cuts = [0, 100, 170, 300]
+    parts = [x[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+    listed = erase(model, parts, [labels[a:b] for a, b in zip(cuts[:-1], cuts[1:])], "0", n_controls=5)
+    assert listed.change == pytest.approx(memory.change, abs=1e-12)
+    torch.testing.assert_close(listed.control_changes, memory.control_changes, rtol=0, atol=1e-12)
+    with pytest.raises(InputTypeError, match="one-shot iterator"):
+        erase(model, iter(parts), [labels[a:b] for a, b in zip(cuts[:-1], cuts[1:])], "0")

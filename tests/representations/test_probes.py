@@ -160,3 +160,90 @@ def test_same_seed_same_result_other_seed_other_split() -> None:
     x = torch.randn(200, 4, generator=seeded(7))
     labels = (x[:, 1] > 0).long()
     assert probe(model, x, labels, "fc1", seed=3) == probe(model, x, labels, "fc1", seed=3)
+
+
+def _padded_batches() -> tuple[list[dict], list[torch.Tensor], list[torch.Tensor]]:
+    """Three batches of token sequences padded to different lengths; labels -1 at padding."""
+    g = seeded(8)
+    batches, labels, groups = [], [], []
+    for n, length in ((30, 4), (25, 7), (40, 5)):
+        ids = torch.randint(0, 16, (n, length), generator=g)
+        real = torch.randint(2, length + 1, (n,), generator=g)
+        mask = (torch.arange(length)[None] < real[:, None]).long()
+        ids = ids * mask  # padding token 0
+        y = torch.where(mask.bool(), (ids % 3 == 0).long(), torch.full_like(ids, -1))
+        batches.append({"input_ids": ids, "attention_mask": mask})
+        labels.append(y)
+        groups.append(ids)
+    return batches, labels, groups
+
+
+def test_a_list_or_iterator_of_padded_batches_equals_the_in_memory_result() -> None:
+    """Streaming (issue #13 item 1): the same labelled examples in the same order give the same probe."""
+    model = TinyTransformer().eval()
+    batches, labels, groups = _padded_batches()
+    width = max(b["input_ids"].shape[1] for b in batches)
+
+    def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+    # in memory: every batch padded to the longest; the embedding reads each token alone
+    ids = torch.cat([pad(b["input_ids"], 0) for b in batches])
+    memory = probe(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+                   torch.cat([pad(y, -1) for y in labels]), "embed", groups=torch.cat([pad(g, 0) for g in groups]),
+                   batch_size=17)
+    listed = probe(model, batches, labels, "embed", groups=groups)
+    once = probe(model, iter(batches), iter(labels), "embed", groups=iter(groups))
+    for r in (listed, once):
+        assert (r.n_train, r.n_test) == (memory.n_train, memory.n_test)
+        assert r.n_train + r.n_test == sum(int((y >= 0).sum()) for y in labels)
+        assert r.accuracy == memory.accuracy and r.control_accuracy == memory.control_accuracy
+    # batch size does not change the in-memory result either
+    ones = torch.ones_like(ids)
+    whole = probe(model, {"input_ids": ids, "attention_mask": ones}, torch.cat([pad(y, -1) for y in labels]),
+                  "embed", groups=torch.cat([pad(g, 0) for g in groups]), batch_size=1000)
+    assert whole.accuracy == memory.accuracy and whole.control_accuracy == memory.control_accuracy
+
+
+def test_a_list_of_batches_needs_one_label_array_per_batch() -> None:
+    model = TinyTransformer().eval()
+    batches, labels, _ = _padded_batches()
+    with pytest.raises(InputError, match="one label array per batch"):
+        probe(model, batches, labels[:2], "embed")
+    with pytest.raises(InputTypeError, match="list or iterator of label arrays"):
+        probe(model, batches, torch.cat([y.flatten() for y in labels]), "embed")
+
+
+def _reader() -> nn.Module:
+    """x (4) → identity hidden ``0`` → a head whose class-1 logit is x0 (coordinate 3 decodable, unused)."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(4))
+        model[0].bias.zero_()
+        model[1].weight.zero_()
+        model[1].weight[1, 0] = 1.0
+        model[1].bias.zero_()
+    return model.eval()
+
+
+def test_probe_findings_are_validated_by_projecting_the_direction_out() -> None:
+    """Decodable and used are separate verdicts: validate projects the probe direction out vs random directions."""
+    from seethrough.evidence import Finding, validate
+
+    model = _reader()
+    x = torch.randn(400, 4, generator=seeded(9))
+    held_out = torch.randn(200, 4, generator=seeded(10))
+    verdicts = {}
+    for coordinate in (0, 3):
+        r = probe(model, x, (x[:, coordinate] > 0).long(), "0")
+        assert r.accuracy >= 0.95  # both decodable
+        (finding,) = r.to_findings(target=1)
+        assert isinstance(finding, Finding) and finding.kind == "direction"
+        cosine = float(finding.direction[coordinate].abs() / finding.direction.norm())
+        assert cosine > 0.95  # the probe found the planted coordinate
+        chosen = held_out[held_out[:, coordinate] > 0]  # inputs that have the property
+        verdicts[coordinate] = validate(finding, model, chosen, n_controls=30, seed=1)
+    assert verdicts[0].validated and verdicts[0].effect > 0.1
+    assert not verdicts[3].validated and abs(verdicts[3].effect) < 0.02  # the head never reads coordinate 3
+    with pytest.raises(InputError, match="no linear weights"):
+        probe(model, x, (x[:, 0] > 0).long(), "0", estimator=MLPProbe(d_hidden=4, epochs=5)).to_findings()

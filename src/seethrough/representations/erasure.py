@@ -11,7 +11,7 @@ compares the change in the model's predictions with the changes from erasing con
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -208,7 +208,7 @@ class INLPEraser(_Eraser):
             projected = xc - xc @ basis @ basis.T
             if len(torch.unique(codes[train])) < 2:
                 break
-            clf = LinearProbe(C=self.C, standardize=False).fit(projected[train], codes[train])
+            clf = LinearProbe(C=self.C, standardize=False, tol=1e-6).fit(projected[train], codes[train])
             accuracy = float(clf.score(projected[test], codes[test]))
             self.accuracies_.append(accuracy)
             if accuracy - self.majority_ < gain:
@@ -271,7 +271,7 @@ class Erasure(Result):
         return fig
 
 
-def erase(model: nn.Module, inputs: Inputs, labels: Any, site: Site | str, *, groups: Any | None = None,
+def erase(model: nn.Module, inputs: Inputs | Iterable[Inputs], labels: Any, site: Site | str, *, groups: Any | None = None,
           metric: Callable[[Any], Tensor] | None = None, n_controls: int = 20, alpha: float = 0.05,
           seed: int = 0, batch_size: int = 256, eraser: Any | None = None) -> Erasure:
     """Erase the concept ``labels`` at ``site`` (LEACE or INLP) and measure how much the model's behaviour changes.

@@ -10,7 +10,7 @@ difference, the selectivity. Whether the model *uses* what a probe decodes is `e
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -296,7 +296,7 @@ class ProbeResult(Result):
         return fig
 
 
-def probe(model: nn.Module, inputs: Inputs, labels: Any, site: Site | str, *, groups: Any | None = None,
+def probe(model: nn.Module, inputs: Inputs | Iterable[Inputs], labels: Any, site: Site | str, *, groups: Any | None = None,
           seed: int = 0, estimator: Any | None = None, test_fraction: float = 0.25,
           batch_size: int = 256) -> ProbeResult:
     """Probe ``site`` for ``labels`` with a held-out split by input and a control task.

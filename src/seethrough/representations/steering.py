@@ -10,7 +10,7 @@ and "used" (`erase`, `steer`) stay separate verdicts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +91,7 @@ def _add(delta: Tensor) -> Callable[[Tensor, Site], Tensor]:
     return edit
 
 
-def steer(model: nn.Module, inputs: Inputs, direction: Any, site: Site | str, *, strength: float = 2.0,
+def steer(model: nn.Module, inputs: Inputs | Iterable[Inputs], direction: Any, site: Site | str, *, strength: float = 2.0,
           metric: Callable[[Any], Tensor] | None = None, n_controls: int = 20, alpha: float = 0.05, seed: int = 0,
           batch_size: int = 256) -> Steering:
     """Add ``strength`` standard deviations along ``direction`` at ``site``; compare with random directions.
