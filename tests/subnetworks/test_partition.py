@@ -174,3 +174,99 @@ def test_seed_determinism() -> None:
     a, b = clusterability(model, 2, n_shuffles=4, seed=5), clusterability(model, 2, n_shuffles=4, seed=5)
     np.testing.assert_array_equal(a.shuffled, b.shuffled)
     assert a.z_score == b.z_score
+
+
+# -- attention heads as node groups (issue #12 item 2) ---------------------------------------------
+
+
+def _zoo_transformer(n_layers: int = 1, d_model: int = 8, n_heads: int = 2) -> nn.Module:
+    from seethrough.bench.zoo import TinyTransformer
+
+    return TinyTransformer(6, 4, d_model=d_model, n_layers=n_layers, n_heads=n_heads, seed=3)
+
+
+def _residual_adjacency(model: nn.Module) -> tuple[np.ndarray, list[str]]:
+    """The residual unit graph by hand for the zoo's TinyTransformer: stream inputs, then per block q, k, v, o,
+    mlp.0, mlp.2, then unembed; readers of the stream join every earlier writer."""
+    def w(path: str) -> np.ndarray:
+        return model.get_submodule(path).weight.detach().abs().double().numpy().T  # (n_in, n_out)
+
+    order: list[tuple[str, np.ndarray]] = []
+    d = model.unembed.in_features
+    order.append(("inputs", np.zeros((0, d))))
+    edges: list[tuple[int, int, np.ndarray]] = []
+    writers = [0]
+    for i in range(len(model.blocks)):
+        b = f"blocks.{i}"
+        for name in ("attn.q", "attn.k", "attn.v"):
+            order.append((f"{b}.{name}", w(f"{b}.{name}")))
+            edges += [(src, len(order) - 1, w(f"{b}.{name}")) for src in writers]
+        order.append((f"{b}.attn.o", w(f"{b}.attn.o")))
+        edges.append((len(order) - 2, len(order) - 1, w(f"{b}.attn.o")))
+        writers.append(len(order) - 1)
+        order.append((f"{b}.mlp.0", w(f"{b}.mlp.0")))
+        edges += [(src, len(order) - 1, w(f"{b}.mlp.0")) for src in writers]
+        order.append((f"{b}.mlp.2", w(f"{b}.mlp.2")))
+        edges.append((len(order) - 2, len(order) - 1, w(f"{b}.mlp.2")))
+        writers.append(len(order) - 1)
+    order.append(("unembed", w("unembed")))
+    edges += [(src, len(order) - 1, w("unembed")) for src in writers]
+    sizes = [d] + [m.shape[1] for _, m in order[1:]]
+    starts = np.cumsum([0] + sizes)
+    adj = np.zeros((starts[-1], starts[-1]))
+    for src, dst, block in edges:
+        adj[starts[src]:starts[src + 1], starts[dst]:starts[dst + 1]] += block
+    return adj + adj.T, [p for p, _ in order[1:]]
+
+
+def test_transformer_graph_by_hand_and_heads_move_together() -> None:
+    model = _zoo_transformer(n_layers=2)
+    res = partition(model, 3, seed=1)
+    adj, paths = _residual_adjacency(model)
+    assert list(res.labels) == paths
+    found = np.concatenate([res.input_labels] + [res.labels[p] for p in paths])
+    assert res.ncut == pytest.approx(ncut(adj, found), abs=1e-9)
+    for i in range(2):
+        heads = res.head_labels[f"blocks.{i}.attn"]
+        for name in ("q", "k", "v"):
+            np.testing.assert_array_equal(res.labels[f"blocks.{i}.attn.{name}"], np.repeat(heads, 4))  # d_head 4
+
+
+def test_planted_heads_are_recovered() -> None:
+    """Two halves of the stream: head 0, MLP units 0-15 and logits 0-2 use dims 0-3; head 1 and the rest dims 4-7."""
+    model = _zoo_transformer(n_layers=1)
+    half = {8: np.arange(8) // 4, 32: np.arange(32) // 16, 6: np.arange(6) // 3}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Linear):
+                rows, cols = half[module.out_features], half[module.in_features]
+                if name.endswith(("attn.q", "attn.k", "attn.v")):
+                    rows = np.arange(8) // 4  # head h = units 4h..4h+3
+                same = torch.as_tensor(rows[:, None] == cols[None, :])
+                module.weight.copy_(torch.where(same, module.weight.abs() + 0.5, module.weight * 0.01))
+    res = partition(model, 2)
+    truth = np.concatenate([half[8]] + [half[len(v)] for v in res.labels.values()])
+    found = np.concatenate([res.input_labels] + list(res.labels.values()))
+    assert adjusted_rand_score(truth, found) == 1.0
+    assert res.head_labels["blocks.0.attn"][0] != res.head_labels["blocks.0.attn"][1]
+    assert clusterability(model, 2, n_shuffles=10).z_score < -5
+
+
+def test_multihead_attention_is_read_with_heads() -> None:
+    torch.manual_seed(0)
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 2, enable_nested_tensor=False)
+    res = partition(enc, 2)
+    linears = {n for n, m in enc.named_modules() if isinstance(m, nn.Linear)}
+    assert set(res.labels) == linears and set(res.head_labels) == {"layers.0.self_attn", "layers.1.self_attn"}
+
+
+def test_unsupported_attention_is_refused_or_warned() -> None:
+    from models import TinyTransformer  # fused qkv: not a supported layout
+
+    with pytest.raises(InputError, match="not supported"):
+        partition(TinyTransformer(), 2, heads=True)
+    with pytest.warns(UserWarning, match="not supported"):
+        partition(TinyTransformer(), 2)
+    with pytest.raises(InputError, match="no supported attention"):
+        partition(nn.Sequential(nn.Linear(3, 4)), 2, heads=True)
+    assert partition(_zoo_transformer(), 2, heads=False).head_labels == {}
