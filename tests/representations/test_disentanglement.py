@@ -104,3 +104,69 @@ def test_result_frame_and_figure() -> None:
     r = dci(f, f)
     assert isinstance(r, DCI) and list(r.to_frame()["factor"]) == [0, 1, 2, 3]
     assert r.importance.shape == (4, 4) and r.plot().axes
+
+
+# -- SAP (Kumar et al. 2018) -------------------------------------------------------------------------------
+
+
+def test_sap_of_continuous_factors_is_the_gap_in_squared_correlation() -> None:
+    from seethrough.representations import sap, sap_matrix
+
+    rng = np.random.default_rng(6)
+    factor = rng.uniform(size=2000)
+    codes = np.column_stack([factor + rng.normal(0, 0.1, 2000), factor + rng.normal(0, 0.5, 2000),
+                             rng.normal(size=2000)])
+    train = np.random.default_rng(0).permutation(2000)[600:]  # the split sap_matrix draws (seed 0, 30% test)
+    r2 = sorted((np.corrcoef(codes[train, i], factor[train])[0, 1] ** 2 for i in range(3)), reverse=True)
+    assert sap(codes, factor[:, None]) == pytest.approx(r2[0] - r2[1], rel=1e-12)
+    assert sap_matrix(codes * 7.0 + 3.0, factor[:, None]) == pytest.approx(sap_matrix(codes, factor[:, None]))
+
+
+def test_sap_is_zero_for_a_duplicated_code_and_high_for_the_factors_themselves() -> None:
+    from seethrough.representations import sap
+
+    f = _factors(1500)
+    assert sap(np.column_stack([f[:, 2], f[:, 2]]), f[:, 2:3]) == 0.0  # two equal codes: no gap
+    assert sap(f, f) > 0.6 and sap(_rotated(f), f) < sap(f, f) - 0.3  # this rotation: 0.35 against 0.71
+    discrete = sap(np.column_stack([f[:, 0], np.random.default_rng(1).normal(size=1500)]), f[:, :1])
+    assert discrete > 0.5  # a 3-valued factor read from itself by a linear SVM beats the noise code (chance 1/3)
+    with pytest.raises(InputError, match="at least 2 codes"):
+        sap(f[:, :1], f)
+
+
+# -- the image factor set and the beta-VAE -------------------------------------------------------------------
+
+
+def test_factor_images_move_with_their_factors() -> None:
+    from seethrough.bench.zoo.factors import factor_images
+
+    images, factors = factor_images(0, n=400)
+    rows, cols = np.mgrid[0:20, 0:20]
+    mass = images[:, 0].sum((1, 2))
+    centre_x = (images[:, 0] * cols).sum((1, 2)) / mass
+    centre_y = (images[:, 0] * rows).sum((1, 2)) / mass
+    assert np.corrcoef(centre_x, factors[:, 2])[0, 1] > 0.98 and np.corrcoef(centre_y, factors[:, 3])[0, 1] > 0.98
+    square = factors[:, 0] == 0
+    half = (0.10 + 0.03 * factors[square, 1]) * 20  # a square's area is (2 · half-size)², rotation or not
+    assert np.allclose(mass[square], (2 * half) ** 2, rtol=0.08)
+    again, _ = factor_images(0, n=400)
+    assert np.array_equal(images, again)
+
+
+def test_train_beta_vae_learns_and_leaves_the_global_rng_alone() -> None:
+    from seethrough.bench.zoo.factors import factor_images
+    from seethrough.representations import BetaVAE, train_beta_vae
+
+    images, _ = factor_images(1, n=256)
+    x = torch.from_numpy(images)
+    state = torch.random.get_rng_state()
+    vae = train_beta_vae(x, n_latents=3, n_steps=150, batch_size=64, lr=3e-3, hidden=32, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert isinstance(vae, BetaVAE) and not vae.training and vae.encode(x).shape == (256, 3)
+    assert vae.history[-1]["reconstruction"] < 0.7 * vae.history[0]["reconstruction"]
+    same = train_beta_vae(x, n_latents=3, n_steps=150, batch_size=64, lr=3e-3, hidden=32, seed=0)
+    assert torch.equal(same.encode(x), vae.encode(x))
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        train_beta_vae(x * 2, n_steps=1)
+    with pytest.raises(InputError, match="BetaVAE for inputs"):
+        train_beta_vae(x, vae=BetaVAE((5,)), n_steps=1)
