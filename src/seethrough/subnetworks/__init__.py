@@ -21,6 +21,14 @@ from .modularity import (
 )
 from .partition import Clusterability, Partition, clusterability, ncut, partition
 from .patching import Patching, activation_patching, attribution_patching
+from .sparsity import (
+    SPARSITY_METHODS,
+    SparsityReport,
+    expected_l0,
+    hard_concrete_sample,
+    sparsity_report,
+    train_with_sparsity,
+)
 from .stability import CircuitStability, circuit_stability, jaccard
 from .verification import CircuitSignificance, FaithfulnessCurve, circuit_significance, faithfulness_curve
 
@@ -31,4 +39,6 @@ __all__ = ["partition", "clusterability", "ncut", "Partition", "Clusterability",
 __all__ += ["circuit_stability", "CircuitStability", "jaccard"]
 __all__ += ["lesion_test", "LesionTest", "SPECIALISED", "NOT_SPECIALISED", "functional_graph", "functional_partition",
             "FUNCTIONAL_METHODS", "UnitGraph", "train_modular", "ModularTraining", "connection_cost"]
+__all__ += ["train_with_sparsity", "sparsity_report", "SparsityReport", "SPARSITY_METHODS", "expected_l0",
+            "hard_concrete_sample"]
 __all__ += ["attribution_patching"]
