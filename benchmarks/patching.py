@@ -40,8 +40,9 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/patching.py [--repeats N] [--quick]``
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import math
-import os
 import statistics
 from collections.abc import Callable
 from typing import Any
@@ -183,7 +184,6 @@ def normalise(raw: Tensor, base: float, other: float) -> Tensor:
 
 def transformer_lens(model: GPT) -> tuple[Any, Any] | None:
     """A HookedTransformer with ``model``'s weights and TransformerLens's patching module, or None."""
-    os.environ.setdefault("TQDM_DISABLE", "1")  # its sweep draws a progress bar per call
     try:
         from transformer_lens import HookedTransformer, HookedTransformerConfig, patching
     except Exception as err:  # an absent or broken peer install: skip its row
@@ -273,8 +273,9 @@ def main() -> None:
             print(f"check: transformer-lens logits equal the toolkit model's (max |diff| {gap:.1e})")
 
             def run_peer(source: Tensor = clean, run: Tensor = corrupted) -> Tensor:
-                _, cache = tl.run_with_cache(source)
-                return patching.get_act_patch_resid_pre(tl, run, cache, lambda logits: metric(logits)[0])
+                with contextlib.redirect_stderr(io.StringIO()):  # its sweep draws a progress bar per call
+                    _, cache = tl.run_with_cache(source)
+                    return patching.get_act_patch_resid_pre(tl, run, cache, lambda logits: metric(logits)[0])
 
             swapped = grid(activation_patching(model, corrupted, clean, SITES, metric)).double()
             theirs = normalise(run_peer(), other, base)
