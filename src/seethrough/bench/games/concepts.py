@@ -5,10 +5,19 @@ pairs a corner mark with class 0 at strength 0, .25, .5, .75 and 1; each model's
 mark is measured counterfactually (the flip rate to class 0 when the mark is added). A method
 decides, per model, whether the mark concept (marked test digits against a pool of unmarked ones)
 is significant for class 0 at the last hidden layer. Scored per case: the AUROC of those decisions
-against "relies" (measured reliance > 0.2), and the false-positive rate over 10 fixed random
-concepts (unmarked digits) on the strength-1 model. Baseline "uncalibrated": the TCAV paper's test
-(a fixed concept set against fixed random sets, a t-test of concept-vs-random scores against
-random-vs-random scores).
+against "relies" (measured reliance > 0.2), the same AUROC against "relies (tested)" (the
+counterfactual itself significant: adding the mark flips more other digits to class 0 than it
+flips away from it, a one-sided exact McNemar test at 0.05), and the false-positive rate over 10
+fixed random concepts (unmarked digits) on the strength-1 model. Methods: `tcav` (the TCAV score
+as test statistic) and `tcav-cosine` (the mean cosine between the CAV and the gradients, the
+same permutation null). Baseline "uncalibrated": the TCAV paper's test (a fixed concept set
+against fixed random sets, a t-test of concept-vs-random scores against random-vs-random scores).
+
+The tested truth and the cosine statistic were added after the 0.2 cut's AUROC missed its bar
+(0.625): on development zoo seeds 0-4 (never scored) the strength-0.25 models flip 6-31% of other
+digits when marked (strength 0: at most 0.2%), a reliance the 0.2 cut calls "none" on some seeds
+and "some" on others, and the sign statistic's null piles up at 0 and 1. Both were checked on
+those development seeds only; the 0.2 cut's metric is kept as it was.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from scipy.stats import ttest_ind
+from scipy.stats import binomtest, ttest_ind
 from torch import Tensor, nn
 
 from ...core.hooks import capture
@@ -50,6 +59,7 @@ class ReliancePlanted:
 
     models: tuple[nn.Module, ...]
     reliance: tuple[float, ...]
+    relies_tested: tuple[bool, ...]
     site: str
     concept: Tensor
     pool: Tensor
@@ -80,18 +90,35 @@ def _build(case: Mapping[str, Any]) -> ReliancePlanted:
     rest = order[POOL_SIZE + SET_SIZE:]
     randoms = tuple(xt[rest[i * SET_SIZE:(i + 1) * SET_SIZE]] for i in range(N_RANDOM_CONCEPTS))
     inputs = xt[yt == case["target"]]
+    others = xt[yt != case["target"]]
     return ReliancePlanted(tuple(m for m, _ in pairs), tuple(float(meta["reliance"]) for _, meta in pairs),
+                           tuple(_relies_tested(m, others, case["target"]) for m, _ in pairs),
                            pairs[0][1]["site"], concept, pool, inputs, randoms, case["target"], seed)
 
 
-def _calibrated(planted: ReliancePlanted, generator: torch.Generator) -> RelianceAnswer:
+def _relies_tested(model: nn.Module, others: Tensor, target: int) -> bool:
+    """Does adding the mark flip significantly more digits to ``target`` than away from it (exact McNemar, 0.05)?"""
+    with torch.no_grad():
+        before = model(others).argmax(-1) == target
+        after = model(add_mark(others)).argmax(-1) == target
+    to_target, away = int((after & ~before).sum()), int((before & ~after).sum())
+    if to_target + away == 0:
+        return False
+    return bool(binomtest(to_target, to_target + away, 0.5, alternative="greater").pvalue < 0.05)
+
+
+def _calibrated(planted: ReliancePlanted, generator: torch.Generator, statistic: str = "sign") -> RelianceAnswer:
     def test(model: nn.Module, concept: Tensor, seed: int) -> bool:
         return tcav(model, concept, planted.pool, planted.site, planted.inputs, planted.target, seed=seed,
-                    n_random=N_RANDOM, n_runs=N_RUNS).significant
+                    n_random=N_RANDOM, n_runs=N_RUNS, statistic=statistic).significant
 
     marks = tuple(test(m, planted.concept, planted.seed) for m in planted.models)
     randoms = tuple(test(planted.models[-1], c, planted.seed + i) for i, c in enumerate(planted.random_concepts))
     return RelianceAnswer(marks, randoms)
+
+
+def _calibrated_cosine(planted: ReliancePlanted, generator: torch.Generator) -> RelianceAnswer:
+    return _calibrated(planted, generator, "cosine")
 
 
 def _uncalibrated_test(model: nn.Module, concept: Tensor, pool: Tensor, site: str, inputs: Tensor, target: int,
@@ -130,7 +157,9 @@ def _coin(planted: ReliancePlanted, generator: torch.Generator) -> RelianceAnswe
 
 def _score(answer: RelianceAnswer, planted: ReliancePlanted) -> dict[str, float]:
     relies = [r > RELIES for r in planted.reliance]
-    return {"reliance_auroc": float(auroc([float(s) for s in answer.significant], relies)),
+    decisions = [float(s) for s in answer.significant]
+    return {"reliance_auroc": float(auroc(decisions, relies)),
+            "tested_reliance_auroc": float(auroc(decisions, list(planted.relies_tested))),
             "false_positive_rate": sum(answer.random_significant) / len(answer.random_significant)}
 
 
@@ -143,13 +172,16 @@ GAME = register(Game(
     metrics=(
         Metric("reliance_auroc", chance=0.5, bar=0.9,
                description=f"AUROC of the significance decisions against measured reliance > {RELIES}"),
+        Metric("tested_reliance_auroc", chance=0.5, bar=0.9,
+               description="AUROC of the significance decisions against a significant counterfactual (adding the "
+                           "mark flips more digits to class 0 than away: one-sided exact McNemar at 0.05)"),
         Metric("false_positive_rate", chance=0.5, bar=0.13, higher_is_better=False,
                description="fraction of 10 random concepts called significant at alpha 0.05 (bar: 0.05 plus two "
                            "binomial standard errors over 3 seeds x 10 concepts)"),
     ),
     cases=_cases,
     build=_build,
-    methods={"tcav": _calibrated, "uncalibrated": _uncalibrated, "coin": _coin},
+    methods={"tcav": _calibrated, "tcav-cosine": _calibrated_cosine, "uncalibrated": _uncalibrated, "coin": _coin},
     score=_score,
     baselines=frozenset({"uncalibrated", "coin"}),
     order=151,
