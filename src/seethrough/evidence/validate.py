@@ -27,6 +27,7 @@ from ..core.errors import InputError
 from ..core.hooks import Callback, capture, patch
 from ..core.inputs import validate_inputs
 from ..core.interventions import (
+    add_direction,
     check_ablation,
     mean_ablation,
     position_mask,
@@ -135,7 +136,7 @@ class Validation(Result):
 
 def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metric | None = None,
              n_controls: int = 100, ablation: Literal["zero", "mean"] = "zero", reference: Inputs | None = None,
-             alpha: float = 0.05, seed: int = 0) -> Validation:
+             alpha: float = 0.05, steer: float | None = None, seed: int = 0) -> Validation:
     """Test ``finding`` by intervention against matched random controls.
 
     Args:
@@ -151,6 +152,10 @@ def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metr
         reference: the data whose mean defines mean ablation (default: ``inputs``); for HF-style dict
             inputs with an ``attention_mask`` the mean is over real positions only (no padding).
         alpha: level at which `Validation.validated` is decided.
+        steer: for a ``"direction"`` finding, test it by steering instead of projecting out: add
+            ``steer * direction`` (as given) at the site; the effect is the metric's rise, and the
+            controls are random directions of the same norm (e.g. an SAE latent's decoder row
+            scaled to its typical activation: "adding this feature raises the target").
         seed: seeds the controls and the bootstrap.
 
     Returns:
@@ -175,6 +180,8 @@ def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metr
     """
     check_int("n_controls", n_controls, at_least=1)
     check_ablation(ablation, ("zero", "mean"))
+    if steer is not None and finding.kind != "direction":
+        raise InputError(f"steer= tests a 'direction' finding by adding it; this finding is {finding.kind!r}.")
     if metric is None:
         if finding.target is None:
             raise InputError(f"the {finding.kind!r} finding has no target; pass metric=... to say what to measure.")
@@ -190,7 +197,7 @@ def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metr
             per_example, controls = _trigger(finding, model, inputs, metric, n_controls, gen)
         else:
             per_example, controls = _site_intervention(finding, model, inputs, metric, n_controls, ablation,
-                                                       reference, gen)
+                                                       reference, gen, steer)
     values = per_example.double().cpu().numpy()
     effect = float(values.mean())
     lo, hi = bootstrap_ci(values, seed=seed)
@@ -208,7 +215,7 @@ def _n_in_sample(finding: Finding, inputs: Inputs) -> int | None:
 
 def _site_intervention(finding: Finding, model: nn.Module, inputs: Inputs, metric: Metric, n_controls: int,
                        ablation: str, reference: Inputs | None,
-                       gen: torch.Generator) -> tuple[Tensor, list[float]]:
+                       gen: torch.Generator, steer: float | None = None) -> tuple[Tensor, list[float]]:
     assert finding.site is not None  # guaranteed by Finding.__post_init__
     site, _ = resolve_site(model, finding.site)
     validate_inputs(model, inputs)
@@ -252,6 +259,16 @@ def _site_intervention(finding: Finding, model: nn.Module, inputs: Inputs, metri
 
     def projected(edit: Callback) -> Tensor:
         return metric(patch(model, inputs, {base: edit}))
+
+    if steer is not None:  # adding the direction should raise the metric more than random directions of its norm
+        norm = finding.direction.double().norm()
+        per_example = projected(add_direction(finding.direction, alpha=steer)) - clean
+        controls = []
+        for _ in range(n_controls):
+            random = torch.randn(n_units, generator=gen, dtype=torch.float64)
+            random = (random * norm / random.norm()).to(finding.direction.dtype)
+            controls.append(float((projected(add_direction(random, alpha=steer)) - clean).double().mean()))
+        return per_example, controls
 
     per_example = clean - projected(project_out(finding.direction))
     controls = [float((clean - projected(project_out(torch.randn(n_units, generator=gen)))).double().mean())

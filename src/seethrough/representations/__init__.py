@@ -14,7 +14,7 @@ from .concept_tests import ConceptTests, tcav_concepts
 from .concepts import TCAVResult, directional_derivatives, fit_cavs, tcav
 from .disentanglement import DCI, dci, mig, sap, sap_matrix
 from .erasure import Erasure, INLPEraser, LeaceEraser, erase
-from .harvest import Harvest, harvest
+from .harvesting import Harvest, harvest
 from .lenses import LensResult, TunedLens, logit_lens, module_readout
 from .probes import LinearProbe, MLPProbe, ProbeResult, probe
 from .sae import DEAD_LATENTS, SAE_KINDS, SparseAutoencoder

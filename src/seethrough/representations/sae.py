@@ -24,10 +24,12 @@ from ..core.checks import check_float, check_int
 from ..core.errors import InputError, InputTypeError, LoadError, NotFittedError
 from ..core.io import load_tensors, save_tensors
 
-__all__ = ["SparseAutoencoder", "SAE_KINDS"]
+__all__ = ["SparseAutoencoder", "SAE_KINDS", "DEAD_LATENTS"]
 
 #: The sparsity mechanisms `SparseAutoencoder` knows.
 SAE_KINDS = ("topk", "batchtopk", "jumprelu", "relu")
+#: What `SparseAutoencoder` can do with dead latents: an auxiliary loss, or re-initialisation.
+DEAD_LATENTS = ("auxk", "resample")
 #: The default penalty per kind (on the loss in units of the fraction of variance unexplained):
 #: an L0 penalty for JumpReLU, an L1 penalty for ReLU; TopK and BatchTopK need none.
 _DEFAULT_PENALTY = {"jumprelu": 0.02, "relu": 0.01}
@@ -68,27 +70,65 @@ def _as_rows(batch: Any, what: str) -> Tensor:
     return batch
 
 
-def _epochs(activations: Any, batch_size: int, generator: torch.Generator) -> tuple[Iterator[Iterator[Tensor]], bool]:
-    """Batches per epoch and whether the source is one-shot (then there is exactly one epoch)."""
+def _epochs(activations: Any, batch_size: int, generator: torch.Generator,
+            targets: Any = None) -> tuple[Iterator[Iterator[tuple[Tensor, Tensor | None]]], bool]:
+    """``(x, target)`` batches per epoch (target None for an SAE) and whether the source is one-shot."""
     if isinstance(activations, (Tensor, np.ndarray)):
         rows = _as_rows(activations, "activations")
+        paired = None
+        if targets is not None:
+            if not isinstance(targets, (Tensor, np.ndarray)):
+                raise InputTypeError(f"activations are an array, so targets must be one too, got {type(targets).__name__}.")
+            paired = _as_rows(targets, "targets")
+            if paired.shape[0] != rows.shape[0]:
+                raise InputError(f"activations have {rows.shape[0]} rows but targets {paired.shape[0]}; pass one "
+                                 "target row per activation row.")
 
-        def shuffled() -> Iterator[Iterator[Tensor]]:
+        def shuffled() -> Iterator[Iterator[tuple[Tensor, Tensor | None]]]:
             while True:
                 order = torch.randperm(rows.shape[0], generator=generator)
-                yield (rows[order[i:i + batch_size]] for i in range(0, rows.shape[0], batch_size))
+                yield ((rows[idx], None if paired is None else paired[idx])
+                       for idx in (order[i:i + batch_size] for i in range(0, rows.shape[0], batch_size)))
         return shuffled(), False
-    if not isinstance(activations, Iterable) or isinstance(activations, (str, bytes, dict)):
-        raise InputTypeError(f"activations must be an (n, d) array/tensor or an iterable of (rows, d) batches, "
-                             f"got {type(activations).__name__}.")
-    one_shot = isinstance(activations, Iterator)  # a generator or iterator: it can be read only once
+    for name, source in (("activations", activations), ("targets", targets)):
+        if source is None and name == "targets":
+            continue
+        if not isinstance(source, Iterable) or isinstance(source, (str, bytes, dict, Tensor, np.ndarray)):
+            raise InputTypeError(f"{name} must be an (n, d) array/tensor or an iterable of (rows, d) batches "
+                                 f"(both of the same form), got {type(source).__name__}.")
+    one_shot = isinstance(activations, Iterator) or isinstance(targets, Iterator)  # a generator can be read once
 
-    def passes() -> Iterator[Iterator[Tensor]]:
+    def pair(batch: Any, target: Any) -> tuple[Tensor, Tensor | None]:
+        x = _as_rows(batch, "each batch of activations")
+        if target is None:
+            return x, None
+        y = _as_rows(target, "each batch of targets")
+        if y.shape[0] != x.shape[0]:
+            raise InputError(f"a batch of activations has {x.shape[0]} rows but its batch of targets {y.shape[0]}; "
+                             "the two iterables must yield aligned batches.")
+        return x, y
+
+    def passes() -> Iterator[Iterator[tuple[Tensor, Tensor | None]]]:
         while True:
-            yield (_as_rows(b, "each batch of activations") for b in activations)
+            if targets is None:
+                yield (pair(b, None) for b in activations)
+            else:
+                yield (pair(b, t) for b, t in _aligned(activations, targets))
             if one_shot:
                 return
     return passes(), one_shot
+
+
+def _aligned(first: Iterable[Any], second: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+    """``zip`` that refuses iterables of different lengths in one line."""
+    a, b = iter(first), iter(second)
+    for x in a:
+        try:
+            yield x, next(b)
+        except StopIteration:
+            raise InputError("targets yielded fewer batches than activations; pass aligned iterables.") from None
+    if next(b, None) is not None:
+        raise InputError("targets yielded more batches than activations; pass aligned iterables.")
 
 
 class SparseAutoencoder:
@@ -103,7 +143,11 @@ class SparseAutoencoder:
     fraction of variance unexplained, so defaults work at any scale); the fitted weights are given
     back in the caller's units. A latent that has not fired for ``dead_after`` rows is dead, and the
     AuxK loss (Gao et al.) trains the ``aux_k`` largest dead latents to explain what the live ones
-    leave unexplained (weight ``aux_coefficient``).
+    leave unexplained (weight ``aux_coefficient``); with ``dead_latents="resample"`` they are
+    instead re-initialised (Bricken et al.): each dead latent's decoder row becomes the centred
+    direction of a row of the current batch drawn with probability ∝ its squared reconstruction
+    error, its encoder row the same input direction at 0.2× the live encoder rows' mean norm, its
+    bias 0 and its Adam moments 0; a resampled latent gets another ``dead_after`` rows to fire.
 
     Stopping rule: with ``max_epochs=None`` training runs epoch after epoch until the epoch's mean
     loss has failed ``patience`` times in a row to improve the best earlier epoch by more than the
@@ -122,8 +166,10 @@ class SparseAutoencoder:
         batch_size: rows per step when ``fit`` gets an array (batches of an iterable are used as given).
         max_epochs: a fixed number of epochs, or None to train to convergence (above).
         tol, patience: the convergence rule.
-        dead_after: rows without firing after which a latent counts as dead (AuxK).
+        dead_after: rows without firing after which a latent counts as dead (AuxK or resampling).
         aux_k: dead latents used by AuxK per row (None: ``d // 2``); ``aux_coefficient``: its weight.
+        dead_latents: ``"auxk"`` (the auxiliary loss above) or ``"resample"`` (re-initialise them
+            towards badly reconstructed rows; no auxiliary loss).
         train_decoder: False freezes the decoder at its random unit-norm initialisation (the
             random-direction baseline: only the encoder learns).
         seed: initialisation and shuffling; the same seed gives bit-identical weights.
@@ -151,7 +197,8 @@ class SparseAutoencoder:
     def __init__(self, n_latents: int, *, kind: str = "topk", k: int = 32, sparsity_coefficient: float | None = None,
                  learning_rate: float = 3e-3, batch_size: int = 256, max_epochs: int | None = None,
                  tol: float = 1e-3, patience: int = 3, dead_after: int = 10_000, aux_k: int | None = None,
-                 aux_coefficient: float = 1 / 32, train_decoder: bool = True, seed: int = 0) -> None:
+                 aux_coefficient: float = 1 / 32, dead_latents: str = "auxk", train_decoder: bool = True,
+                 seed: int = 0) -> None:
         self.n_latents = n_latents
         self.kind = kind
         self.k = k
@@ -164,19 +211,21 @@ class SparseAutoencoder:
         self.dead_after = dead_after
         self.aux_k = aux_k
         self.aux_coefficient = aux_coefficient
+        self.dead_latents = dead_latents
         self.train_decoder = train_decoder
         self.seed = seed
 
     _PARAMS = ("n_latents", "kind", "k", "sparsity_coefficient", "learning_rate", "batch_size", "max_epochs", "tol",
-               "patience", "dead_after", "aux_k", "aux_coefficient", "train_decoder", "seed")
-    _WEIGHTS = ("encoder_", "encoder_bias_", "decoder_", "decoder_bias_", "threshold_")
+               "patience", "dead_after", "aux_k", "aux_coefficient", "dead_latents", "train_decoder", "seed")
+    _WEIGHTS: tuple[str, ...] = ("encoder_", "encoder_bias_", "decoder_", "decoder_bias_", "threshold_")
+    _CENTRE = "decoder_bias_"  # what encode subtracts first (a transcoder: its input's mean, input_bias_)
 
     def get_params(self) -> dict[str, Any]:
         """The hyper-parameters as given to ``__init__``."""
         return {name: getattr(self, name) for name in self._PARAMS}
 
     def __repr__(self) -> str:
-        return f"SparseAutoencoder({self.n_latents!r}, kind={self.kind!r}, k={self.k!r}, seed={self.seed!r})"
+        return f"{type(self).__name__}({self.n_latents!r}, kind={self.kind!r}, k={self.k!r}, seed={self.seed!r})"
 
     def _check_params(self) -> None:
         check_int("n_latents", self.n_latents, at_least=1)
@@ -195,6 +244,8 @@ class SparseAutoencoder:
         if self.aux_k is not None:
             check_int("aux_k", self.aux_k, at_least=1)
         check_float("aux_coefficient", self.aux_coefficient, at_least=0.0)
+        if self.dead_latents not in DEAD_LATENTS:
+            raise InputError(f"dead_latents must be one of {DEAD_LATENTS}, got {self.dead_latents!r}.")
         if not isinstance(self.train_decoder, bool):
             raise InputTypeError(f"train_decoder must be a bool, got {self.train_decoder!r}.")
         check_int("seed", self.seed, at_least=0)
@@ -212,24 +263,29 @@ class SparseAutoencoder:
             InputError: bad hyper-parameters, an empty or non-finite batch, batches of unequal ``d``.
             InputTypeError: activations of another type.
         """
+        return self._train(activations, None)
+
+    def _train(self, activations: Any, targets: Any) -> SparseAutoencoder:
+        """The training loop shared by `SparseAutoencoder.fit` (targets None) and `Transcoder.fit`."""
         self._check_params()
-        for name in (*self._WEIGHTS, "history_", "n_epochs_", "converged_", "n_rows_seen_", "dead_"):
+        for name in (*self._WEIGHTS, "history_", "n_epochs_", "converged_", "n_rows_seen_", "dead_", "n_resampled_"):
             self.__dict__.pop(name, None)
         generator = torch.Generator().manual_seed(self.seed)
-        epochs, one_shot = _epochs(activations, self.batch_size, generator)
+        epochs, one_shot = _epochs(activations, self.batch_size, generator, targets)
         cap = 1 if one_shot else (self.max_epochs or _MAX_EPOCHS)
         state: dict[str, Any] = {}
         history: list[float] = []
         best, stale, converged = math.inf, 0, False
         for _, batches in zip(range(cap), epochs, strict=False):
             total, rows, fired = 0.0, 0, None
-            for batch in batches:
+            for batch, target in batches:
                 if not state:
-                    state = self._init_state(batch, generator)
-                elif batch.shape[1] != state["d"]:
-                    raise InputError(f"batches of activations have d = {state['d']} and then {batch.shape[1]}; "
+                    state = self._init_state(batch, target, generator)
+                elif batch.shape[1] != state["d"] or (target is not None and target.shape[1] != state["d_out"]):
+                    raise InputError(f"batches have widths {state['d']} and then {batch.shape[1]} (targets: "
+                                     f"{state['d_out']} and then {None if target is None else target.shape[1]}); "
                                      "every batch must have the same width.")
-                loss, active = self._step(state, batch)
+                loss, active = self._step(state, batch, target)
                 total += loss * batch.shape[0]
                 rows += batch.shape[0]
                 fired = active if fired is None else fired | active
@@ -248,10 +304,10 @@ class SparseAutoencoder:
         if one_shot and self.max_epochs is None:
             warnings.warn("a one-shot iterable of activations is read once: the SAE trained for one epoch and did "
                           "not test convergence; pass a re-iterable (a list of batches, a DataLoader, an array) "
-                          "to train to convergence.", stacklevel=2)
+                          "to train to convergence.", stacklevel=3)
         elif self.max_epochs is None and not converged:
             warnings.warn(f"the SAE did not converge within {_MAX_EPOCHS} epochs (tol={self.tol}); pass max_epochs "
-                          "or a larger tol.", stacklevel=2)
+                          "or a larger tol.", stacklevel=3)
         self._export(state)
         self.history_ = history
         self.n_epochs_ = len(history)
@@ -260,20 +316,32 @@ class SparseAutoencoder:
         self.dead_ = state["dead"].clone()
         return self
 
-    def _init_state(self, batch: Tensor, generator: torch.Generator) -> dict[str, Any]:
+    def _init_state(self, batch: Tensor, target: Tensor | None, generator: torch.Generator) -> dict[str, Any]:
         d = batch.shape[1]
         mean = batch.mean(0)
         spread = float(((batch - mean) ** 2).sum(1).mean())
         scale = math.sqrt(d / spread) if spread > 0 else 1.0
-        decoder = torch.randn(self.n_latents, d, generator=generator)
+        out, out_mean, out_scale = d, mean, scale
+        if target is not None:  # a transcoder: the target's own width, mean and scale
+            out, out_mean = target.shape[1], target.mean(0)
+            out_spread = float(((target - out_mean) ** 2).sum(1).mean())
+            out_scale = math.sqrt(out / out_spread) if out_spread > 0 else 1.0
+        decoder = torch.randn(self.n_latents, out, generator=generator)
         decoder /= decoder.norm(dim=1, keepdim=True)
-        params = {"encoder": decoder.clone(), "encoder_bias": torch.zeros(self.n_latents),
-                  "decoder": decoder, "decoder_bias": mean * scale,
+        if target is None:
+            encoder = decoder.clone()  # tied at initialisation
+        else:
+            encoder = torch.randn(self.n_latents, d, generator=generator)
+            encoder /= encoder.norm(dim=1, keepdim=True)
+        params = {"encoder": encoder, "encoder_bias": torch.zeros(self.n_latents),
+                  "decoder": decoder, "decoder_bias": out_mean * out_scale,
                   "log_threshold": torch.full((self.n_latents,), math.log(0.1))}
         for name, p in params.items():
             p.requires_grad_(name != "decoder" or self.train_decoder)
         trained = [p for p in params.values() if p.requires_grad]
-        return {"d": d, "scale": scale, "params": params, "optimizer": torch.optim.Adam(trained, lr=self.learning_rate, fused=True),
+        return {"d": d, "d_out": out, "scale": scale, "out_scale": out_scale, "paired": target is not None,
+                "input_bias": mean * scale, "params": params, "generator": generator,
+                "optimizer": torch.optim.Adam(trained, lr=self.learning_rate, fused=True),
                 "since": torch.zeros(self.n_latents, dtype=torch.long), "rows_seen": 0,
                 "batch_threshold": None, "dead": torch.zeros(self.n_latents, dtype=torch.bool)}
 
@@ -297,21 +365,27 @@ class SparseAutoencoder:
             return pre * (pre > threshold)
         return torch.relu(pre)
 
-    def _step(self, state: dict[str, Any], batch: Tensor) -> tuple[float, Tensor]:
+    def _step(self, state: dict[str, Any], batch: Tensor, target: Tensor | None) -> tuple[float, Tensor]:
         p = state["params"]
         x = batch * state["scale"]
-        pre = (x - p["decoder_bias"]) @ p["encoder"].T + p["encoder_bias"]
+        if state["paired"]:
+            assert target is not None
+            goal, centre = target * state["out_scale"], state["input_bias"]
+        else:
+            goal, centre = x, p["decoder_bias"]
+        pre = (x - centre) @ p["encoder"].T + p["encoder_bias"]
         codes = self._activate(pre, p, training=True)
         recon = codes @ p["decoder"] + p["decoder_bias"]
-        loss = ((recon - x) ** 2).sum(1).mean() / state["d"]  # the fraction of variance unexplained
+        loss = ((recon - goal) ** 2).sum(1).mean() / state["d_out"]  # the fraction of variance unexplained
         penalty = self.sparsity_coefficient if self.sparsity_coefficient is not None else _DEFAULT_PENALTY.get(self.kind)
         if self.kind == "jumprelu":
             loss = loss + penalty * _Jump.apply(pre, p["log_threshold"].exp()).sum(1).mean()
         elif self.kind == "relu":
             loss = loss + penalty * codes.sum(1).mean()  # the decoder rows have unit norm
-        if self.aux_coefficient > 0 and int(state["since"].max()) >= self.dead_after:
+        stale = int(state["since"].max()) >= self.dead_after
+        if self.dead_latents == "auxk" and self.aux_coefficient > 0 and stale:
             dead = state["since"] >= self.dead_after
-            residual = (x - recon).detach()
+            residual = (goal - recon).detach()
             aux_k = min(self.aux_k if self.aux_k is not None else max(1, state["d"] // 2), int(dead.sum()))
             top = pre.masked_fill(~dead, -math.inf).topk(aux_k, dim=1)
             aux_codes = torch.zeros_like(pre).scatter(1, top.indices, torch.relu(top.values))
@@ -325,6 +399,9 @@ class SparseAutoencoder:
         active = codes.detach().amax(0) > 0  # codes are ≥ 0
         state["since"] = torch.where(active, 0, state["since"] + batch.shape[0])
         state["rows_seen"] += batch.shape[0]
+        if self.dead_latents == "resample" and stale:
+            self._resample(state, (x - centre).detach(), (goal - p["decoder_bias"]).detach(),
+                           ((goal - recon) ** 2).sum(1).detach())
         if self.kind == "batchtopk":  # the inference threshold: a running mean of the smallest kept value
             kept = codes.detach()[codes.detach() > 0]
             if kept.numel():
@@ -333,10 +410,39 @@ class SparseAutoencoder:
                 state["batch_threshold"] = low if old is None else 0.99 * old + 0.01 * low
         return float(loss.detach()), active
 
+    def _resample(self, state: dict[str, Any], inputs: Tensor, goals: Tensor, errors: Tensor) -> None:
+        """Re-initialise the dead latents towards rows of this batch drawn ∝ their squared error (Bricken et al.)."""
+        dead = state["since"] >= self.dead_after
+        n_dead = int(dead.sum())
+        if n_dead == 0 or not float(errors.sum()) > 0:
+            return
+        p = state["params"]
+        pick = torch.multinomial(errors.double(), n_dead, replacement=True, generator=state["generator"])
+        alive = ~dead
+        with torch.no_grad():
+            size = float(p["encoder"][alive].norm(dim=1).mean()) if bool(alive.any()) else 1.0
+            direction = inputs[pick] / inputs[pick].norm(dim=1, keepdim=True).clamp_min(1e-12)
+            p["encoder"][dead] = 0.2 * size * direction
+            p["encoder_bias"][dead] = 0.0
+            if self.train_decoder:
+                p["decoder"][dead] = goals[pick] / goals[pick].norm(dim=1, keepdim=True).clamp_min(1e-12)
+            for param in (p["encoder"], p["encoder_bias"], p["decoder"], p["log_threshold"]):
+                moments = state["optimizer"].state.get(param, {})
+                for name in ("exp_avg", "exp_avg_sq"):
+                    if name in moments:
+                        moments[name][dead] = 0.0
+        state["since"][dead] = 0
+        state["n_resampled"] = state.get("n_resampled", 0) + n_dead
+
     def _export(self, state: dict[str, Any]) -> None:
-        p, scale = state["params"], state["scale"]
+        # codes in the caller's units are the training codes / out_scale (for an SAE out_scale = scale):
+        # pre = (x − input_bias_) @ encoder_.T + encoder_bias_ with encoder_ = E · scale / out_scale
+        p, scale = state["params"], state["out_scale"]
         with torch.no_grad():
             self.encoder_ = p["encoder"].detach().clone()
+            if state["paired"]:
+                self.encoder_ = self.encoder_ * (state["scale"] / scale)
+                self.input_bias_ = state["input_bias"] / state["scale"]
             self.encoder_bias_ = p["encoder_bias"].detach() / scale
             self.decoder_ = p["decoder"].detach().clone()
             self.decoder_bias_ = p["decoder_bias"].detach() / scale
@@ -347,6 +453,7 @@ class SparseAutoencoder:
                 self.threshold_ = torch.full((self.n_latents,), 0.0 if low is None else float(low) / scale)
             else:
                 self.threshold_ = torch.zeros(self.n_latents)
+        self.n_resampled_ = int(state.get("n_resampled", 0))
 
     # -- use ----------------------------------------------------------------------------------------------
 
@@ -358,13 +465,14 @@ class SparseAutoencoder:
     def encode(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_sae"]:
         """The sparse codes of ``x`` (any leading shape; the last axis is the site's width)."""
         self._check_fitted()
-        if not isinstance(x, Tensor) or x.shape[-1:] != self.decoder_.shape[1:]:
-            raise InputError(f"encode expects a tensor whose last axis is {self.decoder_.shape[1]}, got "
+        if not isinstance(x, Tensor) or x.shape[-1:] != self.encoder_.shape[1:]:
+            raise InputError(f"encode expects a tensor whose last axis is {self.encoder_.shape[1]}, got "
                              f"{getattr(x, 'shape', type(x).__name__)}.")
         rows = x.reshape(-1, x.shape[-1]).to(self.decoder_.dtype)
         weights = {"log_threshold": self.threshold_.clamp_min(1e-30).log()}
+        centre = getattr(self, self._CENTRE)
         with torch.no_grad():
-            pre = (rows - self.decoder_bias_.to(rows.device)) @ self.encoder_.T.to(rows.device) + \
+            pre = (rows - centre.to(rows.device)) @ self.encoder_.T.to(rows.device) + \
                 self.encoder_bias_.to(rows.device)
             codes = self._activate(pre, weights, training=False, batch_threshold=self.threshold_.to(rows.device))
         return codes.reshape(*x.shape[:-1], self.n_latents).to(x.dtype)
@@ -381,21 +489,23 @@ class SparseAutoencoder:
     def save(self, path: str | PathLike[str]) -> None:
         """Write the weights (safetensors) and the hyper-parameters and fit record (``path + '.json'``)."""
         self._check_fitted()
-        meta = {"class": "SparseAutoencoder", "params": self.get_params(), "history": self.history_,
-                "n_epochs": self.n_epochs_, "converged": self.converged_, "n_rows_seen": self.n_rows_seen_}
+        meta = {"class": type(self).__name__, "params": self.get_params(), "history": self.history_,
+                "n_epochs": self.n_epochs_, "converged": self.converged_, "n_rows_seen": self.n_rows_seen_,
+                "n_resampled": self.n_resampled_}
         tensors = {name: getattr(self, name) for name in self._WEIGHTS}
         tensors["dead_"] = self.dead_.to(torch.uint8)
         save_tensors(path, tensors, meta)
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> SparseAutoencoder:
-        """A fitted `SparseAutoencoder` read back from what `save` wrote (no code is executed)."""
+        """A fitted estimator read back from what `save` wrote (no code is executed)."""
         tensors, meta = load_tensors(path)
-        if meta.get("class") != "SparseAutoencoder" or not isinstance(meta.get("params"), dict):
-            raise LoadError(f"{path} has no SparseAutoencoder sidecar ({path}.json); save it with sae.save(path).")
+        name = cls.__name__
+        if meta.get("class") != name or not isinstance(meta.get("params"), dict):
+            raise LoadError(f"{path} has no {name} sidecar ({path}.json); save it with .save(path).")
         missing = [n for n in (*cls._WEIGHTS, "dead_") if n not in tensors]
         if missing:
-            raise LoadError(f"{path} lacks the tensors {missing}; it was not written by SparseAutoencoder.save.")
+            raise LoadError(f"{path} lacks the tensors {missing}; it was not written by {name}.save.")
         params = dict(meta["params"])
         sae = cls(params.pop("n_latents"), **params)
         for name in cls._WEIGHTS:
@@ -403,4 +513,5 @@ class SparseAutoencoder:
         sae.dead_ = tensors["dead_"].bool()
         sae.history_, sae.n_epochs_ = list(meta["history"]), int(meta["n_epochs"])
         sae.converged_, sae.n_rows_seen_ = bool(meta["converged"]), int(meta["n_rows_seen"])
+        sae.n_resampled_ = int(meta.get("n_resampled", 0))
         return sae

@@ -26,6 +26,7 @@ from ..core.results import Result, new_figure
 from ..core.sites import Site, as_sites, resolve_site
 from ..core.types import Inputs
 from .sae import SparseAutoencoder
+from .transcoder import Transcoder
 
 if TYPE_CHECKING:
     import pandas
@@ -132,11 +133,16 @@ def loss_recovered(model: nn.Module, inputs: Inputs, site: Site | str, sae: Spar
                    batch_size: int = 256) -> SpliceResult:
     """Splice ``sae`` into ``model`` at ``site`` (through `core.patch`) and measure the loss recovered.
 
+    A `Transcoder` is spliced in place of a module: ``site`` is the module's output, whose value is
+    replaced by ``decode(encode(the module's input))`` (read at the same path with point
+    ``"input"`` in the same forward pass); the explained variance is then that of the output.
+
     Args:
         model: any ``nn.Module``; left as found.
         inputs: the evaluation inputs.
-        site: where the SAE was trained (its unit axis is the SAE's input width).
-        sae: a fitted `SparseAutoencoder`.
+        site: where the SAE was trained (its unit axis is the SAE's input width); for a
+            transcoder, the output of the module it replaces.
+        sae: a fitted `SparseAutoencoder` or `Transcoder`.
         loss: output → one loss per row (lower is better), e.g. a cross-entropy on labels. None:
             the KL divergence of the patched output's softmax (last axis) from the clean one's, so
             the clean loss is 0.
@@ -159,6 +165,12 @@ def loss_recovered(model: nn.Module, inputs: Inputs, site: Site | str, sae: Spar
     key = _one_site(site)
     sae._check_fitted()
     width = sae.decoder_.shape[1]
+    paired = isinstance(sae, Transcoder)
+    read = Site(key.path, point="input", unit_dim=key.unit_dim) if paired else key
+    if paired:
+        if key.point != "output":
+            raise InputError(f"a Transcoder replaces a module's output; give the module's output site, not {key!r}.")
+        resolve_site(model, read)
     # pass 1: the site's mean and spread, streamed (memory: one chunk)
     first, second, rows = torch.zeros(width, dtype=torch.float64), 0.0, 0
     for _, values in stream(model, batches(inputs, batch_size), [key]):
@@ -172,25 +184,37 @@ def loss_recovered(model: nn.Module, inputs: Inputs, site: Site | str, sae: Spar
     seen: dict[str, Tensor] = {}
 
     def record(value: Tensor, s: Site) -> None:  # the clean run: read the value, change nothing
-        seen["value"] = value.detach()
+        seen["input" if paired and s.point == "input" else "value"] = value.detach()
+
+    def remember(value: Tensor, s: Site) -> None:  # a transcoder's run: keep the module's input
+        seen["input"] = value
 
     def splice(value: Tensor, s: Site) -> Tensor:
         axis = s.unit_axis(value)
-        return sae.decode(sae.encode(value.movedim(axis, -1))).to(value.dtype).movedim(-1, axis)
+        source = seen.pop("input") if paired else value
+        in_axis = read.unit_axis(source)
+        if paired and source.shape[in_axis] != sae.encoder_.shape[1]:
+            raise InputError(f"the transcoder reads {sae.encoder_.shape[1]} units but the input of {key.path!r} has "
+                             f"{source.shape[in_axis]}; fit it on this module.")
+        codes = sae.encode(source.movedim(in_axis, -1))
+        return sae.decode(codes).to(value.dtype).movedim(-1, axis)
+
+    def spliced(chunk: Inputs) -> Any:
+        return patch(model, chunk, {read: remember, key: splice} if paired else {key: splice})
 
     ablate = zero_ablation() if ablation == "zero" else mean_ablation(mean)
     totals = {"clean": 0.0, "spliced": 0.0, "ablated": 0.0, "err": 0.0, "l0": 0.0}
     n = 0
     with torch.no_grad():  # pass 2: clean, spliced and ablated runs of each chunk
         for chunk in batches(inputs, batch_size):
-            clean = patch(model, chunk, {key: record})
+            clean = patch(model, chunk, {read: record, key: record} if paired else {key: record})
             flat = _rows(seen.pop("value"), key).float()
-            codes = sae.encode(flat)
+            codes = sae.encode(_rows(seen.pop("input"), read).float() if paired else flat)
             totals["err"] += float(((sae.decode(codes) - flat).double() ** 2).sum())
             totals["l0"] += float((codes != 0).sum())
             per_row = loss if loss is not None else _kl_to_clean(clean if isinstance(clean, Tensor) else clean[0])
             totals["clean"] += float(per_row(clean).double().sum())
-            totals["spliced"] += float(per_row(patch(model, chunk, {key: splice})).double().sum())
+            totals["spliced"] += float(per_row(spliced(chunk)).double().sum())
             totals["ablated"] += float(per_row(patch(model, chunk, {key: ablate})).double().sum())
             n += batch_size_of(chunk)
     spread = second - rows * float((mean.double() ** 2).sum())
