@@ -16,8 +16,11 @@ _F64_EPS = float(torch.finfo(torch.float64).eps)
 # -- validation and centering (shared by every measure) -------------------------------------
 
 
-def _as_float64(x: Tensor | np.ndarray, name: str, fn: str) -> tuple[Tensor, float]:
-    """``x`` as a detached float64 tensor of shape (n, d), and the machine epsilon of its own dtype."""
+def _as_tensor(x: Tensor | np.ndarray, name: str, fn: str) -> tuple[Tensor, float]:
+    """``x`` as a detached tensor of shape (n, d), float32/16 kept as is (else float64), and its dtype's epsilon.
+
+    A float32 numpy array is shared, not copied; other numpy dtypes become a float64 copy.
+    """
     if isinstance(x, np.ndarray):
         if x.dtype.kind not in "fiub":
             raise InputTypeError(f"{fn}: {name} has dtype {x.dtype}; pass real numbers (a float array).")
@@ -32,10 +35,16 @@ def _as_float64(x: Tensor | np.ndarray, name: str, fn: str) -> tuple[Tensor, flo
         raise InputError(f"{fn}: {name} has shape {tuple(shape)}, but a representation is 2-D (n examples, "
                          "d features); flatten with x.reshape(n, -1).")
     if isinstance(x, np.ndarray):
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
-    else:
-        t = x.detach().to(torch.float64)
-    return t, eps
+        keep = x.dtype in (np.float32, np.float16) and x.dtype.isnative
+        return torch.from_numpy(np.ascontiguousarray(x if keep else x.astype(np.float64))), eps
+    t = x.detach()
+    return (t if t.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64) else t.to(torch.float64)), eps
+
+
+def _as_float64(x: Tensor | np.ndarray, name: str, fn: str) -> tuple[Tensor, float]:
+    """``x`` as a detached float64 tensor of shape (n, d), and the machine epsilon of its own dtype."""
+    t, eps = _as_tensor(x, name, fn)
+    return t.to(torch.float64), eps
 
 
 def _check_finite(t: Tensor, name: str, fn: str) -> None:
@@ -45,11 +54,11 @@ def _check_finite(t: Tensor, name: str, fn: str) -> None:
                          "clean the data first (e.g. torch.nan_to_num).")
 
 
-def _pair(x: Tensor | np.ndarray, y: Tensor | np.ndarray, fn: str, *,
-          min_rows: int = 2) -> tuple[Tensor, Tensor, float, float]:
-    """Validated float64 copies of ``x`` and ``y`` (on ``x``'s device) and their dtypes' epsilons."""
-    xt, eps_x = _as_float64(x, "x", fn)
-    yt, eps_y = _as_float64(y, "y", fn)
+def _pair_native(x: Tensor | np.ndarray, y: Tensor | np.ndarray, fn: str, *,
+                 min_rows: int = 2) -> tuple[Tensor, Tensor, float, float]:
+    """``x`` and ``y`` checked for shape (not yet for NaN/inf), in their own float dtype, ``y`` on ``x``'s device."""
+    xt, eps_x = _as_tensor(x, "x", fn)
+    yt, eps_y = _as_tensor(y, "y", fn)
     if xt.shape[0] != yt.shape[0]:
         raise InputError(f"{fn}: x has {xt.shape[0]} examples (rows) but y has {yt.shape[0]}; both must hold "
                          "the same examples in the same order.")
@@ -58,8 +67,17 @@ def _pair(x: Tensor | np.ndarray, y: Tensor | np.ndarray, fn: str, *,
     for t, name in ((xt, "x"), (yt, "y")):
         if t.shape[1] == 0:
             raise InputError(f"{fn}: {name} has shape {tuple(t.shape)}, with no features; pass d ≥ 1 columns.")
-        _check_finite(t, name, fn)
     return xt, yt.to(xt.device), eps_x, eps_y
+
+
+def _pair(x: Tensor | np.ndarray, y: Tensor | np.ndarray, fn: str, *,
+          min_rows: int = 2) -> tuple[Tensor, Tensor, float, float]:
+    """Validated float64 copies of ``x`` and ``y`` (on ``x``'s device) and their dtypes' epsilons."""
+    xt, yt, eps_x, eps_y = _pair_native(x, y, fn, min_rows=min_rows)
+    xt, yt = xt.to(torch.float64), yt.to(torch.float64)
+    for t, name in ((xt, "x"), (yt, "y")):
+        _check_finite(t, name, fn)
+    return xt, yt, eps_x, eps_y
 
 
 def _constant_error(name: str, fn: str) -> InputError:
