@@ -9,7 +9,7 @@ Procrustes distance). Sparse autoencoders (`SparseAutoencoder`, `site_activation
 
 from .attention import AttentionMaps, attention_flow, attention_patterns, attention_rollout, flow, rollout
 from .cca import cca_correlations, procrustes, pwcca, svcca
-from .cka import StreamingCKA, cka
+from .cka import MAX_KERNEL_ROWS, StreamingCKA, cka, debiased_cka, kernel_cka
 from .concept_tests import ConceptTests, tcav_concepts
 from .concepts import TCAVResult, directional_derivatives, fit_cavs, tcav
 from .disentanglement import DCI, dci, mig, sap, sap_matrix
@@ -21,7 +21,7 @@ from .sae import DEAD_LATENTS, SAE_KINDS, SparseAutoencoder
 from .sae_latents import LatentModel, latent_finding, latent_findings
 from .sae_sites import SpliceResult, loss_recovered, site_activations
 from .sae_stability import shared_latents
-from .similarity import SimilarityMatrix, cka_between
+from .similarity import INDICES, SimilarityMatrix, cka_between, compare_sites
 from .transcoder import Transcoder, module_pairs
 from .vae import BetaVAE, train_beta_vae
 from .steering import Steering, steer
@@ -38,3 +38,4 @@ __all__ += ["attention_patterns", "attention_rollout", "attention_flow", "rollou
 __all__ += ["sap", "sap_matrix", "BetaVAE", "train_beta_vae"]
 __all__ += ["Transcoder", "module_pairs", "harvest", "Harvest", "LatentModel", "latent_finding", "latent_findings",
             "DEAD_LATENTS"]
+__all__ += ["debiased_cka", "kernel_cka", "MAX_KERNEL_ROWS", "compare_sites", "INDICES"]
