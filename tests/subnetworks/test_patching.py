@@ -203,7 +203,7 @@ def test_attribution_patching_is_gradient_times_difference() -> None:
         gap = float(_last_logit(model(corrupted)).double().mean() - _last_logit(model(clean)).double().mean())
     for i, p in enumerate([2, 4]):
         for h in range(2):
-            part = ((corr_value - own.detach()) * grad)[:, p, 4 * h:4 * (h + 1)].double().sum() / 3
+            part = ((corr_value - own) * grad).detach()[:, p, 4 * h:4 * (h + 1)].double().sum() / 3
             assert float(res.effects[site][i, h]) == pytest.approx(float(part) / gap, abs=1e-5)
 
 

@@ -74,16 +74,20 @@ def cut(site: Site, source: Tensor, n_heads: int | None) -> Pieces:
         if bad:
             raise InputError(f"positions {bad} are out of range for {seq} positions at {site!r}.")
         positions = [p % seq for p in site.positions]
-    masks = torch.zeros((len(positions) * len(groups), *rest), dtype=torch.bool, device=source.device)
-    k = 0
-    for p in positions:
-        for g in groups:
-            index: list[Any] = [slice(None)] * source.ndim
-            index[0] = k
-            index[1] = p if source.ndim >= 3 and axis != 1 else index[1]
-            index[axis] = g
-            masks[tuple(index)] = True
-            k += 1
+    # piece (p, g) = position p (dim 1 of the value) and unit group g (along the unit axis), built by broadcasting
+    dims = len(rest)
+    at = torch.zeros((len(positions), source.shape[1]), dtype=torch.bool, device=source.device)
+    for row, p in enumerate(positions):
+        at[row, p] = True
+    units = torch.zeros((len(groups), n_units), dtype=torch.bool, device=source.device)
+    for row, g in enumerate(groups):
+        units[row, g] = True
+    if source.ndim < 3 or axis == 1:  # no position axis apart from the unit axis: every piece is a unit group
+        at = torch.ones((len(positions), 1), dtype=torch.bool, device=source.device)
+    pos_shape = [len(positions), 1] + [at.shape[1] if d == 0 else 1 for d in range(dims)]
+    unit_shape = [1, len(groups)] + [n_units if d == axis - 1 else 1 for d in range(dims)]
+    masks = (at.view(pos_shape) & units.view(unit_shape)).expand(len(positions), len(groups), *rest)
+    masks = masks.reshape(len(positions) * len(groups), *rest)
     shape = tuple(n for n, given in ((len(positions), site.positions is not None),
                                      (len(groups), site.units is not None or n_heads is not None)) if given)
     return Pieces(whole, masks, source, shape)

@@ -305,7 +305,7 @@ def attribution_patching(model: nn.Module, clean: Inputs, corrupted: Inputs, sit
     grad_at = {s: (torch.zeros_like(leaves[s]) if g is None else g.detach()) for s, g in zip(whole, grads, strict=True)}
     effects: dict[Any, Tensor] = {}
     for key, piece in zip(keys, pieces, strict=True):
-        per_unit = ((piece.source - clean_values[piece.site]) * grad_at[piece.site]).double().mean(0)
-        estimate = (piece.masks.double() * per_unit.unsqueeze(0)).flatten(1).sum(1)
+        per_unit = ((piece.source - clean_values[piece.site]) * grad_at[piece.site]).mean(0)
+        estimate = (piece.masks.flatten(1).to(per_unit) @ per_unit.flatten()).double()
         effects[key] = (estimate / gap).to(torch.float32).reshape(piece.shape)
     return Patching(effects, clean_mean, corrupted_mean, "attribution", ablation, n_heads, False)
