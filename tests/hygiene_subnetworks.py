@@ -119,6 +119,7 @@ EXEMPT: dict[Any, str] = {
     zoo_modules.modular_mlp: "builds a new model (tests/bench/test_subnetwork_games.py)",
     zoo_modules.side_by_side_digits: "builds data",
     zoo_circuits.compiled_circuit: "builds a new model (tests/bench/test_subnetwork_games.py)",
+    zoo_circuits.siit_circuit: "trains a new model (tests/bench/test_subnetwork_games.py verifies it by ablation)",
     zoo_circuits.CompiledCircuit: "a model class",
     zoo_circuits.circuit_bits: "builds data",
     zoo_circuits.circuit_pairs: "builds data",
