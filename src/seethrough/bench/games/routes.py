@@ -51,7 +51,7 @@ from ..zoo.routes import (
 )
 from .base import Game, Metric, register
 
-__all__ = ["MODEL_SEED_OFFSET", "blank_out_importance"]
+__all__ = ["MODEL_SEED_OFFSET", "blank_out_importance", "RoutePlanted", "RouteAnswer", "BasisPlanted", "BasisAnswer"]
 
 #: Scored on zoo seeds 1000 + seed; seeds 0 and 1 were used to develop the games.
 MODEL_SEED_OFFSET = 1000
