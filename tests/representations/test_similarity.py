@@ -28,11 +28,15 @@ import seethrough
 from seethrough import Site
 from seethrough.core import InputError, InputTypeError, NotFittedError, SiteNotFoundError
 from seethrough.representations import (
+    INDICES,
     SimilarityMatrix,
     StreamingCKA,
     cca_correlations,
     cka,
     cka_between,
+    compare_sites,
+    debiased_cka,
+    kernel_cka,
     procrustes,
     pwcca,
     svcca,
@@ -618,3 +622,211 @@ def test_procrustes_matches_scipy_orthogonal_procrustes(n: int, d1: int, d2: int
     assert 0.0 <= got <= 2.0
     assert got == pytest.approx(procrustes_reference(x, y), rel=1e-9, abs=1e-12)
     assert procrustes(y, x) == pytest.approx(got, **CLOSE)
+
+
+# -- debiased and kernel CKA (issue #13 item 3) -----------------------------------------------------
+
+
+def unbiased_hsic(k: np.ndarray, l_: np.ndarray) -> float:
+    """Song et al.'s unbiased HSIC, written from the paper (zero-diagonal Gram matrices, no centering)."""
+    n = k.shape[0]
+    k, l_ = k.copy(), l_.copy()
+    np.fill_diagonal(k, 0.0)
+    np.fill_diagonal(l_, 0.0)
+    one = np.ones(n)
+    return float((np.trace(k @ l_) + (one @ k @ one) * (one @ l_ @ one) / ((n - 1) * (n - 2))
+                  - 2.0 / (n - 2) * (one @ k @ l_ @ one)) / (n * (n - 3)))
+
+
+def debiased_reference(x: np.ndarray, y: np.ndarray) -> float:
+    """The O(n²) oracle: unbiased HSIC of the raw (uncentered) linear Gram matrices."""
+    k, l_ = x @ x.T, y @ y.T
+    return unbiased_hsic(k, l_) / math.sqrt(unbiased_hsic(k, k) * unbiased_hsic(l_, l_))
+
+
+def rbf_reference(x: np.ndarray, y: np.ndarray, bandwidth: float, debiased: bool) -> float:
+    """The O(n²) oracle: SciPy distances, numpy's median, an explicit centering matrix (or unbiased HSIC)."""
+    import scipy.spatial.distance as distance
+
+    def gram(z: np.ndarray) -> np.ndarray:
+        d = distance.cdist(z, z, "sqeuclidean")
+        return np.exp(-d / (2 * bandwidth**2 * np.median(d)))
+
+    k, l_ = gram(np.asarray(x, float)), gram(np.asarray(y, float))
+    if debiased:
+        return unbiased_hsic(k, l_) / math.sqrt(unbiased_hsic(k, k) * unbiased_hsic(l_, l_))
+    h = np.eye(len(k)) - 1.0 / len(k)
+    kc, lc = h @ k @ h, h @ l_ @ h
+    return float((kc * lc).sum() / math.sqrt((kc * kc).sum() * (lc * lc).sum()))
+
+
+@pytest.mark.parametrize("n, d1, d2", [(40, 5, 3), (12, 30, 4), (8, 20, 25), (200, 10, 10)])
+def test_debiased_cka_matches_the_unbiased_hsic_oracle(n: int, d1: int, d2: int) -> None:
+    x, y = _related(n, d1, d2, seed=n)
+    x = x + 5.0  # the oracle does not center: the U-statistic is translation invariant by itself
+    assert debiased_cka(x, y) == pytest.approx(debiased_reference(x, y), **CLOSE)
+
+
+def test_debiased_cka_invariances_and_self_similarity() -> None:
+    x, y = _related(80, 6, 4, seed=3)
+    base = debiased_cka(x, y)
+    assert debiased_cka(x @ _orthogonal(6, 1) * 7.0 - 2.0, y) == pytest.approx(base, **CLOSE)
+    assert debiased_cka(x, 0.01 * y @ _orthogonal(4, 2) + 9.0) == pytest.approx(base, **CLOSE)
+    assert debiased_cka(x, x) == pytest.approx(1.0, **CLOSE)
+    assert debiased_cka(x, y) == pytest.approx(debiased_cka(y, x), **CLOSE)
+
+
+def test_debiased_cka_of_independent_data_shrinks_to_zero_while_cka_keeps_its_bias() -> None:
+    # Independent Gaussians, d = 50: the biased CKA sits near sqrt(d1 d2) / n; the debiased one near 0.
+    for n in (200, 2000):
+        x, y = _gaussian(n, 50, seed=1), _gaussian(n, 50, seed=2)
+        assert cka(x, y) == pytest.approx(50 / n, rel=0.3)
+        assert abs(debiased_cka(x, y)) < 0.5 * 50 / n
+    big = [abs(debiased_cka(_gaussian(4000, 20, seed=s), _gaussian(4000, 20, seed=s + 100))) for s in range(3)]
+    assert max(big) < 0.002
+
+
+def test_debiased_cka_errors() -> None:
+    with pytest.raises(InputError, match="at least 4 examples"):
+        debiased_cka(_gaussian(3, 2), _gaussian(3, 2))
+    with pytest.raises(InputError, match="x is constant"):
+        debiased_cka(_constant(), _gaussian(10, 2))
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("bandwidth", [0.5, 1.0])
+def test_kernel_cka_matches_the_n_by_n_oracle(bandwidth: float, debiased: bool) -> None:
+    x, y = _related(60, 5, 3, seed=4)
+    assert kernel_cka(x, y, bandwidth=bandwidth, debiased=debiased) == pytest.approx(
+        rbf_reference(x, y, bandwidth, debiased), **CLOSE)
+
+
+def test_kernel_cka_invariances_and_its_linear_limit() -> None:
+    x, y = _related(70, 6, 4, seed=5)
+    base = kernel_cka(x, y)
+    assert kernel_cka(3.0 * x @ _orthogonal(6, 1) + 4.0, y) == pytest.approx(base, **CLOSE)
+    assert kernel_cka(x, 1e-3 * y @ _orthogonal(4, 3) - 1.0) == pytest.approx(base, **CLOSE)
+    assert kernel_cka(x, x) == pytest.approx(1.0, **CLOSE)
+    # A very wide kernel is 1 − D / (2σ²) to first order, and centered −D is 2 Xᶜ Xᶜᵀ: linear CKA.
+    assert kernel_cka(x, y, bandwidth=1e3) == pytest.approx(cka(x, y), abs=1e-5)
+    assert abs(kernel_cka(x, y, bandwidth=1e3) - cka(x, y)) > 1e-12  # and it is not the same code path
+
+
+def test_kernel_cka_errors() -> None:
+    x = _gaussian(10, 3)
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(InputError, match="bandwidth"):
+            kernel_cka(x, x, bandwidth=bad)
+    with pytest.raises(InputError, match="at most 5000 examples"):
+        kernel_cka(np.zeros((5001, 1)), np.zeros((5001, 1)))
+    with pytest.raises(InputError, match="median squared distance"):
+        kernel_cka(np.r_[np.zeros((8, 2)), np.ones((2, 2))], x)
+
+
+# -- cka of large float32 inputs: float32 products, float64 sums ----------------------------------
+
+
+def formula64(x: np.ndarray, y: np.ndarray) -> float:
+    """The float64 feature-space formula (the speed goal's reference)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x, y = x - x.mean(0), y - y.mean(0)
+    return float(np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
+
+
+@pytest.mark.parametrize("offset, scale", [(0.0, 1.0), (1e3, 1.0), (-1e-12, 1e-12), (1e4, 1e12)])
+def test_cka_of_large_float32_inputs_is_within_1e_6_of_the_float64_formula(offset: float, scale: float) -> None:
+    # 20,000 × (64 + 32) float32 values: above 2²⁰, so cka multiplies in float32 over row chunks.
+    x, y = _related(20_000, 64, 32, seed=7)
+    x32, y32 = (x * scale + offset).astype(np.float32), (y * scale + offset).astype(np.float32)
+    assert abs(cka(x32, y32) - formula64(x32, y32)) < 1e-6
+    assert abs(cka(torch.from_numpy(x32), torch.from_numpy(y32)) - formula64(x32, y32)) < 1e-6
+
+
+def test_cka_of_large_float32_inputs_with_constant_columns_and_bad_values() -> None:
+    x, y = _related(20_000, 64, 32, seed=8)
+    x32 = x.astype(np.float32)
+    x32[:, 5] = 7.0
+    assert abs(cka(x32, y.astype(np.float32)) - formula64(x32, y)) < 1e-6
+    with pytest.raises(InputError, match="x is constant"):
+        cka(np.full((20_000, 64), 3.0, np.float32), y.astype(np.float32))
+    x32[3, 3] = np.nan
+    with pytest.raises(InputError, match="NaN/inf"):
+        cka(x32, y.astype(np.float32))
+
+
+# -- compare_sites: any index, permutation baselines, bootstrap intervals -----------------------------
+
+
+def test_compare_sites_equals_each_index_on_captured_values() -> None:
+    a, b, x = TinyMLP(seed=0).eval(), TinyMLP(seed=1).eval(), vectors(60)
+    sites = ["fc1", "act", "fc2"]
+    with torch.no_grad():
+        va, vb = seethrough.capture(a, x, sites), seethrough.capture(b, x, sites)
+    for index, fn in INDICES.items():
+        sim = compare_sites(a, b, x, sites, sites, index=index, batch_size=16)
+        assert sim.index == index and sim.values.shape == (3, 3)
+        expected = torch.tensor([[fn(va[s], vb[t]) for t in sites] for s in sites], dtype=torch.float64)
+        torch.testing.assert_close(sim.values, expected, **F64)
+    linear = compare_sites(a, b, x, sites, sites, index="cka", batch_size=16)
+    torch.testing.assert_close(linear.values, cka_between(a, b, x, sites, sites, batch_size=16).values, **F64)
+
+
+def test_compare_sites_permutation_baseline_and_bootstrap() -> None:
+    model, x = TinyMLP().eval(), vectors(80)
+    sim = compare_sites(model, model, x, ["fc1", "fc2"], ["fc1", "fc2"], n_permutations=19, n_bootstrap=30, seed=3)
+    assert sim.p_values is not None and sim.null_95 is not None and sim.ci_low is not None and sim.ci_high is not None
+    # A site against itself beats all 19 shuffles: p = 1/20; the shuffled CKA is far below 1.
+    torch.testing.assert_close(sim.p_values.diagonal(), torch.full((2,), 0.05, dtype=torch.float64))
+    assert bool((sim.null_95 < 0.5).all())
+    assert bool((sim.ci_low <= sim.values + 1e-12).all() and (sim.values <= sim.ci_high + 1e-12).all())
+    # The null by hand: the same shuffles (same generator order) give the same 95th percentile.
+    gen = torch.Generator().manual_seed(3)
+    perms = [torch.randperm(80, generator=gen) for _ in range(19)]
+    with torch.no_grad():
+        v = seethrough.capture(model, x, ["fc1", "fc2"])
+    shuffled = torch.tensor([cka(v["fc1"][p], v["fc2"]) for p in perms], dtype=torch.float64)
+    assert float(sim.null_95[0, 1]) == pytest.approx(float(shuffled.quantile(0.95)), **CLOSE)
+    # Independent noise: the permutation test does not call it similar.
+    noise = nn.Sequential(_Noise())
+    sim = compare_sites(model, noise, x, ["fc1"], ["0"], n_permutations=19, seed=1)
+    assert float(sim.p_values[0, 0]) > 0.05
+    # The distance runs the other way: a site against itself has Procrustes 0 and p = 1/20.
+    dist = compare_sites(model, model, x, ["fc1"], ["fc1"], index="procrustes", n_permutations=19)
+    assert float(dist.values[0, 0]) < 1e-12 and float(dist.p_values[0, 0]) == pytest.approx(0.05)
+    assert dist.best_match().tolist() == [0]
+
+
+class _Noise(nn.Module):
+    """Returns fixed Gaussian noise of the batch's size: independent of the input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        gen = torch.Generator().manual_seed(x.shape[0])
+        return torch.randn(x.shape[0], 6, generator=gen)
+
+
+def test_compare_sites_errors_come_before_any_forward_pass() -> None:
+    model, x = TinyMLP(), vectors(10)
+    calls: list[int] = []
+    handle = model.register_forward_hook(lambda *args: calls.append(1))
+    with pytest.raises(InputError, match="unknown index 'cosine'"):
+        compare_sites(model, model, x, ["fc1"], ["fc2"], index="cosine")
+    with pytest.raises(InputError, match="n_permutations"):
+        compare_sites(model, model, x, ["fc1"], ["fc2"], n_permutations=-1)
+    with pytest.raises(SiteNotFoundError):
+        compare_sites(model, model, x, ["fc1"], ["fc9"])
+    assert calls == []
+    handle.remove()
+
+
+def test_similarity_matrix_with_controls_frame_plot_and_html() -> None:
+    from matplotlib.figure import Figure
+
+    model, x = TinyMLP().eval(), vectors(40)
+    sim = compare_sites(model, model, x, ["fc1", "fc2"], ["fc1"], index="rbf_cka", n_permutations=9, n_bootstrap=9)
+    frame = sim.to_frame()
+    assert list(frame.columns) == ["site_a", "site_b", "rbf_cka", "null_95", "p_value", "ci_low", "ci_high"]
+    assert frame.rbf_cka.tolist() == sim.values.flatten().tolist()
+    assert frame.p_value.tolist() == sim.p_values.flatten().tolist()
+    fig = sim.plot()
+    assert isinstance(fig, Figure) and len(fig.axes[0].images) == 1
+    assert "RBF CKA" in sim._repr_html_()
