@@ -163,12 +163,17 @@ def test_prefix_reuse_equals_the_plain_stacked_copies() -> None:
     chain = ["blocks.0", "blocks.1", "blocks.2", "unembed"]
     sites = [Site(f"blocks.{i}", point="input", positions=list(range(5))) for i in range(3)]
     sites += [Site("blocks.2", units=[0, 5]), "blocks.1.mlp"]  # a block's output; a site off the chain
+    sites += [Site("unembed", positions=[-1])]  # the model's output: copies that run no block
     plain = activation_patching(model, clean, corrupted, sites, _last_logit)
     for max_rows in (4096, 7):  # all copies in one staircase; two copies per pass
         reused = activation_patching(model, clean, corrupted, sites, _last_logit, blocks=chain, max_rows=max_rows)
         assert reused.prefix and not plain.prefix
         for site in sites:
             torch.testing.assert_close(reused.effects[site], plain.effects[site], rtol=1e-4, atol=1e-5)
+    late = activation_patching(model, clean, corrupted, sites[2:], _last_logit, blocks=chain)  # starts at block 2
+    for site in sites[2:]:
+        torch.testing.assert_close(late.effects[site], plain.effects[site], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(plain.effects[sites[-1]], torch.tensor([1.0]), rtol=0, atol=1e-6)
 
 
 def test_prefix_reuse_refuses_blocks_that_are_not_a_chain() -> None:

@@ -163,11 +163,11 @@ class Chain:
 
 
 def check_chain(model: nn.Module, clean: Inputs, blocks: Sequence[str]) -> Chain:
-    """Check on the clean batch that ``blocks`` form a chain and that calling them alone reproduces the model.
+    """Check on the clean batch that ``blocks`` form a chain; record the stream at each block.
 
-    Each block's input must be the previous block's output, the model must return the last
-    block's output, and calling the blocks one after another on the first one's input must give
-    that output again (a block that needs other arguments, such as a mask, fails here).
+    Each block's input must be the previous block's output and the model must return the last
+    block's output. (That calling a block alone reproduces it is checked by `run_prefix`, on the
+    clean rows it runs beside the first copies, for every block it calls.)
     """
     if isinstance(blocks, str) or not isinstance(blocks, Sequence) or not blocks \
             or not all(isinstance(b, str) for b in blocks) or len(set(blocks)) != len(blocks):
@@ -192,16 +192,17 @@ def check_chain(model: nn.Module, clean: Inputs, blocks: Sequence[str]) -> Chain
         raise InputError(f"blocks: the model returns {type(out).__name__}, not the output of the last block "
                          f"{blocks[-1]!r}; end blocks with the module that makes the model's output (or leave "
                          "blocks out).")
-    x = seen[Site(blocks[0], point="input")]
-    with torch.no_grad():
-        for path, module in zip(blocks, modules, strict=True):
-            x = call_model(module, x)
-            if not isinstance(x, Tensor) or not torch.allclose(x, seen[Site(path)], rtol=1e-4, atol=1e-5 * (
-                    1 + float(seen[Site(path)].abs().max()))):
-                raise InputError(f"blocks: calling {path!r} on its input alone does not give what it gave in the "
-                                 "model's run (it needs other arguments, e.g. a mask); leave blocks out.")
     stream = tuple(seen[Site(b, point="input")] for b in blocks) + (last,)
     return Chain(tuple(blocks), modules, stream)
+
+
+def _check_alone(chain: Chain, block: int, got: Tensor) -> None:
+    """``got``: what calling block ``block`` alone gave on the clean rows; it must be what the model's run gave."""
+    want = chain.stream[block + 1]
+    if not isinstance(got, Tensor) or got.shape != want.shape or not torch.allclose(
+            got, want, rtol=1e-4, atol=1e-5 * (1 + float(want.abs().max()))):
+        raise InputError(f"blocks: calling {chain.blocks[block]!r} on its input alone does not give what it gave in "
+                         "the model's run (it needs other arguments, e.g. a mask); leave blocks out.")
 
 
 def run_prefix(chain: Chain, n: int, pieces: Sequence[Pieces], starts: Sequence[int],
@@ -219,7 +220,9 @@ def run_prefix(chain: Chain, n: int, pieces: Sequence[Pieces], starts: Sequence[
     with torch.no_grad():
         for begin in range(0, len(jobs), per_pass):
             chunk = jobs[begin:begin + per_pass]
-            x: Tensor | None = None
+            # the first pass carries the clean rows too, to check every block it calls (later passes start no earlier)
+            check = begin == 0
+            x: Tensor | None = chain.stream[chunk[0][0]] if check else None
             for block in range(chunk[0][0], len(chain.blocks) + 1):
                 joining = [(i, k) for s, i, k in chunk if s == block]
                 if joining:
@@ -229,7 +232,10 @@ def run_prefix(chain: Chain, n: int, pieces: Sequence[Pieces], starts: Sequence[
                     x = torch.cat(rows if x is None else [x, *rows])
                 if block < len(chain.blocks) and x is not None:
                     x = call_model(chain.modules[block], x)
-            scores = _check_scores(metric(x), len(chunk) * n, len(chunk))
+                    if check:
+                        _check_alone(chain, block, x[:n])
+            assert x is not None
+            scores = _check_scores(metric(x[n:] if check else x), len(chunk) * n, len(chunk))
             per_copy = scores.detach().double().view(len(chunk), n).mean(1)
             for (_, i, k), value in zip(chunk, per_copy, strict=True):
                 means[i][k] = value

@@ -190,10 +190,11 @@ def activation_patching(model: nn.Module, clean: Inputs, corrupted: Inputs, site
             ``"resample"``, the value of a corrupted example drawn with replacement (``seed``).
             The normalisation stays the clean-to-corrupted change of the metric.
         seed: seeds the resample draw.
-        blocks: the chain of blocks for prefix reuse (checked on the clean batch: each block's
-            input is the previous one's output, the model returns the last one's output, and
-            calling each block alone on its input reproduces the run). Sites not at a block's
-            input or output run in the plain stacked copies.
+        blocks: the chain of blocks for prefix reuse. Checked on the clean batch: each block's
+            input is the previous one's output and the model returns the last one's output (before
+            any copy runs); and calling each block alone reproduces the run (on clean rows that
+            run beside the first pass of copies). Sites not at a block's input or output run in
+            the plain stacked copies.
         max_rows: rows per forward pass (``max_rows // batch`` patched copies at once).
 
     Returns:
