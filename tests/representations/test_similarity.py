@@ -821,12 +821,19 @@ def test_compare_sites_errors_come_before_any_forward_pass() -> None:
 def test_similarity_matrix_with_controls_frame_plot_and_html() -> None:
     from matplotlib.figure import Figure
 
-    model, x = TinyMLP().eval(), vectors(40)
-    sim = compare_sites(model, model, x, ["fc1", "fc2"], ["fc1"], index="rbf_cka", n_permutations=9, n_bootstrap=9)
+    # SimilarityMatrix has its contract factory (cka_between) in tests/test_result_contract.py; the
+    # fields compare_sites adds are checked here, with a hostile site name.
+    model, x = nn.Sequential(), vectors(40)
+    model.add_module("fc1", nn.Linear(4, 5))
+    model.add_module("<b>bold</b>", nn.Tanh())
+    sim = compare_sites(model, model, x, ["fc1", "<b>bold</b>"], ["fc1"], index="rbf_cka", n_permutations=9,
+                        n_bootstrap=9)
     frame = sim.to_frame()
     assert list(frame.columns) == ["site_a", "site_b", "rbf_cka", "null_95", "p_value", "ci_low", "ci_high"]
+    assert frame.site_a.tolist() == ["fc1", "<b>bold</b>"]
     assert frame.rbf_cka.tolist() == sim.values.flatten().tolist()
     assert frame.p_value.tolist() == sim.p_values.flatten().tolist()
     fig = sim.plot()
     assert isinstance(fig, Figure) and len(fig.axes[0].images) == 1
-    assert "RBF CKA" in sim._repr_html_()
+    page = sim._repr_html_()
+    assert "RBF CKA" in page and "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page

@@ -26,7 +26,7 @@ from ...representations.similarity import compare_sites
 from ..zoo.correspondence import STAGES, digits8, permuted_twin, staged_cnn
 from .base import Game, Metric, register
 
-__all__ = ["MODEL_SEED_OFFSET", "INDEX_OF_METHOD", "RANDOM_TWIN_ERROR"]
+__all__ = ["MODEL_SEED_OFFSET", "INDEX_OF_METHOD", "RANDOM_TWIN_ERROR", "CorrespondencePlanted"]
 
 #: Scored on zoo seeds 1000 + 2·seed and 1000 + 2·seed + 1; zoo seeds 0-5 calibrated the widths.
 MODEL_SEED_OFFSET = 1000
