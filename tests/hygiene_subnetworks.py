@@ -13,6 +13,7 @@ from seethrough import Site
 from seethrough import subnetworks as sub
 from seethrough.bench.zoo import circuits as zoo_circuits
 from seethrough.bench.zoo import modules as zoo_modules
+from seethrough.evidence import validate
 
 
 class Residual(nn.Module):
@@ -99,6 +100,12 @@ CASES: list[Case] = [
                                             method="eap-ig", n_samples=3, seed=1).to_dict(),
          invalid=(lambda m, x: sub.circuit_stability(m, x, _corrupt(x), _metric, writers=WRITERS, readers=READERS,
                                                      k=0),)),
+    Case("validate (circuit finding)", validate, Residual, vectors,
+         lambda m, x: validate(sub.find_circuit(m, x, _corrupt(x), _metric, writers=WRITERS, readers=READERS,
+                                                method="eap").to_findings(k=3)[1], m, x, metric=_metric,
+                               reference=_corrupt(x), n_controls=5).to_dict(),
+         invalid=(lambda m, x: validate(sub.find_circuit(m, x, _corrupt(x), _metric, writers=WRITERS,
+                                                         readers=READERS).to_findings(k=3)[0], m, x, metric=_metric),)),
     Case("faithfulness", sub.faithfulness, Residual, vectors,
          lambda m, x: sub.faithfulness(m, x, _corrupt(x), _metric, writers=WRITERS, readers=READERS,
                                        edges=[("embed", "head"), ("blocks.0", "blocks.2")]),

@@ -21,7 +21,7 @@ from .trigger import Trigger
 
 __all__ = ["Finding", "FindingKind"]
 
-FindingKind = Literal["units", "direction", "trojan"]
+FindingKind = Literal["units", "direction", "trojan", "circuit"]
 
 
 def _jsonable(value: Any) -> Any:
@@ -47,6 +47,12 @@ class Finding:
       - ``"direction"``: ``site`` and ``direction`` (unit-axis vector); project it out.
       - ``"trojan"``: a `Trigger` (its ``target`` is the finding's ``target``); claim "stamping
         this flips inputs to ``target``": stamp it.
+      - ``"circuit"``: ``evidence`` holds ``writers``, ``readers`` (a residual stream, as in
+        `seethrough.subnetworks.find_circuit`), ``edges`` (``[writer, reader]`` pairs), ``test``
+        (``"sufficient"``: these edges alone keep the clean-vs-corrupted behaviour; ``"necessary"``:
+        corrupting them removes it) and optionally ``ranking`` (every edge, best first), ``ablation``
+        and ``seed``; `validate` corrupts edges against the reference inputs
+        (`seethrough.subnetworks.Circuit.to_findings` makes them).
 
     ``data_fingerprint`` is the `Fingerprint` of the data the claim was discovered on (every
     ``to_findings`` that knows its data sets it; set it by hand with
@@ -71,8 +77,13 @@ class Finding:
     data_fingerprint: Fingerprint | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("units", "direction", "trojan"):
-            raise InputError(f"Finding.kind must be 'units', 'direction' or 'trojan', got {self.kind!r}.")
+        if self.kind not in ("units", "direction", "trojan", "circuit"):
+            raise InputError(f"Finding.kind must be 'units', 'direction', 'trojan' or 'circuit', got {self.kind!r}.")
+        if self.kind == "circuit":
+            missing = [key for key in ("writers", "readers", "edges", "test") if key not in self.evidence]
+            if missing or not self.evidence["edges"] or self.evidence["test"] not in ("sufficient", "necessary"):
+                raise InputError(f"a 'circuit' finding needs evidence with writers, readers, non-empty edges and test "
+                                 f"'sufficient' or 'necessary' (missing: {missing}); Circuit.to_findings makes them.")
         if self.units is not None:
             object.__setattr__(self, "units", tuple(int(u) for u in self.units))
             if len(set(self.units)) != len(self.units):

@@ -14,8 +14,8 @@ of its discovery data and ``inputs`` share examples with it, the result is ``in_
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -38,6 +38,7 @@ from ..core.interventions import (
 from ..core.results import Result, jsonable, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
+from ._circuit import edge_means, edge_problem
 from .finding import Finding
 from .fingerprint import fingerprint
 from .summary import bootstrap_ci
@@ -100,6 +101,7 @@ class Validation(Result):
     alpha: float = 0.05
     in_sample: bool | None = None
     n_in_sample: int | None = None
+    measures: Mapping[str, float] = field(default_factory=dict)  # circuit findings: faithfulness, CPR, CMD...
 
     @property
     def validated(self) -> bool:
@@ -115,7 +117,8 @@ class Validation(Result):
         return jsonable({"kind": self.kind, "effect": self.effect, "ci_low": self.ci_low, "ci_high": self.ci_high,
                          "p_value": self.p_value, "control_mean": self.control_mean,
                          "n_controls": len(self.control_effects), "n_examples": self.n_examples,
-                         "validated": self.validated, "in_sample": self.in_sample, "n_in_sample": self.n_in_sample})
+                         "validated": self.validated, "in_sample": self.in_sample, "n_in_sample": self.n_in_sample,
+                         "measures": dict(self.measures)})
 
     def to_frame(self) -> pandas.DataFrame:
         import pandas as pd
@@ -148,9 +151,17 @@ def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metr
         metric: maps the model output to one score per example. Defaults: the log-probability of
             ``finding.target`` (units, direction), the target hit rate (trigger).
         n_controls: number of random controls (the p-value's resolution is ``1 / (n_controls + 1)``).
-        ablation: ``"zero"`` or ``"mean"`` (each unit's mean over ``reference``) for unit findings.
+        ablation: ``"zero"`` or ``"mean"`` (each unit's mean over ``reference``) for unit findings
+            (a circuit finding uses its own ``evidence["ablation"]``).
         reference: the data whose mean defines mean ablation (default: ``inputs``); for HF-style dict
             inputs with an ``attention_mask`` the mean is over real positions only (no padding).
+            For a circuit finding, required: the corrupted inputs, paired with ``inputs`` row by row.
+            Its effect is per example ``(m(circuit) - m(corrupted)) / gap`` (sufficient: every other
+            edge corrupted) or ``(m(clean) - m(without circuit)) / gap`` (necessary: its edges
+            corrupted), ``gap`` the clean-to-corrupted change of the metric's mean; its controls are
+            random edge sets of its size (``torch.randperm`` of the stream's edges, as
+            `seethrough.subnetworks.circuit_significance` draws them); ``measures`` holds the
+            faithfulness and completeness and, with ``evidence["ranking"]``, CPR and CMD.
         alpha: level at which `Validation.validated` is decided.
         steer: for a ``"direction"`` finding, test it by steering instead of projecting out: add
             ``steer * direction`` (as given) at the site; the effect is the metric's rise, and the
@@ -192,9 +203,12 @@ def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metr
                       "effect is inflated by selection; validate on held-out data.", stacklevel=2)
     in_sample = None if n_in_sample is None else n_in_sample > 0
     gen = torch.Generator().manual_seed(seed)
+    measures: dict[str, float] = {}
     with torch.no_grad():
         if finding.kind == "trojan":
             per_example, controls = _trigger(finding, model, inputs, metric, n_controls, gen)
+        elif finding.kind == "circuit":
+            per_example, controls, measures = _circuit(finding, model, inputs, reference, metric, n_controls, gen)
         else:
             per_example, controls = _site_intervention(finding, model, inputs, metric, n_controls, ablation,
                                                        reference, gen, steer)
@@ -203,7 +217,7 @@ def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metr
     lo, hi = bootstrap_ci(values, seed=seed)
     p_value = (1 + sum(c >= effect for c in controls)) / (1 + len(controls))
     return Validation(finding.kind, effect, lo, hi, float(p_value), tuple(controls), len(values), alpha,
-                      in_sample, n_in_sample)
+                      in_sample, n_in_sample, measures)
 
 
 def _n_in_sample(finding: Finding, inputs: Inputs) -> int | None:
@@ -274,6 +288,43 @@ def _site_intervention(finding: Finding, model: nn.Module, inputs: Inputs, metri
     controls = [float((clean - projected(project_out(torch.randn(n_units, generator=gen)))).double().mean())
                 for _ in range(n_controls)]
     return per_example, controls
+
+
+def _circuit(finding: Finding, model: nn.Module, inputs: Inputs, reference: Inputs | None, metric: Metric,
+             n_controls: int, gen: torch.Generator) -> tuple[Tensor, list[float], dict[str, float]]:
+    """Sufficiency or necessity of a circuit's edges per example, against random edge sets of its size."""
+    if reference is None:
+        raise InputError("a 'circuit' finding is tested against corrupted inputs: pass reference=corrupted (paired "
+                         "with inputs row by row).")
+    problem = edge_problem(model, inputs, reference, metric, finding.evidence)
+    everything = list(problem.edges)
+    circuit = {(str(w), str(r)) for w, r in finding.evidence["edges"]}
+    unknown = sorted(circuit - set(everything))
+    if unknown or len(circuit) >= len(everything):
+        raise InputError(f"the finding's edges must be fewer than all of the stream's edges {everything}; got "
+                         f"{sorted(circuit)}" + (f" (unknown: {unknown})." if unknown else "."))
+    k, whole = len(circuit), frozenset(everything)
+    sets = [frozenset(circuit)] + [frozenset(everything[i] for i in torch.randperm(len(everything), generator=gen)[:k]
+                                             .tolist()) for _ in range(n_controls)]
+    necessary = finding.evidence["test"] == "necessary"
+    runs = edge_means(problem, [frozenset(), whole] + [s if necessary else whole - s for s in sets])
+    clean, corrupted = runs[0], runs[1]
+    gap = float(clean.mean() - corrupted.mean())
+    if gap == 0:
+        raise InputError("the metric's mean is the same on inputs and reference; a circuit's effect is undefined.")
+    values = (clean - runs[2:]) / gap if necessary else (runs[2:] - corrupted) / gap
+    name = "completeness" if necessary else "faithfulness"
+    measures = {name: float(values[0].mean()), "n_edges": float(k)}
+    ranking = [(str(w), str(r)) for w, r in finding.evidence.get("ranking") or []]
+    if ranking:
+        if sorted(ranking) != sorted(everything):
+            raise InputError(f"evidence['ranking'] must list every edge of the stream once ({everything}).")
+        kept = ((edge_means(problem, [whole - frozenset(ranking[:j]) for j in range(len(ranking) + 1)]).mean(1)
+                 - float(corrupted.mean())) / gap).numpy()
+        fraction = np.arange(len(ranking) + 1) / len(ranking)
+        measures["cpr"] = float(np.trapezoid(kept, fraction))
+        measures["cmd"] = float(np.trapezoid(np.abs(1 - kept), fraction))
+    return values[0], values[1:].mean(1).tolist(), measures
 
 
 def _trigger(finding: Finding, model: nn.Module, inputs: Inputs, metric: Metric, n_controls: int,

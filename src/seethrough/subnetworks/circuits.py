@@ -23,6 +23,7 @@ from ..core.errors import InputError
 from ..core.interventions import Ablation
 from ..core.results import Result, jsonable, new_figure
 from ..core.types import Inputs
+from ..evidence import Finding, fingerprint
 from ._stream import Edge, Stream, prepare, reader_gradients, run_edges
 from .verification import FaithfulnessCurve, faithfulness_curve
 
@@ -75,6 +76,26 @@ class Circuit(Result):
         """`faithfulness_curve` of this ranking: the top ``k`` edges kept, for every ``k``."""
         return faithfulness_curve(model, clean, corrupted, metric, writers=self.writers, readers=self.readers,
                                   ranking=self.select(len(self.edge_scores)), ablation=self.ablation, seed=self.seed)
+
+    def to_findings(self, *, k: int, inputs: Inputs | None = None) -> list[Finding]:
+        """The top ``k`` edges as two ``"circuit"`` findings: sufficient, and necessary.
+
+        Each carries the stream (writers, readers), the edges, every edge ranked best first (for
+        CPR/CMD), the ablation and seed; `seethrough.evidence.validate` with ``reference=`` the
+        corrupted inputs tests each against random edge sets of the same size. ``inputs``: the
+        clean inputs the circuit was found on (its fingerprint flags an in-sample validation).
+        """
+        k = check_int("k", k, at_least=1, at_most=len(self.edge_scores) - 1)  # an edge in, an edge out
+        edges = self.select(k)
+        evidence = {"writers": list(self.writers), "readers": list(self.readers), "edges": [list(e) for e in edges],
+                    "ranking": [list(e) for e in self.select(len(self.edge_scores))], "ablation": self.ablation,
+                    "seed": self.seed, "method": self.method}
+        data = None if inputs is None else fingerprint(inputs)
+        score = sum(self.edge_scores[e] for e in edges)
+        return [Finding("circuit", f"the top {k} edges ({self.method}) alone keep the clean-vs-corrupted behaviour",
+                        score=score, evidence={**evidence, "test": "sufficient"}, data_fingerprint=data),
+                Finding("circuit", f"corrupting the top {k} edges ({self.method}) removes the clean-vs-corrupted "
+                        "behaviour", score=score, evidence={**evidence, "test": "necessary"}, data_fingerprint=data)]
 
     def to_frame(self) -> pandas.DataFrame:
         import pandas as pd
