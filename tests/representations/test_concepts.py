@@ -147,3 +147,52 @@ def test_fewer_runs_per_statistic_keep_one_null_statistic_per_random_set() -> No
              torch.randn(8, 6, generator=g), 0, n_random=9, n_runs=3)
     assert r.concept_scores.shape == (3,) and r.random_scores.shape == (9,) and r.concept_cavs.shape == (3, 12)
     assert r.p_value >= 1 / 10
+
+
+def test_the_cosine_statistic_is_the_mean_cosine_of_cav_and_gradient_by_hand() -> None:
+    model = _mlp()
+    g = seeded(9)
+    concept, random, inputs = torch.randn(20, 6, generator=g) + 1.0, torch.randn(60, 6, generator=g), \
+        torch.randn(15, 6, generator=g)
+    r = tcav(model, concept, random, "0", inputs, 2, n_random=6, n_runs=4, statistic="cosine")
+    sign = tcav(model, concept, random, "0", inputs, 2, n_random=6, n_runs=4)
+    assert r.statistic == "cosine" and r.score == sign.score  # the TCAV score does not depend on the statistic
+    torch.testing.assert_close(r.concept_cavs, sign.concept_cavs)
+    # the gradients along the axes (directional_derivatives matches finite differences, tested above)
+    grads = directional_derivatives(model, inputs, "0", 2, torch.eye(12)).T  # (inputs, 12)
+    cosines = (r.concept_cavs @ grads.T) / grads.norm(dim=1)
+    assert r.observed == pytest.approx(float(cosines.mean()), abs=1e-12)
+    expected_p = (1 + int((r.random_scores.abs() >= abs(r.observed) - 1e-12).sum())) / 7
+    assert r.p_value == pytest.approx(expected_p)
+    with pytest.raises(InputError, match="statistic"):
+        tcav(model, concept, random, "0", inputs, 2, n_random=2, statistic="magnitude")
+
+
+def test_the_cosine_statistic_detects_the_used_concept_and_a_significant_result_is_a_validated_finding() -> None:
+    from seethrough.evidence import validate
+
+    model = _concept_reader()
+    g = seeded(10)
+    concept = torch.randn(30, 6, generator=g) * 0.3 + torch.tensor([2.0, 0, 0, 0, 0, 0])
+    r = tcav(model, concept, torch.randn(200, 6, generator=g), "hidden", torch.randn(40, 6, generator=g), 1,
+             statistic="cosine")
+    assert r.significant and r.observed > 0.2
+    (finding,) = r.to_findings()
+    assert finding.kind == "direction" and finding.target == 1 and torch.equal(finding.direction, r.cav)
+    # projecting the concept direction out lowers the target on inputs that show the concept; random directions less
+    held_out = torch.randn(100, 6, generator=g) * 0.3 + torch.tensor([1.0, 0, 0, 0, 0, 0])
+    v = validate(finding, model, held_out, n_controls=30, seed=2)
+    assert v.validated and v.effect > 0.1
+
+
+@pytest.mark.slow
+def test_meaningless_concepts_are_significant_at_most_alpha_of_the_time_with_the_cosine_statistic() -> None:
+    """The calibration claim for ``statistic="cosine"``: the same 60 concepts and bound as the sign test."""
+    model = _mlp(1)
+    g = seeded(6)
+    pool, inputs = torch.randn(200, 6, generator=g), torch.randn(50, 6, generator=g)
+    n_concepts = 60
+    hits = sum(tcav(model, torch.randn(30, 6, generator=g), pool, "0", inputs, 0, seed=i,
+                    statistic="cosine").significant for i in range(n_concepts))
+    bound = int(binom.ppf(0.999, n_concepts, 0.05))
+    assert hits <= bound, f"{hits}/{n_concepts} meaningless concepts significant (bound {bound})"

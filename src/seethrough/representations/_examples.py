@@ -27,12 +27,13 @@ from ..core.types import Inputs
 __all__: list[str] = []
 
 
-def _as_matrix(x: Any, name: str = "X") -> Tensor:
+def _as_matrix(x: Any, name: str = "X", *, keep_float32: bool = False) -> Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x.detach().cpu())
     if t.ndim != 2 or t.shape[0] == 0 or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
         raise InputError(f"{name} must be a non-empty (n, d) array of numbers, got {t.dtype} of shape {tuple(t.shape)}.")
-    t = t.to(torch.float64)
-    if not bool(torch.isfinite(t).all()):
+    t = t if keep_float32 and t.dtype == torch.float32 else t.to(torch.float64)
+    # a finite sum means every entry is finite (NaN and inf propagate); only an overflowing sum needs the full check
+    if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
         raise InputError(f"{name} contains NaN/inf; clean the features first.")
     return t
 

@@ -6,7 +6,8 @@ but wired to nothing (a masked layer; the zoo measures the ablation change, 0). 
 every property at ``embed`` with a per-token control task and give each a "used" score. Scored:
 the selectivity of the linear probe on the used category (bar 15 points) and, per case, the
 AUROC of the used scores with the category as the positive and the planted properties as the
-negatives (chance 0.5, bar 0.9). The baseline "probe-only" scores "used" by selectivity alone,
+negatives (chance 0.5, bar 0.9). "probe+erasure" scores "used" by the behaviour change of LEACE
+erasure, "probe+steering" by the change of a 2-sd step along the linear probe's direction. The baseline "probe-only" scores "used" by selectivity alone,
 so it calls every decodable property used.
 """
 
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 from ...evidence.ranks import auroc
 from ...representations.erasure import erase
 from ...representations.probes import probe
+from ...representations.steering import steer
 from ..zoo import generator
 from ..zoo.probing import category_task, trained_category_model
 from .base import Game, Metric, register
@@ -73,6 +75,14 @@ def _probe_and_erase(planted: ProbingPlanted, generator: torch.Generator) -> Pro
     return ProbingAnswer(selectivity, tuple(changes))
 
 
+def _probe_and_steer(planted: ProbingPlanted, generator: torch.Generator) -> ProbingAnswer:
+    results = [probe(planted.model, planted.tokens, y, planted.site, groups=planted.tokens, seed=planted.seed)
+               for y in planted.labels]
+    changes = [steer(planted.model, planted.tokens, r.coef[0], planted.site, seed=planted.seed).change
+               for r in results]
+    return ProbingAnswer(results[0].selectivity, tuple(changes))
+
+
 def _probe_only(planted: ProbingPlanted, generator: torch.Generator) -> ProbingAnswer:
     scores = [probe(planted.model, planted.tokens, y, planted.site, groups=planted.tokens, seed=planted.seed).selectivity
               for y in planted.labels]
@@ -96,7 +106,7 @@ GAME = register(Game(
                  f"category, with {N_UNUSED} planted token properties exactly decodable at the embedding but "
                  "wired to nothing (masked; zero ablation change). Methods probe each property with a per-token "
                  "control task and score whether the model uses it (LEACE erasure against shuffled-label "
-                 "erasures)."),
+                 "erasures, or a 2-sd step along the probe direction against random directions)."),
     metrics=(
         Metric("used_selectivity", chance=0.0, bar=0.15,
                description="linear probe accuracy minus control-task accuracy on the used category (held out)"),
@@ -106,7 +116,8 @@ GAME = register(Game(
     ),
     cases=_cases,
     build=_build,
-    methods={"probe+erasure": _probe_and_erase, "probe-only": _probe_only, "random": _random},
+    methods={"probe+erasure": _probe_and_erase, "probe+steering": _probe_and_steer, "probe-only": _probe_only,
+             "random": _random},
     score=_score,
     baselines=frozenset({"probe-only", "random"}),
     order=150,
