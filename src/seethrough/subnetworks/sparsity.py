@@ -130,7 +130,7 @@ def expected_l0(log_alpha: Tensor) -> Tensor:
 
     Example:
         >>> round(float(expected_l0(torch.tensor(0.0))), 4)
-        0.8347
+        0.8318
     """
     if not isinstance(log_alpha, Tensor) or not log_alpha.is_floating_point():
         raise InputTypeError(f"log_alpha must be a floating-point Tensor, got {type(log_alpha).__name__}.")
