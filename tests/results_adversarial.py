@@ -1,4 +1,4 @@
-"""Result factory for `TwinComparison` (issue #14 item 4), joined into FACTORIES: hostile measurement names."""
+"""Result factories for `TwinComparison` (issue #14 item 4: hostile measurement names) and `Leakage` (item 3)."""
 
 from __future__ import annotations
 
@@ -19,4 +19,19 @@ def _comparison() -> adversarial.TwinComparison:
                                      n_boot=50)
 
 
-FACTORIES: dict[str, Callable[[], Any]] = {"TwinComparison": _comparison}
+FACTORIES: dict[str, tuple[Callable[[], Any], bool]] = {"TwinComparison": (_comparison, True)}
+
+
+def _leakage() -> Any:
+    import torch
+
+    from seethrough.representations import bottleneck
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 4, generator=gen)
+    c = (x[:, :2] > 0).float()
+    model = bottleneck.train_concept_bottleneck(x, c, (c[:, 0] != c[:, 1]).long(), epochs=2, hidden=8)
+    return bottleneck.leakage_test(model, x, c, (c[:, 0] != c[:, 1]).long())
+
+
+FACTORIES["Leakage"] = (_leakage, False)
