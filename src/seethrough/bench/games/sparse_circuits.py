@@ -3,11 +3,12 @@
 The same digits MLP (64 → 64 → 64 → 10, one initialisation per seed; `zoo.sparse.sparse_mlp`) is
 trained dense, with L1 (proximal, ``L1_PENALTY``) and weight-sparse (per-matrix top-k annealed to
 ``DENSITY`` of the weights), by `seethrough.subnetworks.train_with_sparsity`. The minimal circuit of
-each model is a set of hidden **units** (nodes) kept while every other hidden unit is
-mean-ablated (`seethrough.core.mean_ablation`, means over the training split): units are first
-scored by their single-unit mean-ablation effect on the correct-class log-probability
-(`seethrough.core.patch_each`, one batched pass), then removed from the least important up, each
-removal kept only while the circuit's accuracy faithfulness, ``(acc(circuit) - acc(all ablated)) /
+each model is a set of hidden **units** (nodes) kept while every other hidden unit is mean-ablated
+(`seethrough.core.mean_ablation`, means over the training split; the chapter's `faithfulness` and
+`find_circuit` need a residual stream, which this MLP has not): units are first scored by their
+single-unit mean-ablation effect on the correct-class log-probability (`seethrough.core.patch_each`,
+one batched pass over `N_RANKING` rows), then removed from the least important up, each removal
+kept only while the circuit's accuracy faithfulness, ``(acc(circuit) - acc(all ablated)) /
 (acc(model) - acc(all ablated))``, stays ≥ 0.95 on the training split (an ACDC-style node sweep).
 Its size is counted in **edges**: the non-zero weights whose two ends are both in the circuit
 (inputs and logits always are), Gao et al.'s measure. Units are what is pruned because ablating a
@@ -18,12 +19,12 @@ that node circuit for every model alike.
 Scores: ``size_ratio`` (the dense circuit's edges over this model's; bar ≥ 4), ``accuracy_loss``
 (dense test accuracy minus this model's, in points; bar ≤ 1) and ``faithfulness`` on the held-out
 test split (bar ≥ 0.9). Rows: ``weight-sparse`` (the method under test); baselines ``l1`` (the
-honest comparison, calibrated the same way: proximal L1 also reaches exact zeros), ``dense`` (ratio 1 by construction),
-``random-order`` (the weight-sparse model with units removed in a random order: how much the
-search adds) and ``whole-sparse-model`` (every unit kept: how much the density alone gives).
-``L1_PENALTY`` and ``DENSITY`` were calibrated on development seeds 100 and 101 (each the strongest
-of its grid with ≤ 1 point accuracy loss on both); the bench scores seeds 0..9 (quick: 0..2), never
-the development seeds.
+honest comparison, calibrated the same way: proximal L1 also reaches exact zeros), ``dense``
+(ratio 1 by construction), ``random-order`` (the weight-sparse model with units removed in a
+random order: how much the search adds) and ``whole-sparse-model`` (every unit kept: how much the
+density alone gives). ``L1_PENALTY`` and ``DENSITY`` were calibrated on development seeds 100 and
+101 (each the strongest of its grid with ≤ 1 point accuracy loss on both); the bench scores seeds
+0..9 (quick: 0..2), never the development seeds.
 """
 
 from __future__ import annotations
