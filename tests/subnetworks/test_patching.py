@@ -221,3 +221,21 @@ def test_attribution_is_exact_on_a_linear_model() -> None:
     estimate = attribution_patching(model, clean, corrupted, [site], lambda out: out[:, 1])
     torch.testing.assert_close(estimate.effects[site], exact.effects[site], rtol=1e-4, atol=1e-5)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_prefix_reuse_runs_each_block_only_on_the_copies_that_reach_it() -> None:
+    """The cost claim itself: rows each block sees, counted with a user hook (n = 2, 5 positions, 3 layers)."""
+    model = TinyTransformer(n_layers=3).eval()
+    clean, corrupted = _tokens(16, batch=2), _tokens(17, batch=2)
+    sites = [Site(f"blocks.{i}", point="input", positions=list(range(5))) for i in range(3)]
+    for blocks, expected in ((None, [2 * (2 + 15)] * 3),  # corrupted run, clean run, 15 copies through every block
+                             (["blocks.0", "blocks.1", "blocks.2", "unembed"],
+                              [2 * (3 + 5 * (i + 1)) for i in range(3)])):  # + clean rows; copies join at their block
+        rows = dict.fromkeys(range(3), 0)
+
+        def count(value: torch.Tensor, site: Site, rows: dict[int, int] = rows) -> None:
+            rows[int(site.path[-1])] += value.shape[0]
+
+        with st.hooks(model, {Site(f"blocks.{i}", point="input", call=None): count for i in range(3)}):
+            activation_patching(model, clean, corrupted, sites, _last_logit, blocks=blocks)
+        assert [rows[i] for i in range(3)] == expected
