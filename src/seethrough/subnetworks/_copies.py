@@ -217,10 +217,12 @@ def run_prefix(chain: Chain, n: int, pieces: Sequence[Pieces], starts: Sequence[
                   key=lambda job: job[0])
     per_pass = max(1, max_rows // n)
     means = [torch.empty(len(p.masks), dtype=torch.float64) for p in pieces]
+    first = max(1, per_pass - 1)  # the first pass carries the clean rows too: one copy fewer
+    bounds = [0, *range(first, len(jobs), per_pass), len(jobs)]
     with torch.no_grad():
-        for begin in range(0, len(jobs), per_pass):
-            chunk = jobs[begin:begin + per_pass]
-            # the first pass carries the clean rows too, to check every block it calls (later passes start no earlier)
+        for begin, end in zip(bounds, bounds[1:], strict=False):
+            chunk = jobs[begin:end]
+            # the clean rows check every block the first pass calls (later passes start no earlier)
             check = begin == 0
             x: Tensor | None = chain.stream[chunk[0][0]] if check else None
             for block in range(chunk[0][0], len(chain.blocks) + 1):
