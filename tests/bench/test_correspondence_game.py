@@ -62,3 +62,4 @@ def test_cases_pair_distinct_scored_seeds() -> None:
     models = [c["model_a"] for c in cases] + [c["model_b"] for c in cases]
     assert len(set(models)) == 20 and min(models) >= 1000  # zoo seeds 0-5 calibrated the architecture
     assert GAME.cases(0, True)[0]["n_examples"] == 500
+
