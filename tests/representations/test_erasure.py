@@ -157,9 +157,9 @@ def test_erase_on_a_list_of_batches_equals_the_in_memory_result() -> None:
     labels = (x[:, 0] + 0.3 * x[:, 1] > 0).long()
     memory = erase(model, x, labels, "0", n_controls=5, batch_size=64)
     cuts = [0, 100, 170, 300]
-    parts = [x[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
-    listed = erase(model, parts, [labels[a:b] for a, b in zip(cuts[:-1], cuts[1:])], "0", n_controls=5)
+    parts = [x[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=False)]
+    listed = erase(model, parts, [labels[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=False)], "0", n_controls=5)
     assert listed.change == pytest.approx(memory.change, abs=1e-12)
     torch.testing.assert_close(listed.control_changes, memory.control_changes, rtol=0, atol=1e-12)
     with pytest.raises(InputTypeError, match="one-shot iterator"):
-        erase(model, iter(parts), [labels[a:b] for a, b in zip(cuts[:-1], cuts[1:])], "0")
+        erase(model, iter(parts), [labels[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=False)], "0")
