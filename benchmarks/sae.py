@@ -3,6 +3,8 @@
 1. Throughput: one epoch of `SparseAutoencoder.fit` (TopK, Adam, decoder renormalisation, dead-latent
    bookkeeping) against the plain forward+backward of the same SAE over the same batches, timed
    interleaved; the goal is fit ≥ 0.8× the plain pass (ratio of times ≤ 1.25).
+   The same for a `Transcoder` (predicting a module's output from its input) against its plain
+   forward+backward.
 2. Memory: peak resident memory of fitting from a model's site with `site_activations` (streamed,
    one chunk at a time) for n and 4n inputs, each in a fresh process; the goal is a flat peak.
 
@@ -19,12 +21,12 @@ import warnings
 import torch
 from _timing import environment, interleaved, ratio
 
-from seethrough.representations import SparseAutoencoder
+from seethrough.representations import SparseAutoencoder, Transcoder
 
 N, D, N_LATENTS, K, BATCH = 8192, 64, 512, 16, 256
 
 
-def _plain_forward_backward(x: torch.Tensor) -> None:
+def _plain_forward_backward(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
     g = torch.Generator().manual_seed(0)
     w_dec = torch.randn(N_LATENTS, D, generator=g)
     w_dec /= w_dec.norm(dim=1, keepdim=True)
@@ -33,10 +35,11 @@ def _plain_forward_backward(x: torch.Tensor) -> None:
     w_dec.requires_grad_()
     for i in range(0, x.shape[0], BATCH):
         batch = x[i:i + BATCH]
+        target = batch if y is None else y[i:i + BATCH]
         pre = (batch - b_dec) @ w_enc.T + b_enc
         top = pre.topk(K, dim=1)
         codes = torch.zeros_like(pre).scatter(1, top.indices, torch.relu(top.values))
-        loss = ((codes @ w_dec + b_dec - batch) ** 2).sum(1).mean()
+        loss = ((codes @ w_dec + b_dec - target) ** 2).sum(1).mean()
         loss.backward()
 
 
@@ -51,6 +54,13 @@ def throughput() -> None:
     r = ratio(times, "fit", "plain")
     print(f"throughput: fit / plain forward+backward time = {r:.2f} (fit at {1 / r:.2f}× the plain pass; "
           f"goal ≥ 0.8×)  [{N} rows, d={D}, {N_LATENTS} latents, k={K}, batch {BATCH}]")
+    y = torch.relu(x @ torch.randn(D, D, generator=torch.Generator().manual_seed(2)))
+    times = interleaved({"plain": lambda: _plain_forward_backward(x, y),
+                         "fit": lambda: Transcoder(N_LATENTS, k=K, batch_size=BATCH, max_epochs=1).fit(x, y)},
+                        repeats=9, seconds=0.5)
+    r = ratio(times, "fit", "plain")
+    print(f"transcoder: fit / plain forward+backward time = {r:.2f} (fit at {1 / r:.2f}× the plain pass; "
+          f"goal ≥ 0.8×)")
 
 
 _CHILD = """
