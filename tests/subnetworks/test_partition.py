@@ -270,3 +270,24 @@ def test_unsupported_attention_is_refused_or_warned() -> None:
     with pytest.raises(InputError, match="no supported attention"):
         partition(nn.Sequential(nn.Linear(3, 4)), 2, heads=True)
     assert partition(_zoo_transformer(), 2, heads=False).head_labels == {}
+
+
+@pytest.mark.parametrize("eps", [0.1, 1.0])
+def test_bipartite_shortcut_equals_the_dense_eigendecomposition(monkeypatch: pytest.MonkeyPatch, eps: float) -> None:
+    """Large layered graphs take their eigenvectors from one side's Gram matrix: same partition as dense eigh."""
+    import sys
+
+    module = sys.modules["seethrough.subnetworks.partition"]
+    rng = np.random.default_rng(7)
+    model = _chain(*[torch.as_tensor(w, dtype=torch.float32) for w in _block_weights(rng, [12, 18, 18, 6], 3, eps)])
+    monkeypatch.setattr(module, "_BIPARTITE_FROM", 10**9)
+    dense = partition(model, 3)
+    monkeypatch.setattr(module, "_BIPARTITE_FROM", 0)
+    assert module._two_colouring(np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]])) is None  # a triangle is not bipartite
+    fast = partition(model, 3)
+    assert fast.ncut == pytest.approx(dense.ncut, abs=1e-9)
+    assert adjusted_rand_score(np.concatenate(list(dense.labels.values())),
+                               np.concatenate(list(fast.labels.values()))) == 1.0
+    residual = partition(_zoo_transformer(), 2)  # the residual graph is not bipartite here: dense path, same answer
+    monkeypatch.setattr(module, "_BIPARTITE_FROM", 10**9)
+    assert partition(_zoo_transformer(), 2).ncut == pytest.approx(residual.ncut, abs=1e-9)
