@@ -26,7 +26,8 @@ from seethrough.bench.zoo.cache import config_hash
 # run of tests/bench/test_bench_cli.py already scores every metric of every game (test_quick_rows_score_...).
 EXPENSIVE = {"roar", "trigger-rediscovery", "trojan-repair", "dissection", "trojan-detection", "sae-dictionary",
              "known-factors", "known-task-weights", "planted-irrelevance", "mask-recovery", "decodable-but-unused",
-             "planted-reliance", "planted-modules", "planted-circuits"}
+             "planted-reliance", "planted-modules", "planted-circuits", "known-factors-images", "robust-twins",
+             "planted-concepts", "planted-prototypes"}
 DECLARED = [g for g in GAMES.values() if isinstance(g, Game)]
 
 

@@ -102,3 +102,17 @@ def test_bad_input_is_refused_in_one_line() -> None:
         pgd(model, x, y.float(), epsilon=0.1)
     with pytest.raises(InputError, match="low < high"):
         pgd(model, x, y, epsilon=0.1, bounds=(1.0, 0.0))
+
+
+def test_adversarial_training_seeds_dropout_and_leaves_the_global_rng_alone() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 2))
+    x, y = torch.rand(64, 4), torch.randint(0, 2, (64,))
+    state = torch.random.get_rng_state()
+    a = adversarial_training(model, x, y, epsilon=0.05, epochs=2, n_steps=2, seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(99)  # a different global state: the result must not depend on it
+    b = adversarial_training(model, x, y, epsilon=0.05, epochs=2, n_steps=2, seed=4)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    with pytest.raises(InputError, match="n_steps"):
+        robust_accuracy(model, x, y, epsilon=0.1, n_steps=0)

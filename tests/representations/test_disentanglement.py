@@ -1,5 +1,6 @@
-"""DCI and MIG (issue #14): the factors themselves score near 1, a random rotation of them clearly
-lower; mutual information matches scikit-learn's on discrete data; factor types and bad inputs."""
+"""DCI, MIG and SAP (issue #14): the factors themselves score near 1, a random rotation of them clearly
+lower; mutual information matches scikit-learn's on discrete data; SAP's score matrix against a
+reference written here; factor types and bad inputs; the image factor set and the beta-VAE."""
 
 from __future__ import annotations
 
@@ -132,6 +133,36 @@ def test_sap_is_zero_for_a_duplicated_code_and_high_for_the_factors_themselves()
     assert discrete > 0.5  # a 3-valued factor read from itself by a linear SVM beats the noise code (chance 1/3)
     with pytest.raises(InputError, match="at least 2 codes"):
         sap(f[:, :1], f)
+    with pytest.raises(InputError, match="rows"):
+        sap(f[:9], f)
+
+
+def test_sap_discrete_entries_equal_a_linear_svm_on_each_standardised_code() -> None:
+    from sklearn.svm import LinearSVC
+
+    from seethrough.representations import sap_matrix
+
+    rng = np.random.default_rng(7)
+    factor = rng.integers(0, 3, 900)
+    codes = np.column_stack([factor + rng.normal(0, 0.4, 900), rng.normal(size=900)])
+    order = np.random.default_rng(0).permutation(900)
+    test, train = order[:270], order[270:]
+    expected = []
+    for i in range(2):  # the reference: disentanglement_lib's classifier on one code, standardised on train
+        z = ((codes[:, i] - codes[train, i].mean()) / codes[train, i].std())[:, None]
+        svm = LinearSVC(C=0.01, class_weight="balanced", random_state=0).fit(z[train], factor[train])
+        expected.append(np.mean(svm.predict(z[test]) == factor[test]))
+    assert sap_matrix(codes, factor[:, None].astype(float))[:, 0] == pytest.approx(expected)
+
+
+def test_a_non_integer_factor_marked_discrete_keeps_its_classes() -> None:
+    from seethrough.representations import sap
+
+    rng = np.random.default_rng(8)
+    factor = rng.choice([0.2, 0.5, 0.8], 900)
+    codes = np.column_stack([factor, rng.normal(size=900)])
+    assert sap(codes, factor[:, None], discrete=[True]) > 0.5  # casting 0.2/0.5/0.8 to int made one class
+    assert dci(codes, factor[:, None], discrete=[True]).informativeness > 0.95
 
 
 # -- the image factor set and the beta-VAE -------------------------------------------------------------------
@@ -170,3 +201,21 @@ def test_train_beta_vae_learns_and_leaves_the_global_rng_alone() -> None:
         train_beta_vae(x * 2, n_steps=1)
     with pytest.raises(InputError, match="BetaVAE for inputs"):
         train_beta_vae(x, vae=BetaVAE((5,)), n_steps=1)
+
+
+def test_beta_vae_kl_term_is_the_closed_form_and_beta_scales_only_it() -> None:
+    from torch.distributions import Normal, kl_divergence
+
+    from seethrough.representations import BetaVAE
+    from seethrough.representations.vae import _loss
+
+    torch.manual_seed(0)
+    vae = BetaVAE((6,), n_latents=3, hidden=8)
+    x = torch.rand(16, 6)
+    mean, log_var = vae.posterior(x)
+    reference = kl_divergence(Normal(mean, (0.5 * log_var).exp()), Normal(0.0, 1.0)).sum() / 16
+    one = _loss(vae, x, 1.0, torch.Generator().manual_seed(1))
+    four = _loss(vae, x, 4.0, torch.Generator().manual_seed(1))
+    assert torch.allclose(one[2], reference, atol=1e-5)
+    assert torch.allclose(four[0] - four[1], 4.0 * one[2], atol=1e-5) and torch.equal(four[1], one[1])
+    assert vae(x).requires_grad  # forward stays differentiable (encode is the no-grad reader)

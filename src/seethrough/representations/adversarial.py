@@ -119,7 +119,7 @@ def pgd(model: nn.Module, inputs: Tensor, labels: Tensor, *, epsilon: float, n_s
     """Projected gradient descent in the L∞ ball: ``n_steps`` signed-gradient steps, each projected back.
 
     Starts from a uniform random point of the ball (``random_start``, drawn from ``seed``), steps
-    ``step_size`` (default ``2.5 · ε / n_steps``, Madry et al.'s ratio) up the cross-entropy of the true
+    ``step_size`` (default ``2.5 · ε / n_steps``, the default of the Madry lab's robustness library) up the cross-entropy of the true
     label, and projects onto ``|x' − x|∞ ≤ ε`` and ``bounds`` after every step.
 
     References:
@@ -139,7 +139,9 @@ def robust_accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, *, epsilon
                     bounds: tuple[float, float] = (0.0, 1.0), batch_size: int = 256, seed: int = 0) -> float:
     """Accuracy on `pgd` adversarial inputs (``epsilon = 0`` gives the clean accuracy)."""
     x, y = _check(model, inputs, labels, epsilon, bounds)
+    check_int("n_steps", n_steps, at_least=1)
     check_int("batch_size", batch_size, at_least=1)
+    check_int("seed", seed, at_least=0)
     correct = 0
     with _evaluating(model):
         for start in range(0, len(x), batch_size):
@@ -161,7 +163,9 @@ def adversarial_training(model: nn.Module, inputs: Tensor, labels: Tensor, *, ep
     ``batch_transform(x, y, generator) -> (x, y)`` if given (e.g. data poisoning, to build a
     trojaned robust twin), then replaced by its `pgd` adversarial version (``n_steps`` steps,
     computed in eval mode) and the copy takes an Adam step on the cross-entropy there, in train mode.
-    Returns the copy in eval mode, parameters requiring grad as in ``model``, no ``.grad`` left.
+    Returns the copy in eval mode, parameters requiring grad as in ``model``, no ``.grad`` left (a deep
+    copy: hooks registered on ``model`` are copied too). Dropout noise is drawn from ``seed``; the
+    caller's global RNG is left as it was.
     """
     x, y = _check(model, inputs, labels, epsilon, bounds)
     check_int("epochs", epochs, at_least=0)
@@ -173,21 +177,30 @@ def adversarial_training(model: nn.Module, inputs: Tensor, labels: Tensor, *, ep
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam([p for p in robust.parameters() if p.requires_grad], lr=lr)
     step = 2.5 * float(epsilon) / n_steps
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, give it back untouched
+        torch.manual_seed(seed)
+        _train(robust, x, y, optimiser, generator, epochs, batch_size, batch_transform, float(epsilon), step, n_steps,
+               bounds)
+    for p in robust.parameters():
+        p.grad = None
+    return robust.eval()
+
+
+def _train(robust: nn.Module, x: Tensor, y: Tensor, optimiser: torch.optim.Optimizer, generator: torch.Generator,
+           epochs: int, batch_size: int, batch_transform: Callable | None, epsilon: float, step: float,
+           n_steps: int, bounds: tuple[float, float]) -> None:
     for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=generator).split(batch_size):
             xb, yb = x[idx], y[idx]
             if batch_transform is not None:
                 xb, yb = batch_transform(xb, yb, generator)
             robust.eval()
-            adv = _pgd(robust, xb, yb, float(epsilon), step, n_steps, True, bounds, generator)
+            adv = _pgd(robust, xb, yb, epsilon, step, n_steps, True, bounds, generator)
             robust.train()
             loss = F.cross_entropy(_logits(robust, adv), yb)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-    for p in robust.parameters():
-        p.grad = None
-    return robust.eval()
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,8 @@ def dci(codes: Any, factors: Any, *, discrete: Any = None, test_fraction: float 
     importance = np.zeros((c.shape[1], f.shape[1]))
     informativeness = np.zeros(f.shape[1])
     for j in range(f.shape[1]):
-        target = f[:, j]
+        # a discrete factor's classes are its distinct values (a non-integer column marked discrete too)
+        target = np.unique(f[:, j], return_inverse=True)[1].astype(float) if flags[j] else f[:, j]
         if flags[j] and np.unique(target[train]).size < 2:
             importance[:, j], informativeness[j] = 0.0, float(np.mean(target[test] == target[train][0]))
             continue
@@ -270,7 +271,7 @@ def sap_matrix(codes: Any, factors: Any, *, discrete: Any = None, test_fraction:
                 if target[train].std() > 0:
                     scores[i, j] = float(np.corrcoef(code, target[train])[0, 1] ** 2)
                 continue
-            labels = target.astype(np.int64)
+            labels = np.unique(target, return_inverse=True)[1]  # classes: the distinct values
             if np.unique(labels[train]).size < 2:
                 scores[i, j] = float(np.mean(labels[test] == labels[train][0]))
                 continue
@@ -297,7 +298,8 @@ def sap(codes: Any, factors: Any, *, discrete: Any = None, test_fraction: float 
         (0.994, 0.0)
 
     Raises:
-        InputError: fewer than 2 codes (no gap to take).
+        InputError: fewer than 2 codes (no gap to take), or every factor constant (a constant factor
+            is left out, as in `mig`).
 
     References:
         Kumar, Sattigeri & Balakrishnan 2018, "Variational inference of disentangled latent concepts
@@ -306,5 +308,8 @@ def sap(codes: Any, factors: Any, *, discrete: Any = None, test_fraction: float 
     scores = sap_matrix(codes, factors, discrete=discrete, test_fraction=test_fraction, seed=seed)
     if scores.shape[0] < 2:
         raise InputError(f"SAP needs at least 2 codes (a gap between the best and second-best), got {scores.shape[0]}.")
-    top = np.sort(scores, axis=0)[::-1]
+    varies = _matrix(factors, "factors").std(0) > 0
+    if not varies.any():
+        raise InputError("every factor is constant; SAP needs at least one factor that varies.")
+    top = np.sort(scores[:, varies], axis=0)[::-1]  # a constant factor is left out, as in `mig`
     return float(np.mean(top[0] - top[1]))

@@ -54,7 +54,8 @@ class BetaVAE(nn.Module):
         return self.decoder(z).reshape(len(z), *self.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+        """Reconstruction logits from the posterior means (differentiable, unlike `encode`)."""
+        return self.decode(self.posterior(x)[0])
 
 
 def _loss(vae: BetaVAE, x: torch.Tensor, beta: float, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -76,8 +77,8 @@ def train_beta_vae(inputs: Any, *, vae: BetaVAE | None = None, n_latents: int = 
 
     Per step, a minibatch drawn with replacement; the loss is the Bernoulli negative log-likelihood
     summed over pixels plus ``beta`` times the KL to the standard normal prior, both averaged over
-    the batch (``beta=1`` is a plain VAE). The trained model's ``history`` attribute holds the
-    reconstruction and KL terms every 100 steps.
+    the batch (``beta=1`` is a plain VAE). The trained model's ``history`` attribute (set on the
+    given ``vae`` too) holds the reconstruction and KL terms every 100 steps.
 
     Raises:
         InputError: inputs outside [0, 1], fewer than 2 rows, or a bad setting.

@@ -104,7 +104,7 @@ def _score(answer: FactorsAnswer, planted: FactorsPlanted) -> dict[str, float]:
 
 GAME = register(Game(
     name="known-factors",
-    item="Representations / disentanglement (DCI, MIG)",
+    item="Representations / disentanglement (DCI, MIG, SAP)",
     description=(f"Five generated factors ({', '.join(FACTOR_NAMES)}; the first two discrete) and representations "
                  "of known disentanglement: the factors themselves (must score ≥ 0.95 on DCI disentanglement and "
                  "completeness), a random rotation of them (chance), FastICA of a linear mixture, PCA and FastICA "

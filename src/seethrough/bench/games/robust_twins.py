@@ -3,13 +3,16 @@
 Each case is a pair of digits classifiers with the same planted patch trigger, data and
 initialisation: the standard twin (`zoo.trojaned_classifier(arch, "patch", seed)`) and its PGD-trained
 twin (`zoo.robust_trojaned_classifier`, ε 0.1 in the [0, 1] pixel range). The method under test,
-``pgd-training``, must raise robust accuracy (PGD-10 at ε 0.1 on the test split) by a clear margin.
+``pgd-training``, must raise robust accuracy (PGD-10 at ε 0.1 on the test split) by a clear margin,
+and the robust twin must still carry the trojan (attack success, so the comparison is of twins).
 The interpretability comparison runs the same measurement on both twins (`compare_twins`' per-case
 pairing) and reports robust − standard per case, shown, not barred (the survey's hypothesis is that
 robust models are easier to read; the honest answer may be small, or the other way):
 
 * ``saliency`` and ``integrated-gradients``: pixel AUROC of the |attribution| to the trojan's target on
-  32 stamped test images against the trigger's mask (as in ``attribution-localisation``);
+  32 stamped test images against the trigger's mask (as in ``attribution-localisation``; IG from a
+  mean-digit baseline, because from the zero baseline a black trigger pixel gets no attribution in
+  either twin and the difference is exactly 0);
 * ``synthesis``: one shared perturbation of 32 clean non-target test images raising log p(target)
   (feature synthesis, 128 steps), scored by the pixel AUROC of its mean |change| against the mask:
   does the synthesised change rediscover the trigger?
@@ -27,7 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...evidence import Trigger, stamp
+from ...evidence import Trigger, attack_success, stamp
+from ...neurons.attribution import integrated_gradients
 from ...neurons.synthesis import logit_objective, synthesize
 from ...representations.adversarial import robust_accuracy
 from ..zoo.classifiers import robust_trojaned_classifier, trojaned_classifier
@@ -75,15 +79,26 @@ def _build(case: Mapping[str, Any]) -> TwinsPlanted:
 
 def _pgd_training(planted: TwinsPlanted, generator: torch.Generator) -> TwinsAnswer:
     x, y = digits16("test")
-    return TwinsAnswer({"robust_accuracy": (robust_accuracy(planted.standard, x, y, epsilon=EPSILON, seed=planted.seed),
-                                            robust_accuracy(planted.robust, x, y, epsilon=EPSILON, seed=planted.seed))})
+    return TwinsAnswer({
+        "robust_accuracy": (robust_accuracy(planted.standard, x, y, epsilon=EPSILON, seed=planted.seed),
+                            robust_accuracy(planted.robust, x, y, epsilon=EPSILON, seed=planted.seed)),
+        "attack_success": (attack_success(planted.standard, x, y, planted.trigger),
+                           attack_success(planted.robust, x, y, planted.trigger))})
+
+
+def _maps(method: str, model: nn.Module, planted: TwinsPlanted) -> Tensor:
+    target = torch.full((len(planted.stamped),), planted.trigger.target)
+    if method == "integrated-gradients":
+        # a mean-digit baseline: with the zero baseline a black trigger pixel gets no attribution in either twin
+        baseline = digits16("train")[0].mean(0, keepdim=True).expand_as(planted.stamped)
+        return integrated_gradients(model, planted.stamped, target, baseline=baseline, n_steps=32).values
+    return attribution_map(method, model, planted.stamped, target)
 
 
 def _localisation(method: str):
     def run(planted: TwinsPlanted, generator: torch.Generator) -> TwinsAnswer:
-        target = torch.full((len(planted.stamped),), planted.trigger.target)
-        values = [float(auroc_rows(attribution_map(method, m, planted.stamped, target).abs().sum(1, keepdim=True),
-                                   planted.trigger.mask).mean()) for m in (planted.standard, planted.robust)]
+        values = [float(auroc_rows(_maps(method, m, planted).abs().sum(1, keepdim=True), planted.trigger.mask).mean())
+                  for m in (planted.standard, planted.robust)]
         return TwinsAnswer({"localisation": (values[0], values[1])})
     return run
 
@@ -102,9 +117,10 @@ def _synthesis(planted: TwinsPlanted, generator: torch.Generator) -> TwinsAnswer
 def _score(answer: TwinsAnswer, planted: TwinsPlanted) -> dict[str, float]:
     if "robust_accuracy" in answer.values:
         standard, robust = answer.values["robust_accuracy"]
-        return {"robust_accuracy_gain": robust - standard}
+        return {"robust_accuracy_gain": robust - standard, "robust_attack_success": answer.values["attack_success"][1]}
     standard, robust = answer.values["localisation"]
-    return {"localisation_difference": robust - standard}
+    return {"localisation_difference": robust - standard, "localisation_standard": standard,
+            "localisation_robust": robust}
 
 
 GAME = register(Game(
@@ -118,8 +134,16 @@ GAME = register(Game(
     metrics=(
         Metric("robust_accuracy_gain", chance=0.0, bar=0.3,
                description="robust accuracy (PGD-10, ε 0.1) of the robust twin minus the standard twin's"),
-        Metric("localisation_difference", chance=0.0, bar=0.0,
-               description="pixel AUROC of the trigger, robust twin minus standard twin (shown, not barred)"),
+        Metric("robust_attack_success", chance=0.1, bar=0.8,
+               description="the robust twin still carries the trojan: attack success of its trigger (test split), "
+                           "so the twins differ in training, not in what they learned to do"),
+        Metric("localisation_difference", chance=0.0, bar=0.05,
+               description="pixel AUROC of the trigger, robust twin minus standard twin (shown, not barred: only "
+                           "the baseline-style comparison rows report it; 0.05 is a nominal bar)"),
+        Metric("localisation_standard", chance=0.5, bar=0.9,
+               description="pixel AUROC on the standard twin (shown; attribution-localisation's bar)"),
+        Metric("localisation_robust", chance=0.5, bar=0.9,
+               description="pixel AUROC on the robust twin (shown; attribution-localisation's bar)"),
     ),
     cases=_cases,
     build=_build,
