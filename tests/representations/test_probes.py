@@ -199,6 +199,11 @@ def test_a_list_or_iterator_of_padded_batches_equals_the_in_memory_result() -> N
         assert (r.n_train, r.n_test) == (memory.n_train, memory.n_test)
         assert r.n_train + r.n_test == sum(int((y >= 0).sum()) for y in labels)
         assert r.accuracy == memory.accuracy and r.control_accuracy == memory.control_accuracy
+    # a batch without any label changes nothing (it is read and dropped)
+    blank = {"input_ids": torch.zeros(5, 3, dtype=torch.long), "attention_mask": torch.ones(5, 3, dtype=torch.long)}
+    skipped = probe(model, [batches[0], blank, *batches[1:]], [labels[0], torch.full((5, 3), -1), *labels[1:]], "embed",
+                    groups=[groups[0], torch.zeros(5, 3, dtype=torch.long), *groups[1:]])
+    assert (skipped.accuracy, skipped.control_accuracy) == (listed.accuracy, listed.control_accuracy)
     # batch size does not change the in-memory result either
     ones = torch.ones_like(ids)
     whole = probe(model, {"input_ids": ids, "attention_mask": ones}, torch.cat([pad(y, -1) for y in labels]),

@@ -193,11 +193,16 @@ def collect_examples(model: nn.Module, chunks: Iterable[Chunk], site: Site) -> t
         with torch.no_grad():
             value = capture(model, batch, [site])[site].detach()
         n = value.shape[0]
+        if y.ndim == 0 or not bool((y >= 0).any()):  # nothing labelled here (a bad shape is refused below)
+            fits = y.ndim == 1 and y.shape[0] == n or y.ndim == 2 and value.ndim == 3 and \
+                tuple(value.shape[:2]) == tuple(y.shape)
+            if not fits:
+                site_examples(value, y, g)  # raises the shape error
+            n_inputs, n_examples = n_inputs + n, n_examples + y.numel()
+            continue
         if g is None:  # one group per example, numbered across the dataset
-            g = (torch.arange(y.numel()) + n_examples).view(y.shape) if y.ndim > 0 else None
-        x, yy, gg, rr = site_examples(value, y, g) if bool((y >= 0).any()) else (value[:0], y[:0], y[:0], y[:0])
-        if x.ndim != 2:
-            x = x.reshape(0, -1)
+            g = (torch.arange(y.numel()) + n_examples).view(y.shape)
+        x, yy, gg, rr = site_examples(value, y, g)
         feats.append(x.cpu())
         ys.append(yy)
         gs.append(gg)
@@ -206,10 +211,10 @@ def collect_examples(model: nn.Module, chunks: Iterable[Chunk], site: Site) -> t
         n_examples += y.numel()
     if not seen:
         raise InputError("the data yielded no batch; pass a non-empty dataset.")
-    y_all = torch.cat(ys)
-    if len(y_all) == 0:
+    if not ys:
         raise InputError("every label is negative (< 0 means 'no label here'); give some labelled examples.")
-    widths = {x.shape[1] for x in feats if len(x)}
+    y_all = torch.cat(ys)
+    widths = {x.shape[1] for x in feats}
     if len(widths) > 1:
         raise InputError(f"the site's value changes width across batches ({sorted(widths)}); a probe needs one "
                          "feature size.")
