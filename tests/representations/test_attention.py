@@ -157,3 +157,26 @@ def test_bad_input_fails_before_work() -> None:
         rollout(torch.ones(1, 1, 1, 2, 2), residual=1.5)
     with pytest.raises(InputError, match="tokens"):
         attention_patterns(model, x, SITES, tokens=[["a"]])
+
+
+@pytest.mark.hf
+def test_a_huggingface_bert_matches_its_own_output_attentions() -> None:
+    """A tiny random BertModel (built offline, eager attention): the sites' maps equal ``output_attentions``."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=16, attn_implementation="eager")
+    torch.manual_seed(0)  # transformers initialises from the global RNG (the autouse fixture reseeds per test)
+    model = transformers.BertModel(config).eval()
+    x = {"input_ids": torch.randint(0, 30, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
+    x["attention_mask"][1, 4:] = 0
+    from seethrough import Site
+
+    sites = [Site(f"encoder.layer.{i}.attention.self", element=1) for i in range(2)]
+    maps = attention_patterns(model, x, sites)
+    with torch.no_grad():
+        own = torch.stack(model(**x, output_attentions=True).attentions, 1)
+    mask = x["attention_mask"].bool()
+    expected = own * mask[:, None, None, :, None] * mask[:, None, None, None, :]
+    torch.testing.assert_close(maps.values, expected)
+    torch.testing.assert_close(rollout(maps.values, maps.mask)[1, :, 0, :4].sum(-1),
+                               torch.ones(2, 4, dtype=torch.float64))
