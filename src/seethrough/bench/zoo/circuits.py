@@ -219,7 +219,7 @@ def _passes(meta: dict[str, Any]) -> bool:
 
 
 def _train_until_verified(model: CompiledCircuit, order: list[str], steps: int, seed: int,
-                          attempts: int = 4) -> dict[str, Any]:
+                          attempts: int = 8) -> dict[str, Any]:
     """Train from up to ``attempts`` initialisations; keep the first that passes `SIIT_PASS` (else the last)."""
     for attempt in range(attempts):
         if attempt:
@@ -244,7 +244,7 @@ def siit_circuit(seed: int, *, steps: int = 1000) -> tuple[CompiledCircuit, dict
     analogue of SIIT's resample-ablated non-circuit nodes), with the label kept and, weighted 0.1,
     the logit kept. Verified by ablation over all 64 x 64 pairs (``meta``): task accuracy,
     interchange accuracy per node, and accuracy with every non-circuit edge resample-ablated; a
-    network below `SIIT_PASS` is retrained from the next initialisation (up to 4; ``meta["attempts"]``,
+    network below `SIIT_PASS` is retrained from the next initialisation (up to 8; ``meta["attempts"]``,
     ``meta["verified"]``: a seed that never passes is kept and says so).
 
     Returns:
@@ -264,7 +264,7 @@ def siit_circuit(seed: int, *, steps: int = 1000) -> tuple[CompiledCircuit, dict
             model = CompiledCircuit(n_blocks, 16, 6)
         return materialise(model, seed)
 
-    config = {"seed": seed, "steps": steps, "order": order, "version": 3}
+    config = {"seed": seed, "steps": steps, "order": order, "version": 4}
     model, meta = cached("siit_circuit", config, build, lambda m: _train_until_verified(m, order, steps, seed))
     path = {role: f"blocks.{i}" for i, role in enumerate(order)}
     writers = ["embed"] + [f"blocks.{i}" for i in range(n_blocks)]
