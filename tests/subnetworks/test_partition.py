@@ -277,17 +277,17 @@ def test_bipartite_shortcut_equals_the_dense_eigendecomposition(monkeypatch: pyt
     """Large layered graphs take their eigenvectors from one side's Gram matrix: same partition as dense eigh."""
     import sys
 
-    module = sys.modules["seethrough.subnetworks.partition"]
+    module = sys.modules["seethrough.subnetworks._spectral"]
     rng = np.random.default_rng(7)
     model = _chain(*[torch.as_tensor(w, dtype=torch.float32) for w in _block_weights(rng, [12, 18, 18, 6], 3, eps)])
-    monkeypatch.setattr(module, "_BIPARTITE_FROM", 10**9)
+    monkeypatch.setattr(module, "BIPARTITE_FROM", 10**9)
     dense = partition(model, 3)
-    monkeypatch.setattr(module, "_BIPARTITE_FROM", 0)
-    assert module._two_colouring(np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]])) is None  # a triangle is not bipartite
+    monkeypatch.setattr(module, "BIPARTITE_FROM", 0)
+    assert module.two_colouring(np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]])) is None  # a triangle is not bipartite
     fast = partition(model, 3)
     assert fast.ncut == pytest.approx(dense.ncut, abs=1e-9)
     assert adjusted_rand_score(np.concatenate(list(dense.labels.values())),
                                np.concatenate(list(fast.labels.values()))) == 1.0
     residual = partition(_zoo_transformer(), 2)  # the residual graph is not bipartite here: dense path, same answer
-    monkeypatch.setattr(module, "_BIPARTITE_FROM", 10**9)
+    monkeypatch.setattr(module, "BIPARTITE_FROM", 10**9)
     assert partition(_zoo_transformer(), 2).ncut == pytest.approx(residual.ncut, abs=1e-9)

@@ -26,8 +26,9 @@ from ..core.inputs import call_model, validate_inputs
 from ..core.results import Result, new_figure
 from ..core.types import Inputs
 from ._ablate import run_copies, unit_fills
+from ._spectral import spectral_labels, weighted_layers
 from .lesions import LesionTest, lesion_test
-from .partition import Clusterability, Partition, _layers, _spectral, clusterability, ncut
+from .partition import Clusterability, Partition, clusterability, ncut
 
 if TYPE_CHECKING:
     import pandas
@@ -82,7 +83,7 @@ def _summaries(values: Tensor, path: str) -> Tensor:
 
 
 def _layer_paths(model: nn.Module) -> list[str]:
-    return [p for p, _ in _layers(model)]
+    return [p for p, _ in weighted_layers(model)]
 
 
 def functional_graph(model: nn.Module, inputs: Inputs, *, method: str = "coactivation", ablation: str = "zero",
@@ -187,7 +188,7 @@ def functional_partition(model: nn.Module, inputs: Inputs, n_modules: int, *, me
     graph = functional_graph(model, inputs, method=method, ablation=ablation)
     if len(graph.units) < n_modules:
         raise InputError(f"the functional graph has {len(graph.units)} live units, fewer than n_modules={n_modules}.")
-    found = _spectral(graph.adjacency, n_modules, seed)
+    found = spectral_labels(graph.adjacency, n_modules, seed)
     labels = {p: np.full(s, -1, dtype=np.int64) for p, s in graph.sizes.items()}
     for (p, u), k in zip(graph.units, found, strict=True):
         labels[p][u] = int(k)
@@ -198,7 +199,7 @@ def functional_partition(model: nn.Module, inputs: Inputs, n_modules: int, *, me
 
 
 def _chain(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    layers = _layers(model)
+    layers = weighted_layers(model)
     bad = [p for p, m in layers if not isinstance(m, nn.Linear)]
     if bad or any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
         raise InputError(f"train_modular lays out the units of a chain of nn.Linear layers; {type(model).__name__} "
