@@ -239,7 +239,7 @@ def test_probe_findings_are_validated_by_projecting_the_direction_out() -> None:
     model = _reader()
     x = torch.randn(400, 4, generator=seeded(9))
     held_out = torch.randn(200, 4, generator=seeded(10))
-    verdicts = {}
+    verdicts, steered = {}, {}
     for coordinate in (0, 3):
         r = probe(model, x, (x[:, coordinate] > 0).long(), "0")
         assert r.accuracy >= 0.95  # both decodable
@@ -249,7 +249,13 @@ def test_probe_findings_are_validated_by_projecting_the_direction_out() -> None:
         assert cosine > 0.95  # the probe found the planted coordinate
         chosen = held_out[held_out[:, coordinate] > 0]  # inputs that have the property
         verdicts[coordinate] = validate(finding, model, chosen, n_controls=30, seed=1)
+        # steering instead: a step along the (unit) direction on inputs without the property
+        unit = Finding("direction", finding.claim, site=finding.site, direction=finding.direction / finding.direction.norm(),
+                       target=1)
+        steered[coordinate] = validate(unit, model, held_out[held_out[:, coordinate] <= 0], n_controls=30, steer=1.0,
+                                       seed=1)
     assert verdicts[0].validated and verdicts[0].effect > 0.1
     assert not verdicts[3].validated and abs(verdicts[3].effect) < 0.02  # the head never reads coordinate 3
+    assert steered[0].validated and not steered[3].validated
     with pytest.raises(InputError, match="no linear weights"):
         probe(model, x, (x[:, 0] > 0).long(), "0", estimator=MLPProbe(d_hidden=4, epochs=5)).to_findings()
