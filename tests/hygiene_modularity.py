@@ -14,6 +14,7 @@ from models import TinyMLP, TinyTransformer, tokens, vectors
 from torch import Tensor
 
 from seethrough import subnetworks as sub
+from seethrough.bench import zoo
 from seethrough.bench.zoo import modules as zoo_modules
 
 METRICS = {"a": lambda out: out[:, 0], "b": lambda out: out[:, 1]}
@@ -22,6 +23,10 @@ LAST = {"a": lambda out: out[:, -1, 0], "b": lambda out: out[:, -1, 1]}
 
 def _raising(out: Any) -> Tensor:
     raise RuntimeError("injected failure in a user metric")
+
+
+def _heads_model() -> torch.nn.Module:
+    return zoo.TinyTransformer(6, 4, d_model=8, n_layers=1, n_heads=2, seed=1)
 
 
 CASES: list[Case] = [
@@ -43,6 +48,11 @@ CASES: list[Case] = [
     Case("train_modular", sub.train_modular, TinyMLP, vectors,
          lambda m, x: sub.train_modular(m, x, torch.arange(len(x)) % 3, n_steps=3, n_shuffles=2).to_dict(),
          invalid=(lambda m, x: sub.train_modular(m, x, torch.arange(len(x)) % 3, n_steps=0),)),
+    Case("partition (attention heads)", sub.partition, _heads_model, vectors,
+         lambda m, x: sub.partition(m, 2, heads=True).to_dict(), runs_forward=False,
+         invalid=(lambda m, x: sub.partition(m, 99, heads=True),)),
+    Case("clusterability (attention heads)", sub.clusterability, _heads_model, vectors,
+         lambda m, x: sub.clusterability(m, 2, n_shuffles=3, heads=True).to_dict(), runs_forward=False),
     Case("connection_cost", sub.connection_cost, TinyMLP, vectors, lambda m, x: sub.connection_cost(m),
          runs_forward=False),
 ]
