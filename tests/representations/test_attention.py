@@ -180,3 +180,43 @@ def test_a_huggingface_bert_matches_its_own_output_attentions() -> None:
     torch.testing.assert_close(maps.values, expected)
     torch.testing.assert_close(rollout(maps.values, maps.mask)[1, :, 0, :4].sum(-1),
                                torch.ones(2, 4, dtype=torch.float64))
+
+
+class _ReadsPosition2(torch.nn.Module):
+    """tokens → embed → the output is a linear map of position 2's embedding only: the planted route."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.embed = torch.nn.Embedding(10, 4)
+        self.head = torch.nn.Linear(4, 3)
+        with torch.no_grad():
+            for p in (self.embed.weight, self.head.weight, self.head.bias):
+                p.copy_(torch.randn(p.shape, generator=gen))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x)[:, 2])
+
+
+def test_a_route_finding_is_validated_by_blanking_its_positions() -> None:
+    from seethrough import Site
+    from seethrough.evidence import Finding, validate
+
+    model = _ReadsPosition2()
+    x = torch.randint(0, 10, (32, 5), generator=torch.Generator().manual_seed(3))
+
+    def metric(out: torch.Tensor) -> torch.Tensor:
+        return out.log_softmax(-1)[:, 0]
+
+    true = validate(Finding("route", "reads 2", site=Site("embed", positions=[2])), model, x, metric=metric,
+                    n_controls=9)
+    false = validate(Finding("route", "reads 0", site=Site("embed", positions=[0])), model, x, metric=metric,
+                     n_controls=9)
+    assert true.control_effects == (0.0,) * 9 and true.effect > 0.1 and true.p_value == pytest.approx(0.1)
+    assert false.effect == 0.0 and false.p_value == 1.0
+    with pytest.raises(InputError, match="positions"):
+        Finding("route", "no positions", site=Site("embed"))
+    maps = attention_rollout(TinyTransformer(10, 5, n_layers=2), x[:4], SITES)
+    finding = maps.to_findings("embed", k=2)[0]
+    assert finding.kind == "route" and len(finding.site.positions) == 2 and 4 not in finding.site.positions
+    assert finding.to_dict()["site"]["positions"] == list(finding.site.positions)

@@ -21,7 +21,7 @@ from .trigger import Trigger
 
 __all__ = ["Finding", "FindingKind"]
 
-FindingKind = Literal["units", "direction", "trojan", "circuit"]
+FindingKind = Literal["units", "direction", "trojan", "circuit", "route"]
 
 
 def _jsonable(value: Any) -> Any:
@@ -32,7 +32,8 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, Site):
-        return {"path": value.path, "point": value.point}
+        where = {"path": value.path, "point": value.point}
+        return where if value.positions is None else {**where, "positions": list(value.positions)}
     if isinstance(value, (Trigger, Fingerprint)):
         return value.to_dict()
     return value
@@ -53,6 +54,10 @@ class Finding:
         corrupting them removes it) and optionally ``ranking`` (every edge, best first), ``ablation``
         and ``seed``; `validate` corrupts edges against the reference inputs
         (`seethrough.subnetworks.Circuit.to_findings` makes them).
+      - ``"route"``: ``site`` with ``positions`` (e.g. ``Site("embed", positions=[3])``); claim "the
+        output reads these input positions": zero the site at them (the effect is the metric's absolute
+        change), against random other positions
+        (`seethrough.representations.AttentionMaps.to_findings` makes them).
 
     ``data_fingerprint`` is the `Fingerprint` of the data the claim was discovered on (every
     ``to_findings`` that knows its data sets it; set it by hand with
@@ -77,8 +82,12 @@ class Finding:
     data_fingerprint: Fingerprint | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("units", "direction", "trojan", "circuit"):
-            raise InputError(f"Finding.kind must be 'units', 'direction', 'trojan' or 'circuit', got {self.kind!r}.")
+        if self.kind not in ("units", "direction", "trojan", "circuit", "route"):
+            raise InputError(f"Finding.kind must be 'units', 'direction', 'trojan', 'circuit' or 'route', got "
+                             f"{self.kind!r}.")
+        if self.kind == "route" and (self.site is None or self.site.positions is None):
+            raise InputError("a 'route' finding needs a site with positions (the claimed source positions), e.g. "
+                             "Site('embed', positions=[3]).")
         if self.kind == "circuit":
             missing = [key for key in ("writers", "readers", "edges", "test") if key not in self.evidence]
             if missing or not self.evidence["edges"] or self.evidence["test"] not in ("sufficient", "necessary"):

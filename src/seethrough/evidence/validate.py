@@ -209,6 +209,8 @@ def validate(finding: Finding, model: nn.Module, inputs: Inputs, *, metric: Metr
             per_example, controls = _trigger(finding, model, inputs, metric, n_controls, gen)
         elif finding.kind == "circuit":
             per_example, controls, measures = _circuit(finding, model, inputs, reference, metric, n_controls, gen)
+        elif finding.kind == "route":
+            per_example, controls = _route(finding, model, inputs, metric, n_controls, gen)
         else:
             per_example, controls = _site_intervention(finding, model, inputs, metric, n_controls, ablation,
                                                        reference, gen, steer)
@@ -225,6 +227,40 @@ def _n_in_sample(finding: Finding, inputs: Inputs) -> int | None:
     if finding.data_fingerprint is None:
         return None
     return finding.data_fingerprint.overlap(fingerprint(inputs))
+
+
+def _route(finding: Finding, model: nn.Module, inputs: Inputs, metric: Metric, n_controls: int,
+           gen: torch.Generator) -> tuple[Tensor, list[float]]:
+    """Zero the site at the claimed positions; controls zero as many random other positions.
+
+    A route claims the output *reads* these positions, in either direction: the effect per example is
+    the metric's absolute change.
+    """
+    assert finding.site is not None and finding.site.positions is not None  # guaranteed by Finding.__post_init__
+    site, _ = resolve_site(model, finding.site)
+    validate_inputs(model, inputs)
+    whole = Site(site.path, point=site.point, call=site.call, unit_dim=site.unit_dim)
+    value = capture(model, inputs, [whole])[whole]
+    if value.ndim < 3:
+        raise InputError(f"a 'route' finding needs a (batch, seq, ...) site; {site.path!r} gives {tuple(value.shape)}.")
+    n_positions = value.shape[1]
+    claimed = sorted({p % n_positions for p in site.positions or () if -n_positions <= p < n_positions})
+    if len(claimed) != len(site.positions or ()):
+        raise InputError(f"route positions {list(site.positions or ())} are out of range for {n_positions} positions.")
+    pool = [p for p in range(n_positions) if p not in set(claimed)]
+    if len(pool) < len(claimed):
+        raise InputError(f"{len(claimed)} claimed positions of {n_positions} leave too few others for controls.")
+    clean = metric(patch(model, inputs, {whole: lambda v, s: None}))
+
+    def blanked(chosen: list[int]) -> Tensor:
+        at = Site(site.path, point=site.point, positions=chosen, call=site.call, unit_dim=site.unit_dim)
+        return metric(patch(model, inputs, {at: lambda v, s: torch.zeros_like(v)}))
+
+    controls = []
+    for _ in range(n_controls):
+        draw = torch.randperm(len(pool), generator=gen)[:len(claimed)].tolist()
+        controls.append(float((clean - blanked(sorted(pool[i] for i in draw))).abs().double().mean()))
+    return (clean - blanked(claimed)).abs(), controls
 
 
 def _site_intervention(finding: Finding, model: nn.Module, inputs: Inputs, metric: Metric, n_controls: int,

@@ -26,6 +26,7 @@ from ..core.inputs import validate_inputs
 from ..core.results import Result, new_figure
 from ..core.sites import Site, as_sites, resolve_site
 from ..core.types import Inputs
+from ..evidence.finding import Finding
 
 if TYPE_CHECKING:
     import pandas
@@ -71,6 +72,33 @@ class AttentionMaps(Result):
         For rollout and flow this is the attribution of that position's output to each input token.
         """
         return self.values[:, layer].mean(1)[:, position]
+
+    def to_findings(self, site: str, *, position: int = -1, k: int = 1, target: int | None = None) -> list[Finding]:
+        """A ``"route"`` `Finding`: position ``position`` reads the ``k`` input positions it takes most from.
+
+        The positions are ranked by their importance (`importance` at the top layer, averaged over the
+        examples; the query position itself left out). ``site`` names where `validate` blanks them
+        (e.g. the token embedding ``"embed"``), against random other positions.
+
+        Example:
+            >>> from seethrough.bench.zoo import TinyTransformer
+            >>> model = TinyTransformer(10, 5, n_layers=2)
+            >>> r = attention_rollout(model, torch.arange(5)[None], ["blocks.0.attn.pattern", "blocks.1.attn.pattern"])
+            >>> r.to_findings("embed")[0].site.positions
+            (0,)
+        """
+        seq = self.values.shape[-1]
+        query = check_int("position", position, at_least=-seq, at_most=seq - 1) % seq
+        n = check_int("k", k, at_least=1, at_most=seq - 1)
+        mean = self.importance(query).double().mean(0)
+        mean[query] = -float("inf")
+        top = mean.topk(n).indices.tolist()
+        names = self.labels(0)
+        claim = (f"{self.method}: position {query} ({names[query]!r}) reads input position(s) {top} "
+                 f"({', '.join(repr(names[p]) for p in top)})")
+        return [Finding("route", claim, site=Site(site, positions=top), target=target,
+                        score=float(mean[top].sum()),
+                        evidence={"method": self.method, "position": query, "importance": mean.clamp_min(0).tolist()})]
 
     def to_frame(self) -> pandas.DataFrame:
         import pandas as pd
