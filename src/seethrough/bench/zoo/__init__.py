@@ -14,6 +14,7 @@ from .classifiers import (
     DigitsMLP,
     MaskedLinear,
     planted_critical_units,
+    robust_trojaned_classifier,
     train_classifier,
     trojaned_classifier,
 )
@@ -33,7 +34,7 @@ __all__ = [
     "digits16",
     "random_patch_trigger", "random_blend_trigger", "random_warp_trigger",
     "MaskedLinear", "DigitsMLP", "DigitsCNN", "train_classifier",
-    "trojaned_classifier", "planted_critical_units",
+    "trojaned_classifier", "planted_critical_units", "robust_trojaned_classifier",
     "ToyModel", "sample_features", "train_toy_model", "REPRESENTED_NORM", "LOADING_THRESHOLD",
     "Attention", "TransformerBlock", "TinyTransformer", "first_token_task", "trained_first_token_transformer",
 ]
