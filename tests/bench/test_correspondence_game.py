@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -9,8 +10,14 @@ import torch
 
 from seethrough import capture
 from seethrough.bench.games import GAMES
-from seethrough.bench.games.correspondence import RANDOM_TWIN_ERROR, CorrespondencePlanted
+from seethrough.bench.games.correspondence import (
+    INDEX_OF_METHOD,
+    QUICK_EXAMPLES,
+    RANDOM_TWIN_ERROR,
+    CorrespondencePlanted,
+)
 from seethrough.bench.zoo.correspondence import STAGES, StagedCNN, digits8, permuted_twin
+from seethrough.representations import compare_sites
 
 GAME = GAMES["layer-correspondence"]
 
@@ -61,5 +68,25 @@ def test_cases_pair_distinct_scored_seeds() -> None:
     cases = [GAME.cases(seed, False)[0] for seed in range(10)]
     models = [c["model_a"] for c in cases] + [c["model_b"] for c in cases]
     assert len(set(models)) == 20 and min(models) >= 1000  # zoo seeds 0-5 calibrated the architecture
-    assert GAME.cases(0, True)[0]["n_examples"] == 500
+    assert GAME.cases(0, True)[0]["n_examples"] == QUICK_EXAMPLES <= 450  # quick inputs: held-out digits only
+    assert GAME.cases(0, False)[0]["n_examples"] == 1797
+
+
+@pytest.mark.parametrize("method", ["linear CKA", "PWCCA", "Procrustes"])
+def test_indices_from_shared_values_match_compare_sites(method: str) -> None:
+    # The methods score every index from one capture per network; compare_sites streams the
+    # models itself: both must give the same matrix, best matches and twin changes.
+    model_a, model_b = StagedCNN(seed=1).double().eval(), StagedCNN(seed=2).double().eval()
+    twin, _ = permuted_twin(model_a, 1)
+    planted = CorrespondencePlanted(model_a, model_b, twin.double(), _inputs(40))
+    assert planted.values is planted.values  # captured once, then kept
+    index = INDEX_OF_METHOD[method]
+    with pytest.warns(UserWarning) if method == "PWCCA" else contextlib.nullcontext():  # 40 rows < widths
+        answer = GAME.methods[method](planted, torch.Generator().manual_seed(0))
+        sim = compare_sites(model_a, model_b, planted.inputs, STAGES, STAGES, index=index)
+        twin_diag = [float(compare_sites(planted.twin_a, model_b, planted.inputs, s, s, index=index).values[0, 0])
+                     for s in STAGES]
+    assert answer.matches == tuple(sim.best_match().tolist())
+    expected = [abs(t - float(sim.values[k, k])) for k, t in enumerate(twin_diag)]
+    assert answer.twin_changes == pytest.approx(expected, abs=1e-12)
 
