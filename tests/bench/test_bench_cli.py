@@ -153,6 +153,42 @@ for _ablation in ("", " (mean)", " (resample)"):
         KNOWN_FAILURES[("planted-circuits", "eap" + _ablation, _metric)] = "zero gradient on saturated pairs"
 
 
+# planted-circuits, zero ablation and the trained (SIIT-style) arm (issue #12): zeroing cannot switch on the AND unit
+# that is off on every saturated clean input, and it removes the distractors' mean output, which the trained
+# readers use as an offset; EAP's zero gradient on saturated pairs drops a planted edge from its top 4.
+for _method in ("exact", "eap", "eap-ig", "acdc"):
+    for _metric in ("edge_auroc", "node_auroc", "faithfulness_at_k", "cmd"):
+        KNOWN_FAILURES[("planted-circuits", _method + " (zero)", _metric)] = (
+            "zero ablation cannot switch on the AND unit that is off on every saturated clean input (AND edges score 0)"
+            if _metric != "cmd" else "CMD bar unreachable on this chain")
+    KNOWN_FAILURES[("planted-circuits", _method + " (zero)", "trained_faithfulness_at_k")] = (
+        "zeroing removes the distractors' mean output, which the SIIT-trained readers use as an offset")
+del KNOWN_FAILURES[("planted-circuits", "eap (zero)", "node_auroc")]  # passes on the quick seeds
+for _method in ("exact (zero)", "acdc (zero)"):
+    KNOWN_FAILURES[("planted-circuits", _method, "trained_node_auroc")] = (
+        "zeroing a distractor moves the trained circuit off-distribution (seed 0: 6.0, above 3 of 4 planted edges)")
+for _ablation in ("", " (mean)", " (resample)"):
+    KNOWN_FAILURES[("planted-circuits", "eap" + _ablation, "trained_faithfulness_at_k")] = (
+        "zero gradient on saturated pairs drops a planted edge from EAP's top 4 (worst 0.43)")
+# planted-reliance (issue #13): the sign statistic's permutation null saturates at 0 and 1; the 0.2 reliance cut
+# calls McNemar-significant strength-0.25 models "not relying"
+KNOWN_FAILURES[("planted-reliance", "tcav", "tested_reliance_auroc")] = (
+    "0.71: the sign statistic's null saturates (2-3 of 40 null statistics at exactly 0 or 1), so relying models get "
+    "p 0.073-0.098 on seed 1002; tcav-cosine passes (1.000)")
+KNOWN_FAILURES[("planted-reliance", "tcav-cosine", "reliance_auroc")] = (
+    "0.83: the strength-0.25 models of seeds 1000-1001 (reliance 0.10 and 0.13, below the 0.2 cut) are significant "
+    "at p = 1/41; their flips are real (McNemar-significant; strength 0 flips at most 0.002): the cut is at fault")
+# known-route and basis-change (issue #13): raw attention and the logit lens are the planted failures
+KNOWN_FAILURES[("known-route", "raw attention", "spearman")] = (
+    "raw last-layer attention ranks positions unlike blank-out importance (0.03 over seeds 1000-1009; rollout 0.69, "
+    "flow 0.74): the baseline the composed methods must beat")
+KNOWN_FAILURES[("known-route", "raw attention", "source_top1")] = (
+    "0.50: 1.0 on copy, 0.0 on two-hop, where the planted mask hides the source from the last layer")
+KNOWN_FAILURES[("basis-change", "logit lens", "rotated_kl_fraction")] = (
+    "1.77 against a 0.5 bar: the logit lens reads the rotated stream in the unembedding's basis (3.4-3.6 nats against "
+    "0.07-0.15 unrotated), worse than a uniform guess: the planted failure")
+
+
 def test_methods_under_test_beat_chance_on_mean_and_pass_their_bar(quick: tuple[Path, list[dict], str]) -> None:
     _, rows, _ = quick
     for r in rows:
