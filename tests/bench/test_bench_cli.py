@@ -188,6 +188,19 @@ KNOWN_FAILURES[("basis-change", "logit lens", "rotated_kl_fraction")] = (
     "1.77 against a 0.5 bar: the logit lens reads the rotated stream in the unembedding's basis (3.4-3.6 nats against "
     "0.07-0.15 unrotated), worse than a uniform guess: the planted failure")
 
+# layer-correspondence (issue #13): with 250 digits the two widest stages (1024 and 512 units) fill every available
+# dimension, so canonical correlations with them are 1 whatever the data: the published PWCCA > CCA order is not
+# reproduced here (CKA > PWCCA is)
+KNOWN_FAILURES[("layer-correspondence", "PWCCA", "depth_accuracy")] = (
+    "0.00: stages wider than the 250 examples saturate every canonical correlation at 1; ties decide the match")
+KNOWN_FAILURES[("layer-correspondence", "PWCCA", "twin_error")] = (
+    "worst 3.6e-4 against 1e-6: PWCCA's weights depend on an arbitrary basis of the tied directions, so permuting "
+    "units moves it")
+KNOWN_FAILURES[("layer-correspondence", "SVCCA", "depth_accuracy")] = (
+    "0.13: the mean correlation follows width, not depth (against the 10 logits only 10 correlations count)")
+KNOWN_FAILURES[("layer-correspondence", "CCA (mean rho)", "depth_accuracy")] = (
+    "0.20 (chance): the same saturation as PWCCA; CCA picks the widest stages for every stage")
+
 
 def test_methods_under_test_beat_chance_on_mean_and_pass_their_bar(quick: tuple[Path, list[dict], str]) -> None:
     _, rows, _ = quick
