@@ -97,6 +97,7 @@ EXEMPT: dict[Any, str] = {
     disentanglement.mig: "a metric over arrays; takes no model",
     disentanglement.DCI: "a result dataclass",
     dictionaries.sparse_dictionary_data: "builds data",
+    dictionaries.hierarchical_dictionary_data: "builds data",
     dictionaries.zipf_probabilities: "arithmetic on probabilities",
     dictionaries.SparseDictionaryData: "a data container",
     factors.generated_factors: "builds data",
