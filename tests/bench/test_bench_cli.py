@@ -163,7 +163,6 @@ for _method in ("exact", "eap", "eap-ig", "acdc"):
             if _metric != "cmd" else "CMD bar unreachable on this chain")
     KNOWN_FAILURES[("planted-circuits", _method + " (zero)", "trained_faithfulness_at_k")] = (
         "zeroing removes the distractors' mean output, which the SIIT-trained readers use as an offset")
-del KNOWN_FAILURES[("planted-circuits", "eap (zero)", "node_auroc")]  # passes on the quick seeds
 for _method in ("exact (zero)", "acdc (zero)"):
     KNOWN_FAILURES[("planted-circuits", _method, "trained_node_auroc")] = (
         "zeroing a distractor moves the trained circuit off-distribution (seed 0: 6.0, above 3 of 4 planted edges)")
