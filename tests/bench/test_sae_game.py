@@ -39,4 +39,6 @@ def test_a_parent_latent_that_never_fires_is_fully_absorbed() -> None:
 
 def test_quick_cases_cover_the_three_settings() -> None:
     assert [c["setting"] for c in GAME.cases(0, True)] == ["plain", "hierarchy", "toy"]
-    assert GAME.cases(0, True)[2]["sparsities"] == [0.7, 0.9, 0.99]
+    assert GAME.cases(0, True)[2]["sparsities"] == [0.7, 0.9]  # quick: the dense and the best setting
+    assert GAME.cases(0, False)[2]["sparsities"] == [0.7, 0.9, 0.99]  # the full run keeps the whole sweep
+    assert GAME.cases(0, True)[2]["n_features"] == GAME.cases(0, False)[2]["n_features"] == 40
