@@ -110,3 +110,46 @@ def test_bad_input_fails_before_work() -> None:
         TunedLens(readout).lens(model, x)
     with pytest.raises(InputError, match="n_steps"):
         TunedLens(readout, n_steps=-1).fit(model, x, SITES)
+
+
+# -- lens findings (issue #13 item 5) ----------------------------------------------------------------------
+
+
+class _Planted(torch.nn.Module):
+    """embed → unembed, where class 0 is read from one planted direction ``u`` of the stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(123)  # not validate's control seed: its first random direction
+        self.u = torch.nn.functional.normalize(torch.randn(8, generator=gen), dim=0)
+        self.embed, self.unembed = torch.nn.Linear(6, 8), torch.nn.Linear(8, 3, bias=False)
+        with torch.no_grad():
+            self.embed.weight.copy_(0.1 * torch.randn(8, 6, generator=gen))
+            self.embed.bias.copy_(2.0 * self.u)  # every input sits 2 units along u
+            self.unembed.weight.copy_(torch.stack([3 * self.u, torch.zeros(8), torch.zeros(8)]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unembed(self.embed(x))
+
+
+def test_lens_findings_point_along_the_planted_readout_and_validate_only_where_it_is_used() -> None:
+    from seethrough import Site
+    from seethrough.evidence import validate
+    from seethrough.representations import lens_findings
+
+    model = _Planted()
+    x = torch.randn(200, 6, generator=torch.Generator().manual_seed(1))
+    sites = ["embed", Site("unembed", point="input")]
+    (finding,) = lens_findings(model, x, sites, model.unembed, 0)
+    assert finding.kind == "direction" and finding.site.path == "embed" and finding.target == 0
+    assert abs(float(finding.direction.float() @ model.u)) > 0.999  # the linear readout's gradient is along u
+    assert finding.evidence["mean_probability"] > 0.9
+    held = torch.randn(200, 6, generator=torch.Generator().manual_seed(2))
+    assert validate(finding, model, held, n_controls=39).validated  # projecting u out removes class 0 (p = 1/40)
+    (other,) = lens_findings(model, x, sites, model.unembed, 1)
+    assert not validate(other, model, held, n_controls=39).validated  # class 1 only loses when u goes: it gains
+    tuned = TunedLens(model.unembed, n_steps=0).fit(model, x, sites)
+    (via_tuned,) = lens_findings(model, x, sites, model.unembed, 0, tuned=tuned)
+    assert torch.allclose(via_tuned.direction, finding.direction)  # an identity translator reads as the logit lens
+    with pytest.raises(InputError):
+        lens_findings(model, x, sites, model.unembed, 3)

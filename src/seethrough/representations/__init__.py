@@ -29,7 +29,7 @@ from .concepts import TCAVResult, directional_derivatives, fit_cavs, tcav
 from .disentanglement import DCI, dci, mig, sap, sap_matrix
 from .erasure import Erasure, INLPEraser, LeaceEraser, erase
 from .harvesting import Harvest, harvest
-from .lenses import LensResult, TunedLens, logit_lens, module_readout
+from .lenses import LensResult, TunedLens, lens_findings, logit_lens, module_readout
 from .probes import LinearProbe, MLPProbe, ProbeResult, probe
 from .prototypes import (
     PrototypeNetwork,
@@ -64,3 +64,4 @@ __all__ += ["debiased_cka", "kernel_cka", "MAX_KERNEL_ROWS", "compare_sites", "I
 __all__ += ["ConceptBottleneck", "train_concept_bottleneck", "intervene", "leakage_test", "Leakage", "BOTTLENECK_MODES",
             "HEAD_INPUTS", "PrototypeNetwork", "train_prototype_network", "similarity_maps", "PrototypeSource",
             "receptive_box"]
+__all__ += ["lens_findings"]

@@ -25,12 +25,13 @@ from ..core.inputs import validate_inputs
 from ..core.results import Result, new_figure
 from ..core.sites import Site, as_sites, resolve_site
 from ..core.types import Inputs
+from ..evidence.finding import Finding
 
 if TYPE_CHECKING:
     import pandas
     from matplotlib.figure import Figure
 
-__all__ = ["LensResult", "logit_lens", "TunedLens", "module_readout"]
+__all__ = ["LensResult", "logit_lens", "TunedLens", "module_readout", "lens_findings"]
 
 Readout = Callable[[Tensor], Tensor]
 
@@ -356,3 +357,57 @@ class TunedLens:
         with torch.no_grad():
             logits = _apply(fn, self._translate(hidden)).transpose(0, 1)
         return _result("tuned lens", resolved, logits, mask, tokens, classes)
+
+
+# -- findings --------------------------------------------------------------------------------------
+
+
+def lens_findings(model: nn.Module, inputs: Inputs, sites: Site | str | Sequence[Site | str], readout: Readout,
+                  target: int, *, tuned: TunedLens | None = None, batch_size: int = 64) -> list[Finding]:
+    """What a lens claims, as ``"direction"`` findings: "layer ``l`` carries class ``target`` along this direction".
+
+    For every site but the last, the direction is the gradient of the lens's log-probability of
+    ``target`` with respect to that site's residual (through the tuned lens's translator when
+    ``tuned`` is given), averaged over the real positions and scaled to unit length: the direction
+    the lens reads ``target`` from (for a linear readout, exactly ``W[target] − Σ p_c W[c]``
+    averaged). A lens only *reads*; `seethrough.evidence.validate` tests whether the model *uses*
+    the direction by projecting it out at the site (or steering along it) against random
+    directions, with ``target``'s log-probability as the metric by default. The evidence holds the
+    lens's mean probability of ``target`` and its mean KL to the final output at that layer.
+
+    Raises:
+        InputError: fewer than two sites, a target outside the readout's classes, or a tuned lens
+            fitted on other sites.
+    """
+    fn = _check_readout(readout)
+    resolved, hidden, mask = _residuals(model, inputs, sites, batch_size)
+    h = hidden[:, mask].float()  # (layers, n_real, d)
+    with torch.no_grad():
+        final = _apply(fn, h[-1])
+    n_classes = final.shape[-1]
+    check_int("target", target, at_least=0, at_most=n_classes - 1)
+    if tuned is not None:
+        if not hasattr(tuned, "weight_"):
+            raise NotFittedError("this TunedLens is not fitted yet; call fit(model, inputs, sites) first.")
+        if tuple(s.path for s in tuned.sites_) != tuple(s.path for s in resolved):
+            raise InputError("the tuned lens was fitted on other sites; pass the sites it was fitted on.")
+    method = "logit lens" if tuned is None else "tuned lens"
+    findings = []
+    for layer, site in enumerate(resolved[:-1]):
+        point = h[layer].detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            translated = point if tuned is None else point @ tuned.weight_[layer].T + tuned.bias_[layer]
+            log_p = _apply(fn, translated).double().log_softmax(-1)
+            (grad,) = torch.autograd.grad(log_p[:, target].sum(), point)  # never into the model's parameters
+        direction, log_p = grad.double().mean(0), log_p.detach()
+        norm = float(direction.norm())
+        if norm == 0.0:
+            continue  # the lens does not read the target from this layer at all
+        with torch.no_grad():
+            kl = float(_kl(final, _apply(fn, translated.detach())).mean())
+        findings.append(Finding(
+            "direction", f"the {method} reads class {target} at {site.path} along this direction, and the model uses it",
+            site=site, direction=(direction / norm), target=target, score=float(log_p[:, target].exp().mean()),
+            evidence={"lens": method, "layer": layer, "mean_probability": float(log_p[:, target].exp().mean()),
+                      "mean_kl_to_final": kl}))
+    return findings
