@@ -200,6 +200,28 @@ KNOWN_FAILURES[("layer-correspondence", "SVCCA", "depth_accuracy")] = (
 KNOWN_FAILURES[("layer-correspondence", "CCA (mean rho)", "depth_accuracy")] = (
     "0.20 (chance): the same saturation as PWCCA; CCA picks the widest stages for every stage")
 
+# sae-dictionary's hierarchy and toy-superposition cases (issue #14): what the literature reports, measured here
+for _method, _value in (("topk-sae", "0.62"), ("topk-sae-resample", "0.63"), ("batchtopk-sae", "0.41"),
+                        ("jumprelu-sae", "0.41")):
+    KNOWN_FAILURES[("sae-dictionary", _method, "absorption")] = (
+        f"{_value}: the parent's best latent is silent on many rows where a child's latent fires (feature absorption, "
+        "Chanin et al.); only ReLU-L1 passes (0.20)")
+for _method in ("batchtopk-sae", "jumprelu-sae"):
+    KNOWN_FAILURES[("sae-dictionary", _method, "seed_stability")] = (
+        "0.32-0.37: two seeds share about a third of their latents (the literature's ~30%); TopK and ReLU pass")
+for _method in ("topk-sae", "topk-sae-resample", "batchtopk-sae", "jumprelu-sae", "relu-sae"):
+    KNOWN_FAILURES[("sae-dictionary", _method, "hierarchy_recovered")] = (
+        "0.45-0.66: with a parent gating exclusive children and correlated firing no SAE recovers 0.8 of the directions")
+KNOWN_FAILURES[("sae-dictionary", "jumprelu-sae", "toy_mmcs_best")] = (
+    "0.79: JumpReLU with the default penalty fails the toy model even at its best sparsity")
+for _method, _value in (("jumprelu-sae", "0.16"), ("batchtopk-sae", "0.72 (worst seed 0.44)"),
+                        ("relu-sae", "0.80 (worst seed 0.57)")):
+    KNOWN_FAILURES[("sae-dictionary", _method, "toy_recovered_best")] = (
+        f"{_value}: below 0.8 recovered at its best sparsity on some seeds")
+for _method in ("topk-sae", "topk-sae-resample", "batchtopk-sae", "jumprelu-sae"):
+    KNOWN_FAILURES[("sae-dictionary", _method, "toy_recovered_worst")] = (
+        "0.00-0.19: at the dense setting (sparsity 0.7) these SAEs recover almost none of the represented features")
+
 
 def test_methods_under_test_beat_chance_on_mean_and_pass_their_bar(quick: tuple[Path, list[dict], str]) -> None:
     _, rows, _ = quick
