@@ -301,6 +301,7 @@ def _run_hooks(model: nn.Module, inputs: Any, callbacks: dict) -> Tensor:
 EXEMPT: dict[Any, str] = {
     st.Site: "a frozen value object; validated in test_sites.py",
     core.Hooks: "the context manager class that hooks() returns; covered by the 'hooks' case",
+    core.eval_mode: "a context manager that restores every module's mode (its doctest and every user's hygiene case)",
     core.RunningMean: "a streaming statistic over tensors; takes no model",
     core.RunningCovariance: "a streaming statistic over tensors; takes no model",
     core.TopK: "a streaming statistic over tensors; takes no model",

@@ -49,6 +49,7 @@ from .io import (
     load_weights,
     save_tensors,
 )
+from .modes import eval_mode
 from .quantiles import (
     Histogram,
     OrderStatistics,
@@ -63,6 +64,7 @@ from .stats import Mergeable, RunningBlockCovariance, RunningCovariance, Running
 from .types import Inputs
 
 __all__ = [
+    "eval_mode",
     "Site", "select_sites", "hooks", "Hooks", "Callback", "capture", "patch",
     "Inputs", "validate_inputs", "call_model", "batches", "stream",
     "Ablation", "ABLATIONS", "check_ablation", "along_units", "unit_means", "unit_values", "resample_indices",

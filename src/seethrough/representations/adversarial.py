@@ -15,8 +15,7 @@ were.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from torch.nn import functional as F
 
 from ..core.checks import check_float, check_int
 from ..core.errors import ForwardError, InputError, InputTypeError
+from ..core.modes import eval_mode
 from ..core.results import Result, new_figure
 
 if TYPE_CHECKING:
@@ -34,17 +34,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["fgsm", "pgd", "robust_accuracy", "adversarial_training", "compare_twins", "TwinComparison"]
-
-
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, mode in modes:
-            module.training = mode
 
 
 def _check(model: Any, inputs: Any, labels: Any, epsilon: Any, bounds: Any) -> tuple[Tensor, Tensor]:
@@ -109,7 +98,7 @@ def fgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, epsilon: float,
         Goodfellow, Shlens & Szegedy 2015, "Explaining and harnessing adversarial examples".
     """
     x, y = _check(model, inputs, labels, epsilon, bounds)
-    with _evaluating(model):
+    with eval_mode(model):
         return _pgd(model, x, y, float(epsilon), float(epsilon), 1, False, bounds, None)
 
 
@@ -130,7 +119,7 @@ def pgd(model: nn.Module, inputs: Tensor, labels: Tensor, *, epsilon: float, n_s
     check_int("seed", seed, at_least=0)
     step = 2.5 * float(epsilon) / n_steps if step_size is None else step_size
     check_float("step_size", step, at_least=0.0)
-    with _evaluating(model):
+    with eval_mode(model):
         return _pgd(model, x, y, float(epsilon), float(step), n_steps, random_start, bounds,
                     torch.Generator().manual_seed(seed))
 
@@ -143,7 +132,7 @@ def robust_accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, *, epsilon
     check_int("batch_size", batch_size, at_least=1)
     check_int("seed", seed, at_least=0)
     correct = 0
-    with _evaluating(model):
+    with eval_mode(model):
         for start in range(0, len(x), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             adv = xb if epsilon == 0 else _pgd(model, xb, yb, float(epsilon), 2.5 * float(epsilon) / n_steps,

@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from ..core.checks import check_float, check_int
 from ..core.errors import InputError, InputTypeError
+from ..core.modes import eval_mode
 from ..core.results import Result, new_figure
 
 if TYPE_CHECKING:
@@ -245,13 +246,8 @@ def leakage_test(model: ConceptBottleneck, inputs: Tensor, concepts: Tensor, lab
         raise InputError(f"representation must be 'logits' or 'probabilities', got {representation!r}.")
     check_float("test_fraction", test_fraction, at_least=0.1, at_most=0.9)
     check_int("seed", seed, at_least=0)
-    was_training = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with eval_mode(model):
         logits = model.concept_logits(x)
-    finally:
-        for module, mode in was_training:
-            module.training = mode
     soft = (logits if representation == "logits" else torch.sigmoid(logits)).numpy()
     hard = (logits > 0).float().numpy()
     order = np.random.default_rng(seed).permutation(len(x))

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from ..core.checks import check_float, check_int
 from ..core.errors import InputError, InputTypeError
+from ..core.modes import eval_mode
 
 __all__ = ["PrototypeNetwork", "train_prototype_network", "similarity_maps", "PrototypeSource", "receptive_box"]
 
@@ -168,11 +169,6 @@ def similarity_maps(model: PrototypeNetwork, images: Tensor) -> Tensor:
         raise InputTypeError(f"model must be a PrototypeNetwork, got {type(model).__name__}.")
     if not isinstance(images, Tensor) or images.ndim != 4:
         raise InputError("images must be a (n, channels, height, width) tensor.")
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with eval_mode(model):
         d = model.distances(images.detach())
-    finally:
-        for module, mode in modes:
-            module.training = mode
     return torch.log((d + 1) / (d + EPS))

@@ -11,8 +11,7 @@ restored on exit.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -22,22 +21,11 @@ from torch.func import functional_call, grad, vmap
 
 from ..core.errors import InputError, InputTypeError
 from ..core.inputs import validate_inputs
+from ..core.modes import eval_mode  # noqa: F401 - re-exported for the weights modules
 from ..core.types import Inputs
 
 #: ``loss(output, targets) -> scalar`` (mean over the rows it is given), like ``F.cross_entropy``.
 Loss = Callable[[Tensor, Tensor], Tensor]
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` in eval mode inside the block; every module's own mode is restored on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, mode in modes:
-            module.training = mode
 
 
 def frozen_parameters(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
