@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.seethrough-installed
 
-.PHONY: demo test lint bench-capture clean chromium
+.PHONY: demo test test-slow lint bench-capture clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 
+# The slow checks (MiniLM worked examples, full calibrations) run with `make test-slow`; CI runs `make test`.
 test: lint chromium
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow
 
 bench-capture: $(STAMP)
 	$(PY) benchmarks/capture.py

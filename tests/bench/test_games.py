@@ -27,7 +27,8 @@ from seethrough.bench.zoo.cache import config_hash
 EXPENSIVE = {"roar", "trigger-rediscovery", "trojan-repair", "dissection", "trojan-detection", "sae-dictionary",
              "known-factors", "known-task-weights", "planted-irrelevance", "mask-recovery", "decodable-but-unused",
              "planted-reliance", "planted-modules", "planted-circuits", "known-factors-images", "robust-twins",
-             "planted-concepts", "planted-prototypes"}
+             "planted-concepts", "planted-prototypes", "sparse-circuits", "layer-correspondence", "known-route",
+             "basis-change"}
 DECLARED = [g for g in GAMES.values() if isinstance(g, Game)]
 
 
