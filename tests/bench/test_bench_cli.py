@@ -41,8 +41,11 @@ def subprocess_bench(tmp: Path, db: Path, json_out: Path, *args: str) -> subproc
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict], str]:
+    """The whole quick suite, on a local Ray (one unit per core: it halves CI's longest step, about 15 min cold on
+    one core with 29 games); the Ray executor gives the local executor's table (test_ray_executor_... below)."""
+    import ray  # noqa: F401 - the [ray] extra is installed by `make test`; fail loudly if it is not
     tmp = tmp_path_factory.mktemp("quick")
-    code, rows, output = bench(tmp, "--quick")
+    code, rows, output = bench(tmp, "--quick", "--executor", "ray")
     assert code == 0, output
     return tmp, rows, output
 
