@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from models import TinyMLP, TinyTransformer, tokens
 
 from seethrough.core import InputError, LoadError
@@ -63,3 +64,21 @@ def test_bad_arguments_are_refused_before_work(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="directory"):
         harvest(model, x, "fc1", tmp_path / "file")
     assert not (tmp_path / "harvest.json").exists()
+
+
+def test_harvest_sharded_over_ray_tasks_gives_the_rows_of_one_pass(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")  # skipped only where the [ray] extra is not installed
+    from seethrough.bench.executors import ray_map
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU())  # torch classes only: Ray workers cannot import tests/
+    x = torch.randn(45, 4, generator=torch.Generator().manual_seed(2))
+    reference = torch.cat(list(site_activations(model, x, "1", batch_size=8)))
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        far = harvest(model, x, "1", tmp_path, n_shards=3, mapper=ray_map, batch_size=8, rows_per_file=10)
+    finally:
+        ray.shutdown()
+    assert torch.equal(far.tensor(), reference) and far.n_rows == 45
+    assert len({name.split("-")[0] for name in far.files}) == 3 and max(far.rows) <= 10
+    assert torch.equal(Harvest.load(tmp_path).tensor(), reference)  # the index the workers' files were joined into
