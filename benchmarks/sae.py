@@ -6,7 +6,7 @@
    The same for a `Transcoder` (predicting a module's output from its input) against its plain
    forward+backward.
 2. Memory: peak resident memory of fitting from a model's site with `site_activations` (streamed,
-   one chunk at a time) for n and 4n inputs, each in a fresh process; the goal is a flat peak.
+   one chunk at a time) for n, 4n and 16n inputs, each in a fresh process; the goal is a flat peak.
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sae.py
 """
@@ -80,11 +80,12 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
 
 def memory() -> None:
     rows = {}
-    for n in (20_000, 80_000):
+    for n in (20_000, 80_000, 320_000):
         out = subprocess.run([sys.executable, "-c", _CHILD, str(n)], capture_output=True, text=True, check=True)
         rows[n] = int(out.stdout.strip().splitlines()[-1]) / 1024
     print("peak RSS growth while fitting from a site (MiB): " + json.dumps({str(k): round(v, 1) for k, v in rows.items()})
-          + f"  (the activations alone would be {20_000 * 512 * 4 / 2**20:.0f} and {80_000 * 512 * 4 / 2**20:.0f} MiB)")
+          + "  (the activations alone would be "
+          + ", ".join(f"{n * 512 * 4 / 2**20:.0f}" for n in rows) + " MiB)")
 
 
 if __name__ == "__main__":
