@@ -25,6 +25,7 @@ from torch import Tensor, nn
 import seethrough as st
 import seethrough.audit as audit
 import seethrough.core as core
+import seethrough.core.edges
 import seethrough.demo as demo
 import seethrough.evidence as evidence
 import seethrough.hf as hf
@@ -302,6 +303,10 @@ EXEMPT: dict[Any, str] = {
     st.Site: "a frozen value object; validated in test_sites.py",
     core.Hooks: "the context manager class that hooks() returns; covered by the 'hooks' case",
     core.eval_mode: "a context manager that restores every module's mode (its doctest and every user's hygiene case)",
+    core.edges.record_stream: "the residual-stream edge engine; covered by find_circuit's and validate's cases",
+    core.edges.residual_edges: "orders recorded values and checks the residual form; takes no model",
+    core.edges.ablated_reference: "ablates a tensor; takes no model",
+    core.edges.run_edges: "the residual-stream edge engine; covered by find_circuit's and validate's cases",
     core.RunningMean: "a streaming statistic over tensors; takes no model",
     core.RunningCovariance: "a streaming statistic over tensors; takes no model",
     core.TopK: "a streaming statistic over tensors; takes no model",

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.checks import check_int
+from ..core.edges import ablated_reference
 from ..core.errors import InputError, InputTypeError
 from ..core.hooks import Callback, hooks
 from ..core.inputs import call_model, validate_inputs
@@ -30,7 +31,6 @@ from ..core.results import Result, new_figure
 from ..core.sites import Site, resolve_site
 from ..core.types import Inputs
 from ._copies import Pieces, check_chain, cut, run_batched, run_prefix
-from ._stream import ablated
 
 if TYPE_CHECKING:
     import pandas
@@ -151,7 +151,7 @@ def _pieces(resolved: Sequence[Site], values: dict[Site, Tensor], n: int, n_head
     out = []
     for site in resolved:
         value = values[dataclasses.replace(site, units=None, positions=None)]
-        out.append(cut(site, value if ablation is None else ablated(value, ablation, n, seed), n_heads))
+        out.append(cut(site, value if ablation is None else ablated_reference(value, ablation, n, seed), n_heads))
     return out
 
 
