@@ -1,9 +1,11 @@
 """Circuits as findings (issue #12 item 4): `Circuit.to_findings` and `validate` of a "circuit" finding.
 
-Oracle: `validate`'s independent edge engine (evidence/_circuit.py) gives exactly the numbers of
-`subnetworks.circuit_significance` (faithfulness, completeness, the same random edge sets, the same
-p-values) and of `faithfulness_curve` (CPR, CMD), with and without an ablation; on the compiled
-planted circuit, the planted edges are validated and a random edge set of the same size is not.
+Oracle: `validate`'s circuit check (evidence/validate.py over evidence/_circuit.py) gives exactly the
+numbers of `subnetworks.circuit_significance` (faithfulness, completeness, the same random edge sets,
+the same p-values) and of `faithfulness_curve` (CPR, CMD), with and without an ablation; the edge
+engine both run on (`core.edges`) equals hand-written path patching in tests/subnetworks/test_circuits.py.
+On the compiled planted circuit, the planted edges are validated and a random edge set of the same
+size is not.
 """
 
 from __future__ import annotations
