@@ -47,10 +47,33 @@ def test_refine_returns_a_trigger_that_cannot_be_shrunk_unchanged() -> None:
     assert refined.mask_l1 <= 1.0 and _success(model, x, refined.trigger) >= 0.95
 
 
+def test_refine_moves_a_shifted_trigger_to_the_place_the_model_responds_to_most() -> None:
+    # issue #11 (mask IoU): a convolutional model also fires on shifted copies of its patch, so the search
+    # may return one; the placement step moves it to the shift with the largest target margin
+    model, x = PlantedPixelTrojan().eval(), clean_images()
+    mask, pattern = torch.zeros(6, 6), torch.zeros(1, 6, 6)
+    mask[PIXEL[0] + 1, PIXEL[1] - 1] = 1.0  # one pixel down and left of the planted one
+    pattern[0, PIXEL[0] + 1, PIXEL[1] - 1] = 1.0
+    shifted = Trigger(mask, pattern, TARGET)
+    found = replace(reverse_engineer_trigger(model, x, TARGET, steps=2), trigger=shifted, mask_l1=1.0,
+                    attack_success=_success(model, x, shifted))
+    placed = refine_trigger(model, x, found, steps=5)
+    assert divmod(int(placed.trigger.mask.flatten().argmax()), 6) == PIXEL  # the oracle: the planted pixel
+    assert placed.mask_l1 == pytest.approx(1.0) and float(placed.trigger.pattern[0, PIXEL[0], PIXEL[1]]) == 1.0
+    assert placed.attack_success >= found.attack_success and _success(model, x, placed.trigger) >= 0.95
+    # radius 0 skips the step; a trigger already at the planted place stays there
+    assert torch.equal(refine_trigger(model, x, found, steps=5, radius=0).trigger.mask, mask)
+    planted = replace(found, trigger=Trigger((torch.arange(36) == PIXEL[0] * 6 + PIXEL[1]).float().view(6, 6),
+                                             pattern.roll((-1, 1), dims=(-2, -1)), TARGET),
+                      attack_success=1.0)
+    assert divmod(int(refine_trigger(model, x, planted, steps=5).trigger.mask.flatten().argmax()), 6) == PIXEL
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda m, x, f: refine_trigger(m, x[:, :, :4], f), "images"),
     (lambda m, x, f: refine_trigger(m, x, f, anneal=0.5), "anneal"),
     (lambda m, x, f: refine_trigger(m, x, f, steps=0), "steps"),
+    (lambda m, x, f: refine_trigger(m, x, f, radius=-1), "radius"),
 ])
 def test_refine_refuses_bad_input(call, message: str) -> None:  # noqa: ANN001 - a lambda table
     model, x = PlantedPixelTrojan().eval(), clean_images(8)

@@ -1,8 +1,9 @@
 """Sharper reversed triggers: refine a flagged class's trigger, and the pixels any method could recover.
 
 `refine_trigger` restarts a class's search from the mask the scan found, anneals the sparsity
-weight upwards, then keeps the fewest mask pixels (largest first, at full strength) that still
-reach the attack-success goal. `identifiable_pixels` names the pixels whose stamping changes the
+weight upwards, keeps the fewest mask pixels (largest first, at full strength) that still reach the
+attack-success goal, then moves a patch to the nearby placement where the model responds most
+strongly (`PLACEMENT_RADIUS`). `identifiable_pixels` names the pixels whose stamping changes the
 inputs at all: a black pattern pixel on a black border changes nothing, and no method that
 watches the model's outputs can tell it is part of the trigger.
 """
@@ -23,7 +24,17 @@ from ._forward import model_failures
 from ._search import ReversedTrigger, Search, detached, run_together
 from .families import PatternRange, parametrisation
 
-__all__ = ["identifiable_pixels", "refine_trigger"]
+__all__ = ["identifiable_pixels", "refine_trigger", "PLACEMENT_RADIUS"]
+
+#: How far (pixels, per axis) `refine_trigger` shifts a patch trigger in search of the placement with the
+#: largest mean target margin. A convolutional model also fires on shifted copies of its planted patch,
+#: so the smallest trigger the search finds may sit at a shifted place; the planted place still gives the
+#: strongest response (dev zoo seeds 0-7, MLP and CNN: the planted patch stamped at its own place had the
+#: largest mean margin of all shifts up to 3 px in 16 of 16 models). With radius 4 the step moved 2 of 8
+#: dev CNN triggers (by 2 and 1 px) and none of the 8 MLP ones: CNN mask IoU with the planted patch
+#: 0.43 -> 0.46, with its identifiable pixels 0.38 -> 0.48 (MLP 0.67 / 0.84 unchanged). It costs
+#: (2r+1)^2 forward-only passes of the inputs (81 at r = 4) and no backward pass.
+PLACEMENT_RADIUS = 4
 
 
 def identifiable_pixels(trigger: Trigger, inputs: Tensor, *, tolerance: float = 0.1) -> Tensor:
@@ -76,8 +87,9 @@ def identifiable_pixels(trigger: Trigger, inputs: Tensor, *, tolerance: float = 
 
 def refine_trigger(model: nn.Module, inputs: Tensor, found: ReversedTrigger, *, steps: int = 200,
                    init_cost: float = 1e-2, anneal: float = 1.3, lr: float = 0.05, success_goal: float = 0.95,
-                   batch_size: int = 128, pattern_range: PatternRange = (0.0, 1.0), seed: int = 0) -> ReversedTrigger:
-    """Sharpen a reversed trigger: restart from its mask, anneal the sparsity weight, keep the fewest pixels.
+                   batch_size: int = 128, pattern_range: PatternRange = (0.0, 1.0), seed: int = 0,
+                   radius: int = PLACEMENT_RADIUS) -> ReversedTrigger:
+    """Sharpen a reversed trigger: restart from its mask, anneal the sparsity weight, keep the fewest pixels, place it.
 
     1. Restart: a search of the trigger's family starts from ``found``'s mask and pattern (not from
        scratch) with the sparsity weight at ``init_cost``; every 10 steps the weight grows by
@@ -86,8 +98,15 @@ def refine_trigger(model: nn.Module, inputs: Tensor, found: ReversedTrigger, *, 
     2. Fewest pixels (patch family): the mask's pixels are ranked by value; the smallest ``k`` whose
        top-``k`` pixels, stamped at full strength with the pattern, still reach ``success_goal`` on
        ``inputs`` is found by bisection. For a blend, the smallest amplitude is bisected instead.
+    3. Placement (patch family): the chosen mask and pattern are shifted by every offset up to
+       ``radius`` pixels per axis that keeps the mask's pixels (those above 1% of its largest value)
+       on the image, and the shift with the largest mean target margin (the target's logit minus the
+       largest other logit) on ``inputs`` is kept, provided its success is at least the unshifted
+       trigger's (or ``success_goal``, whichever is lower). A model that fires on shifted copies of
+       its trigger responds most strongly where it was trained (`PLACEMENT_RADIUS`). The size never
+       grows: a shift moves the mask, it adds nothing.
 
-    The result is the smallest of these candidates (and ``found`` itself) that reaches the goal on
+    Steps 1-2 keep the smallest of these candidates (and ``found`` itself) that reaches the goal on
     ``inputs``: refinement never returns a larger mask than ``found`` and never one that fails
     where ``found`` succeeded. Inputs the model already predicts as the target are left out, as in
     the scan. Gradients flow only to the trigger; the model is left as found. Families other than
@@ -105,10 +124,11 @@ def refine_trigger(model: nn.Module, inputs: Tensor, found: ReversedTrigger, *, 
         batch_size: examples per optimisation step.
         pattern_range: the box the pattern lives in (the scan's, `data_range`).
         seed: seeds the batch order.
+        radius: the largest shift, in pixels per axis, of the placement step; 0 skips it.
 
     Returns:
         A `ReversedTrigger` of the same target and family, ``passes`` counting the forward+backward
-        passes of the restart (the bisection's forward-only passes are not counted).
+        passes of the restart (the bisection's and the placement's forward-only passes are not counted).
 
     Raises:
         InputError: ``found`` not a `ReversedTrigger`, inputs that do not fit its trigger, bad settings.
@@ -126,6 +146,7 @@ def refine_trigger(model: nn.Module, inputs: Tensor, found: ReversedTrigger, *, 
     check_float("anneal", anneal, at_least=1.0)
     check_float("lr", lr, at_least=0.0)
     check_float("success_goal", success_goal, at_least=0.0, at_most=1.0)
+    check_int("radius", radius, at_least=0)
     validate_inputs(model, inputs)
     if trigger.family not in ("patch", "blend"):
         return found
@@ -153,11 +174,59 @@ def refine_trigger(model: nn.Module, inputs: Tensor, found: ReversedTrigger, *, 
         fewest = _fewest_pixels(base, success, success_goal)
         if fewest is not None:
             candidates.append((fewest.mask_l1, fewest, success(fewest)))
-    good = [c for c in candidates if c[2] >= success_goal and c[0] <= found.mask_l1]
-    if not good:
+        good = [c for c in candidates if c[2] >= success_goal and c[0] <= found.mask_l1]
+        size, best, rate = min(good, key=lambda c: c[0]) if good else candidates[0]
+        if trigger.family == "patch" and radius:
+            placed = _placed(model, others, best, radius, min(success_goal, success(best)))
+            if placed is not None:
+                best = placed
+                size, rate = float(placed.mask.sum()), success(placed)
+    if best is trigger:
         return replace(found, passes=passes)
-    size, best, rate = min(good, key=lambda c: c[0])
     return replace(found, trigger=best, mask_l1=size, attack_success=rate, passes=passes)
+
+
+def _shifted(trigger: Trigger, dy: int, dx: int) -> Trigger:
+    """``trigger`` moved by ``(dy, dx)`` pixels: the mask filled with zeros, the pattern rolled (it stays in its box)."""
+    height, width = trigger.mask.shape
+    mask = torch.zeros_like(trigger.mask)
+    mask[max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
+        trigger.mask[max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)]
+    return replace(trigger, mask=mask, pattern=torch.roll(trigger.pattern, (dy, dx), dims=(-2, -1)))
+
+
+def _placed(model: nn.Module, inputs: Tensor, trigger: Trigger, radius: int, goal: float) -> Trigger | None:
+    """The shift of ``trigger`` (up to ``radius`` px per axis) with the largest mean target margin on ``inputs``
+    among those reaching ``goal``; None when no shift beats the trigger where it is."""
+    rows, cols = torch.nonzero(trigger.mask > 0.01 * float(trigger.mask.max()), as_tuple=True)
+    if not len(rows):
+        return None
+    height, width = trigger.mask.shape
+    target = trigger.target
+
+    def margin_and_success(candidate: Trigger) -> tuple[float, float]:
+        margins, hits = [], []
+        with torch.no_grad():
+            for i in range(0, len(inputs), 512):
+                logits = model(stamp(inputs[i:i + 512], candidate))
+                others = logits.clone()
+                others[:, target] = -torch.inf
+                margins.append(logits[:, target] - others.amax(-1))
+                hits.append(logits.argmax(-1) == target)
+        return float(torch.cat(margins).mean()), float(torch.cat(hits).float().mean())
+
+    best, best_margin = None, margin_and_success(trigger)[0]
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            inside = (0 <= int(rows.min()) + dy and int(rows.max()) + dy < height
+                      and 0 <= int(cols.min()) + dx and int(cols.max()) + dx < width)
+            if (dy, dx) == (0, 0) or not inside:
+                continue
+            candidate = _shifted(trigger, dy, dx)
+            margin, rate = margin_and_success(candidate)
+            if rate >= goal and margin > best_margin:
+                best, best_margin = candidate, margin
+    return best
 
 
 def _restart(model: nn.Module, inputs: Tensor, trigger: Trigger, *, steps: int, init_cost: float, anneal: float,

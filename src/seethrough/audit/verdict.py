@@ -20,7 +20,8 @@ and `seethrough.report.write_audit_report` renders it.
    rule. The audit's ``anomaly_score`` is the largest jump of the families (warp's in units of its
    own threshold), and the MAD index is reported as evidence.
 3. Refine and validate: each flagged trigger is refined (`refine_trigger`: restarts from the
-   found mask, annealed sparsity, the fewest pixels that keep the attack) and its identifiable
+   found mask, annealed sparsity, the fewest pixels that keep the attack, and for a patch the
+   nearby placement with the largest target margin) and its identifiable
    pixels named (`identifiable_pixels`); then stamped onto held-out clean inputs and compared with
    the same mask values at shuffled pixel positions (`seethrough.evidence.validate`). This
    confirms the trigger works on unseen inputs; it does not by itself separate planted triggers
@@ -58,7 +59,7 @@ from ..core.results import Result, jsonable, new_figure
 from ..evidence import Finding, Trigger, Validation, validate
 from ._forward import check_labels, checked_logits, model_failures
 from .internal import TriggerUnits, default_feature_site, trigger_units
-from .refine import identifiable_pixels, refine_trigger
+from .refine import PLACEMENT_RADIUS, identifiable_pixels, refine_trigger
 from .reverse import SHRINK_TOLERANCE, NeuralCleanse, ReversedTrigger, data_range, neural_cleanse
 
 __all__ = ["AuditResult", "scan", "flag_targets", "MEASURED_DETECTION", "NEAR", "MAX_TARGETS", "WARP_MIN_GAP",
@@ -414,8 +415,9 @@ def scan(model: nn.Module, inputs: Tensor, *, labels: Tensor | None = None, clas
             refined = False
             if refine and bool((scan_predictions != cls).any()):
                 with model_failures(model, x, "trigger refinement"):
+                    # placement shifts a patch over the image: vectors' features have no neighbours to shift to
                     better = refine_trigger(scanned, scan_x[scan_predictions != cls], found, pattern_range=box,
-                                            seed=seed)
+                                            seed=seed, radius=0 if x.ndim == 2 else PLACEMENT_RADIUS)
                 found, refined = better, True
             jump = _jump_above(result.norms.tolist(), len(flags[family]))
             finding = _finding(found, family, names, float(result.anomaly[cls]), jump, rank, refined)
