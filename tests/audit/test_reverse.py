@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from seethrough.audit import anomaly_index, neural_cleanse, reverse_engineer_trigger
+from seethrough.audit.reverse import K_ARM_EXPLOIT_SHRINK, K_ARM_EXPLORE, K_ARM_EXPLORE_SHRINK
 from seethrough.core import InputError
 
 TARGET, PIXEL = 3, (2, 4)
@@ -110,6 +111,24 @@ def test_k_arm_names_the_full_scans_target_for_fewer_passes_and_marks_pruned_arm
     # the suspect ran as the full schedule runs it (same steps), after a cheaper exploration
     assert k_arm.triggers[TARGET].steps_run == full.triggers[TARGET].steps_run
     assert k_arm.triggers[TARGET].mask_l1 < 1.0 and k_arm.norms[TARGET] == k_arm.norms.min()
+
+
+def test_k_arm_exploits_on_half_batches_and_counts_every_example() -> None:
+    """An arm that continues draws batch_size / K_ARM_EXPLORE_SHRINK examples a step while it explores and
+    batch_size / K_ARM_EXPLOIT_SHRINK after (issue #11: the exploit on half batches keeps a three-family
+    image audit under 2,500 passes); its passes are exactly those examples / batch_size."""
+    model, x = _with_a_hard_class(), clean_images()
+    steps, batch = 90, 32  # every class has more inputs than a batch, so each step draws a full (shrunk) batch
+    result = neural_cleanse(model, x, n_classes=5, steps=steps, schedule="k-arm", batch_size=batch, patience=None)
+    assert K_ARM_EXPLORE_SHRINK == 4 and K_ARM_EXPLOIT_SHRINK == 2
+    explore = round(K_ARM_EXPLORE * steps)
+    target = result.triggers[TARGET]
+    assert not target.pruned and target.steps_run == steps
+    drawn = explore * (batch // K_ARM_EXPLORE_SHRINK) + (steps - explore) * (batch // K_ARM_EXPLOIT_SHRINK)
+    assert target.passes == drawn / batch  # 30 · 8 + 60 · 16 examples: 37.5 passes, not 67.5 on full batches
+    hard = result.triggers[4]
+    assert hard.pruned and hard.passes == hard.steps_run * (batch // K_ARM_EXPLORE_SHRINK) / batch
+    assert result.passes == sum(t.passes for t in result.triggers)
 
 
 def test_full_schedule_is_per_class_reverse_engineering() -> None:

@@ -115,7 +115,7 @@ class Search:
         """Start the record of successful triggers afresh (the optimiser's state and the weight carry on).
 
         Successes on small exploration batches are optimistic (31 of 32 is not 122 of 128), so an arm
-        that continues on full batches must reach the goal again on them before a size counts.
+        that continues on larger batches must reach the goal again on them before a size counts.
         """
         self.best, self.first_success, self.last_gain = None, float("inf"), len(self.smallest)
         self.smallest = [float("inf")] * len(self.smallest)

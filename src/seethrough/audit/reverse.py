@@ -68,6 +68,22 @@ K_ARM_PRUNE_RATIO = 1.15
 #: K-Arm: at most this many classes continue after the exploration (the smallest first), so that a model
 #: whose classes all need similar triggers costs no more than one with a clear suspect.
 K_ARM_MOST = 4
+#: K-Arm: exploiting steps (the classes that continue after the exploration) use mini-batches this many
+#: times smaller than ``batch_size``: half a pass per step. Chosen for cost (issue #11: ≤ 2,500 passes for
+#: a three-family image audit) on dev zoo models only (digits MLP seeds 0-7, CNN seeds 0-2; patch-, blend-,
+#: warp-trojaned and clean; patch, blend and warp scans; 300 steps; scoring seeds 1000+ never used), against
+#: the full schedule's sizes on the same models. With 2 (and the other constants as they are) a family
+#: scan cost 575 passes on average on the MLPs (at most 650) and 589 on the CNNs (at most 650), against
+#: 909 and 904 (at most 1,050) on full-batch exploits, and gave the full scan's suspect on the same side
+#: of the threshold in 65 of the 66 patch and blend scans of patch, blend and clean models (as full
+#: batches did; the exception a near-tie below the threshold in both), 44 of 54 warp-related scans
+#: (full batches 45; every difference a near-tie suspect below the threshold, jumps ≤ 1.23 in both scans,
+#: or one of 2 blend models' warp scans that the full scan flags at the blend's target and neither K-Arm
+#: flags) and the same flagged classes in 118 of 120 (as full batches did). Rejected on the MLPs: at most
+#: 3 continuing classes with an 8-fold smaller exploration (678 passes; it misranked warp runners-up and
+#: flagged an extra class on 2 of 8 warp models' warp scans), that with an exploit patience of 50 instead
+#: (649; a second class flagged on a patch model's warp scan), at most 3 alone (813; the same).
+K_ARM_EXPLOIT_SHRINK = 2
 #: K-Arm: the most searches stacked into one forward pass.
 K_ARM_STACK = 16
 _SEARCH_DEFAULTS: dict[str, Any] = {"lr": 0.1, "init_cost": 1e-3, "success_goal": 0.95, "batch_size": 128,
@@ -222,15 +238,17 @@ def neural_cleanse(model: nn.Module, inputs: Tensor, *, n_classes: int, threshol
 
     ``schedule="full"`` searches every class to the end in turn (plain Neural Cleanse).
     ``schedule="k-arm"`` (K-Arm, Shen et al. 2021) starts every class together on cheap quarter-size
-    batches for a third of the steps, then gives the remaining steps, on full batches, to the classes
-    whose smallest successful triggers are smallest, and stops ("prunes") classes whose triggers are
-    far larger: the smallest `K_ARM_KEEP` classes always run on to early stopping or ``steps``, so
-    the suspect and the runner-up, and with them the gap, are searched to the end as before (their
-    sizes count only successes on full batches). Pruned classes are marked
+    batches for a third of the steps, then gives the remaining steps, on half-size batches, to the
+    classes whose smallest successful triggers are smallest, and stops ("prunes") classes whose
+    triggers are far larger: the smallest `K_ARM_KEEP` classes always run on to early stopping or
+    ``steps``, so the suspect and the runner-up, and with them the gap, are searched to the end as
+    before (their sizes count only successes on the exploit's batches). Pruned classes are marked
     (``ReversedTrigger.pruned``); their size is their exploration's. The classes that step together
     share one forward pass of the model (their stamped batches stacked). On the zoo's digits MLPs
-    (seeds 0-7) it named the full scan's suspects with the same gaps above/below 2.0 for about a third
-    of the passes. ``NeuralCleanse.passes`` counts the forward+backward passes either schedule spent.
+    (seeds 0-7) and CNNs (seeds 0-2) it gave the full scan's suspects on the same side of the
+    threshold in 65 of 66 patch and blend scans for about a fifth of the passes (575-589 a family
+    scan on average, at most 650, against 2,160-2,990 for the full scan; `K_ARM_EXPLOIT_SHRINK`).
+    ``NeuralCleanse.passes`` counts the forward+backward passes either schedule spent.
 
     Raises:
         InputError: ``n_classes`` below 2 or not the model's output width, inputs that are not
@@ -295,7 +313,9 @@ def _k_arm(model: nn.Module, inputs: Tensor, predicted: Tensor, param: Parametri
        `K_ARM_EXPLORE_SHRINK` times smaller than its own (a quarter of a pass per step by default).
     2. Exploit: the classes ranked in the first `K_ARM_KEEP` by their smallest successful size (classes
        that never reached the success goal last), and any class within `K_ARM_PRUNE_RATIO` of the
-       `K_ARM_KEEP`-th (at most `K_ARM_MOST` classes in all), continue on full batches; every 10 steps the ranking is redone, and a class
+       `K_ARM_KEEP`-th (at most `K_ARM_MOST` classes in all), continue on mini-batches
+       `K_ARM_EXPLOIT_SHRINK` times smaller than their own (half a pass per step by default); every 10
+       steps the ranking is redone, and a class
        outside the first `K_ARM_KEEP` whose size exceeds `K_ARM_PRUNE_RATIO` times the
        `K_ARM_KEEP`-th smallest is pruned. The others are pruned at once (hopeless arms).
     An arm ends as the full schedule's would (early stopping, ``steps``, non-finite outputs) or pruned.
@@ -341,7 +361,7 @@ def _k_arm(model: nn.Module, inputs: Tensor, predicted: Tensor, param: Parametri
         report()
     for searches in arms.values():
         for search in searches:
-            search.resize(options["batch_size"])
+            search.resize(max(1, options["batch_size"] // K_ARM_EXPLOIT_SHRINK))
     ranked = sorted(arms, key=lambda k: (size(k), k))
     bar = size(ranked[min(K_ARM_KEEP, len(ranked)) - 1])
     for rank, k in enumerate(ranked):  # the hopeless stop with their exploration's record
