@@ -13,9 +13,12 @@ otherwise. For each it prints:
 - ``+refine``: the passes the rest of the audit spent with gradients on (refining each flagged
   trigger), counted independently by a forward hook on the model (examples through it while autograd
   is on / 128) less the scans' own count; on a model nothing is flagged in it is 0, which checks the
-  scans' count against the hook's;
+  scans' count against the hook's. An upper bound: a forward made with autograd on but no backward
+  counts too (4 passes on each model with findings); forward-only passes made without autograd
+  (validation, the refinement's bisection and placement) are not forward+backward passes and do not;
 - the wall time, the verdict, the planted target and the validated targets the audit named, and each
-  family's gap.
+  family's gap; under an "inconclusive" verdict, the classes searched to the end whose searches had
+  not converged, with their sizes beside the family's smallest (`AuditResult.reasons` has the words).
 
 The goal (issue #11): ≤ 2,500 scan passes per audit with the full scan's verdicts and targets; the
 last lines say whether every K-Arm audit met it.
@@ -68,7 +71,7 @@ def main() -> None:
     print(f"families {', '.join(families)}; {args.steps} steps; zoo seed {args.seed}; goal ≤ {GOAL:,} scan passes")
     print(f"{'model':<11} {'schedule':<8} {'scan':>6} {'per family':<16} {'+refine':>7} {'wall s':>7}  "
           f"{'verdict':<12} {'planted':>7}  named  gaps")
-    worst, agree, pairs = 0.0, 0, 0
+    worst, agree, same_targets, pairs = 0.0, 0, 0, 0
     for arch in args.archs.split(","):
         for trojan in args.trojans.split(","):
             model, meta = trojaned_classifier(arch, trojan, args.seed)
@@ -86,16 +89,30 @@ def main() -> None:
                 named = sorted({f.target for f, v in zip(result.findings, result.validations, strict=True)
                                 if v.validated})
                 outcome[schedule] = (result.verdict, named)
+                why = ""
+                if result.verdict == "inconclusive":
+                    why = "  [" + "; ".join(u for f, r in result.scans.items() if (u := _unconverged(f, r))) + "]"
                 if schedule == "k-arm":
                     worst = max(worst, passes)
                 split = "/".join(f"{p:.0f}" for p in per_family.values())
                 gaps = " ".join(f"{f}={g:.2f}" for f, g in result.gaps.items())
                 print(f"{arch + '/' + trojan:<11} {schedule:<8} {passes:>6.0f} {split:<16} {refine:>7.0f} "
-                      f"{wall:>7.1f}  {result.verdict:<12} {planted!s:>7}  {named!s:<6} {gaps}", flush=True)
+                      f"{wall:>7.1f}  {result.verdict:<12} {planted!s:>7}  {named!s:<6} {gaps}{why}", flush=True)
             pairs += 1
             agree += outcome["k-arm"] == outcome["full"]
+            same_targets += outcome["k-arm"][1] == outcome["full"][1]
     print(f"K-Arm: at most {worst:,.0f} scan passes per audit (goal ≤ {GOAL:,}: {'met' if worst <= GOAL else 'MISSED'}); "
-          f"verdict and named targets equal to the full scan's in {agree} of {pairs} models")
+          f"named targets equal to the full scan's in {same_targets} of {pairs} models, verdicts in {agree} of {pairs}")
+
+
+def _unconverged(family: str, result: Any) -> str:
+    """``"warp: 0 (1,236), 8 (1,243) of smallest 288"``: the classes searched to the end whose searches had not
+    converged, with their sizes beside the family's smallest (empty when every one converged)."""
+    late = [(t.trigger.target, t.mask_l1) for t in result.triggers if t.finite and not t.converged and not t.pruned]
+    if not late:
+        return ""
+    return (f"{family}: " + ", ".join(f"{c} ({size:,.0f})" for c, size in late)
+            + f" of smallest {min(result.norms.tolist()):,.0f}")
 
 
 if __name__ == "__main__":
