@@ -90,6 +90,25 @@ def test_searches_still_shrinking_at_the_end_are_inconclusive(digits) -> None:
     assert full.verdict == "trojaned" and full.suspect == meta["trigger"]["target"] and full.reasons == ()
 
 
+def test_only_classes_that_can_decide_the_flags_make_a_scan_inconclusive() -> None:
+    """The full schedule's unconverged searches of classes far above the smallest (which K-Arm stops as
+    hopeless) leave the verdict alone; an unconverged class among the deciding ones does not."""
+    from seethrough.audit.reverse import NeuralCleanse, ReversedTrigger
+    from seethrough.audit.verdict import _reasons
+
+    def arms(sizes: list[float], unconverged: int) -> dict[str, NeuralCleanse]:
+        triggers = tuple(ReversedTrigger(Trigger(torch.zeros(2, 2), torch.zeros(1, 2, 2), k), size, 1.0,
+                                         converged=k != unconverged, recent_shrink=0.4 if k == unconverged else 0.0)
+                         for k, size in enumerate(sizes))
+        return {"warp": NeuralCleanse(triggers, torch.zeros(len(sizes)), 2.0, schedule="full")}
+
+    names = [str(k) for k in range(6)]
+    assert _reasons(arms([1.0, 1.1, 1.2, 3.0, 3.5, 4.0], unconverged=4), names, 300) == ()  # 3× the third: hopeless
+    for sizes, k in (([1.0, 1.1, 1.2, 3.0, 3.5, 4.0], 2), ([1.0, 1.1, 1.2, 1.3, 3.5, 4.0], 3)):  # deciding classes
+        (reason,) = _reasons(arms(sizes, unconverged=k), names, 300)
+        assert "had not converged" in reason and f"class(es) {k}" in reason
+
+
 def test_a_clean_model_converges_and_says_what_clean_is_worth(clean_scan) -> None:
     result = clean_scan
     assert result.verdict == "clean" and result.reasons == ()

@@ -60,7 +60,16 @@ from ..evidence import Finding, Trigger, Validation, validate
 from ._forward import check_labels, checked_logits, model_failures
 from .internal import TriggerUnits, default_feature_site, trigger_units
 from .refine import PLACEMENT_RADIUS, identifiable_pixels, refine_trigger
-from .reverse import SHRINK_TOLERANCE, NeuralCleanse, ReversedTrigger, data_range, neural_cleanse
+from .reverse import (
+    K_ARM_KEEP,
+    K_ARM_MOST,
+    K_ARM_PRUNE_RATIO,
+    SHRINK_TOLERANCE,
+    NeuralCleanse,
+    ReversedTrigger,
+    data_range,
+    neural_cleanse,
+)
 
 __all__ = ["AuditResult", "scan", "flag_targets", "MEASURED_DETECTION", "NEAR", "MAX_TARGETS", "WARP_MIN_GAP",
            "DEFAULT_FAMILIES", "IDENTIFIABLE_TOLERANCE"]
@@ -467,14 +476,18 @@ def _reasons(scans: dict[str, NeuralCleanse], names: Sequence[str], steps: int) 
     Classes the K-Arm schedule stopped early (``pruned``: their triggers stayed far larger than the
     smallest classes', or never reached the goal while those had) are hopeless arms, not failures:
     their sizes are upper bounds far above the classes that decide the verdict, which always run.
+    The same rule holds for a full scan, so that the verdict does not depend on the schedule: a class
+    whose search had not converged counts only while it is one the K-Arm schedule keeps (`_contenders`).
     """
     reasons = []
     for family, result in scans.items():
         triggers = result.triggers
+        contenders = _contenders(triggers)
         searched = [t for t in triggers if not getattr(t, "pruned", False)]
         broken = [t.trigger.target for t in triggers if not t.finite]
         failed = [t.trigger.target for t in searched if t.finite and not t.reached_goal]
-        shrinking = [t for t in searched if t.finite and t.reached_goal and not t.converged]
+        shrinking = [t for t in searched if t.finite and t.reached_goal and not t.converged
+                     and t.trigger.target in contenders]
         if broken:
             reasons.append(f"The model's outputs became NaN or infinite on stamped inputs while searching {family} "
                            f"triggers for class(es) {_classes(broken, names)}; those searches stopped and were not "
@@ -499,6 +512,30 @@ def _reasons(scans: dict[str, NeuralCleanse], names: Sequence[str], steps: int) 
                            f"{_classes([t.trigger.target for t in unstarted], names)} had not yet shrunk below their "
                            "first success (the search was still growing them); rerun with more steps.")
     return tuple(reasons)
+
+
+def _contenders(triggers: Sequence[ReversedTrigger]) -> set[int]:
+    """The classes that can still decide a family's flags, by the K-Arm schedule's own rule.
+
+    Among the searches that reached the goal (finite), ranked by size: the first `K_ARM_KEEP`, and any
+    other within `K_ARM_PRUNE_RATIO` of the `K_ARM_KEEP`-th smallest, `K_ARM_MOST` at most. A larger
+    class's size is an upper bound, but it would have to shrink below the deciding classes' to matter;
+    on the zoo's clean digits models the full schedule's unconverged warp searches were 3-4× the
+    smallest (seed 0, 300 steps), where K-Arm had stopped them as hopeless.
+
+    Example:
+        >>> from seethrough.evidence import Trigger
+        >>> def arm(k, size):
+        ...     return ReversedTrigger(Trigger(torch.zeros(2, 2), torch.zeros(1, 2, 2), k), size, 1.0)
+        >>> sorted(_contenders([arm(0, 1.0), arm(1, 1.1), arm(2, 2.0), arm(3, 2.2), arm(4, 9.0)]))
+        [0, 1, 2, 3]
+    """
+    ranked = sorted((t for t in triggers if t.finite and t.reached_goal), key=lambda t: (t.mask_l1, t.trigger.target))
+    if not ranked:
+        return set()
+    bar = ranked[min(K_ARM_KEEP, len(ranked)) - 1].mask_l1
+    return {t.trigger.target for rank, t in enumerate(ranked)
+            if rank < K_ARM_KEEP or (rank < K_ARM_MOST and t.mask_l1 <= K_ARM_PRUNE_RATIO * bar)}
 
 
 def _internal_evidence(model: nn.Module, held_x: Tensor, trigger: Trigger, n_controls: int,
