@@ -94,10 +94,12 @@ MAX_TARGETS = 2
 #: The warp family's threshold on the jump, between the clean and the warp-trojaned dev models (zoo seeds 0-7,
 #: strength 0.75): warp scans of clean MLPs jump at most 1.25 (first jump) and 1.28 (second; 300 steps, K-Arm),
 #: of warp-trojaned MLPs 2.69-5.25 with the target smallest in 8 of 8; H2's scans of MLPs and CNNs (200 images):
-#: warp trojans 1.97-6.81, clean 1.01-1.18, patch trojans 1.00-1.56 (`seethrough.audit.warp`).
+#: warp trojans 1.97-6.81, clean 1.01-1.18, patch trojans 1.00-1.56 (`seethrough.audit.warp`). Re-measured with
+#: K-Arm's half-batch exploit (MLP 0-7, CNN 0-2): warp trojans 2.04-5.30 (target smallest in 11 of 11), clean at
+#: most 1.29, patch 1.01-1.16, blend 1.31-2.59: the threshold still separates them.
 WARP_MIN_GAP = 1.6
 #: The families `scan` searches by default in images (vector inputs: patch and blend; a warp needs pixels). A
-#: K-Arm warp scan costs 700-1,050 forward+backward passes on the dev zoo MLPs, as a patch or blend scan does.
+#: K-Arm family scan costs 483-650 forward+backward passes on the dev zoo MLPs and CNNs (575-589 on average).
 DEFAULT_FAMILIES = ("patch", "blend", "warp")
 #: `identifiable_pixels`' tolerance for a finding's mask (a tenth of the data's range, on average).
 IDENTIFIABLE_TOLERANCE = 0.1
