@@ -1,7 +1,8 @@
 """Repair: remove a found backdoor by unlearning the reverse-engineered trigger, within a clean-accuracy budget.
 
 Fine-tunes a *copy* of the model on labelled clean data in which a fraction of every batch carries
-the reconstructed trigger but keeps its true label (Neural Cleanse's unlearning mitigation). The
+the reconstructed trigger but keeps its true label (Neural Cleanse's unlearning mitigation), its
+patch masks widened and every mask at a random strength up to twice the found one. The
 unlearning length and the distillation weight are chosen by cross-fitting on *selection* examples
 of the clean data (never on the split the before/after numbers are reported on): the candidate that
 removes the trigger while losing at most ``max_accuracy_drop`` of clean accuracy, or, when none
@@ -44,7 +45,8 @@ class RepairCandidate:
 
     Pooled over the cross-fitting folds (each example measured by the copy that did not train on it):
     ``accuracy_drop`` is the original model's clean accuracy minus the candidate's; ``attack_success``
-    the largest over the unlearned triggers (as the audit found them), averaged over the folds by size;
+    the largest over the unlearned triggers, as the audit found them and as stamped in training (patch
+    masks widened by ``dilate``), averaged over the folds by size;
     ``clean_loss`` the mean cross-entropy of the true labels (a finer tie-breaker than accuracy).
     """
 
@@ -61,9 +63,10 @@ class RepairResult(Result):
     """The repaired copy, the triggers unlearned (the first is measured), the held-out numbers before
     and after, and how the setting was chosen on separate selection examples.
 
-    ``budget_met`` is True when a candidate brought every trigger's attack success on the selection
-    split to at most ``max_attack_success`` while losing at most ``max_accuracy_drop`` of clean
-    accuracy there; ``candidates`` is the measured trade-off (every epoch of every distillation weight).
+    ``budget_met`` is True when a candidate brought every trigger's attack success (as found and as
+    widened) on the selection split to at most ``max_attack_success`` while losing at most
+    ``max_accuracy_drop`` of clean accuracy there; ``candidates`` is the measured trade-off (every epoch
+    of every distillation weight).
     """
 
     model: nn.Module
@@ -163,17 +166,19 @@ class RepairResult(Result):
 
 
 def repair_by_unlearning(model: nn.Module, inputs: Tensor, labels: Tensor, trigger: Trigger, *,
-                         also: Sequence[Trigger] = (), epochs: int = 100, lr: float = 1e-3,
+                         also: Sequence[Trigger] = (), epochs: int = 100, lr: float = 3e-3,
                          stamp_fraction: float = 0.5, distill: Sequence[float] = (1.0, 4.0), batch_size: int = 64,
                          held_out: float = 0.5, folds: int = 3, max_accuracy_drop: float = 0.02,
-                         max_attack_success: float = 0.1, dilate: int = 1, seed: int = 0) -> RepairResult:
+                         max_attack_success: float = 0.1, dilate: int = 1, boost: float = 1.0,
+                         seed: int = 0) -> RepairResult:
     """Fine-tune a copy of ``model`` to ignore the trigger within a clean-accuracy budget; report held-out numbers.
 
     The last ``held_out`` of a seeded shuffle reports the before/after numbers and is never used to fit
     or to choose. The setting is chosen by ``folds``-fold cross-fitting on the rest (the *selection*
     examples): for each distillation weight, a copy is trained on all folds but one for up to
     ``epochs`` epochs and measured on the left-out fold after every epoch; each (weight, epochs)
-    candidate's clean accuracy and attack success (the largest over the triggers) are pooled over
+    candidate's clean accuracy and attack success (the largest over the triggers, as found and with
+    patch masks widened as in training) are pooled over
     the folds, so every selection example measures every candidate. The candidate kept is, in order
     of preference: the one losing the least clean accuracy among those with attack success ≤
     ``max_attack_success`` and accuracy lost ≤ ``max_accuracy_drop`` (``budget_met``); otherwise the
@@ -200,13 +205,23 @@ def repair_by_unlearning(model: nn.Module, inputs: Tensor, labels: Tensor, trigg
         max_attack_success: the attack success on the selection examples that counts as removed.
         dilate: patch triggers (2-D masks) are stamped during training with their mask widened by this
             many pixels (the reversed mask tends to cover only part of a planted patch); the attack
-            success is measured with the triggers as found.
+            success that decides removal is the largest over the triggers as found and as widened (the
+            planted trigger's success after unlearning follows the widened one's, which falls later).
+        boost: patch and blend masks are stamped during training scaled by a random factor in
+            ``[1, 1 + boost]`` per example (clipped to 1): the reversed mask is often fainter than the
+            planted one (partial patch pixels; a blend's reversed opacity below the planted one).
 
-    Settings (``epochs``, the grid, ``lr``, ``dilate``, the mixtures) were chosen on the zoo's patch- and
+    Settings (``epochs``, the grid, ``dilate``, the mixtures) were chosen on the zoo's patch- and
     blend-trojaned digits MLPs at seeds 0-7 with clean sets of 300 test images, scored with the planted
-    trigger on the other 150: planted attack success after 0.150 mean (worst 0.276), clean accuracy lost
-    0.001 mean (worst 0.027), against 0.55 and 0.028 without the mixtures and at 30 epochs. The
-    trojan-repair game scores them on seeds 2000+.
+    trigger on the other 150 (0.150 mean planted attack success after, against 0.55 without the mixtures
+    and at 30 epochs). ``lr``, ``boost`` and judging removal on the widened triggers too were then chosen
+    on the game's cases at zoo seeds 0-7 (MLP) and 0-5 (CNN), patch and blend, the audit's triggers
+    (28 cases): planted attack success after 0.078 mean (MLP 0.058, worst 0.134; CNN 0.104, worst 0.409),
+    clean accuracy lost 0.001 mean (worst 0.027), against 0.145 (MLP 0.135, CNN 0.158) with ``lr`` 1e-3,
+    no boost and removal judged on the found triggers alone (0.108 with the widened goal and ``lr`` 2e-3
+    only). Shifting the stamped trigger by up to two pixels, so that a CNN's shifted copies are unlearned
+    too, raised the MLPs' to 0.10-0.37. The worst case left is a CNN whose reversed patch is the planted
+    one moved two pixels (0.41). The trojan-repair game scores them on seeds 2000+.
 
     Raises:
         InputError: bad labels, triggers, fractions or budget (checked before any work).
@@ -220,6 +235,7 @@ def repair_by_unlearning(model: nn.Module, inputs: Tensor, labels: Tensor, trigg
     check_int("epochs", epochs, at_least=1)
     check_int("folds", folds, at_least=2)
     check_int("dilate", dilate, at_least=0)
+    check_float("boost", boost, at_least=0.0)
     if isinstance(distill, (str, bytes)) or not isinstance(distill, Sequence) or not distill:
         raise InputError(f"distill must be a non-empty sequence of weights, e.g. (1.0, 4.0); got {distill!r}.")
     weights = [check_float("distill", d, at_least=0.0) for d in distill]
@@ -236,7 +252,7 @@ def repair_by_unlearning(model: nn.Module, inputs: Tensor, labels: Tensor, trigg
     triggers = [trigger, *also]
     with model_failures(model, x, "repair"):
         return _unlearn(model, (x[chosen_by], y[chosen_by]), (x[report], y[report]), triggers,
-                        _Settings(epochs, lr, stamp_fraction, batch_size, dilate), weights=weights, folds=folds,
+                        _Settings(epochs, lr, stamp_fraction, batch_size, dilate, boost), weights=weights, folds=folds,
                         budget=budget, target=target, gen=gen)
 
 
@@ -247,6 +263,7 @@ class _Settings:
     stamp_fraction: float
     batch_size: int
     dilate: int
+    boost: float
 
 
 def _widen(trigger: Trigger, dilate: int) -> Trigger:
@@ -274,6 +291,9 @@ def _unlearn(model: nn.Module, chosen_by: tuple[Tensor, Tensor], report: tuple[T
     before_acc = accuracy(model, test_x, test_y)
     before_asr = attack_success(model, test_x, test_y, triggers[0])
     stamped_with = [_widen(t, settings.dilate) for t in triggers]
+    # removal is judged on the triggers as found and as stamped (widened): the planted trigger's success after
+    # unlearning follows the widened trigger's, which falls later than the found one's (measured on dev seeds)
+    measured = triggers + [w for w, t in zip(stamped_with, triggers, strict=True) if w is not t]
     fold_of = torch.arange(sel_x.shape[0]) % folds
     # per (weight, epoch): correct clean predictions, their count, and the attack success weighted by fold size
     correct: dict[tuple[float, int], float] = {}
@@ -290,7 +310,7 @@ def _unlearn(model: nn.Module, chosen_by: tuple[Tensor, Tensor], report: tuple[T
                     logits = student(lx)
                 correct[key] = correct.get(key, 0.0) + float((logits.argmax(-1) == ly).sum())
                 losses[key] = losses.get(key, 0.0) + float(F.cross_entropy(logits, ly, reduction="sum"))
-                success = max(attack_success(student, lx, ly, t) for t in triggers)
+                success = max(attack_success(student, lx, ly, t) for t in measured)
                 successes.setdefault(key, []).append(success * int(left.sum()))
     n = sel_x.shape[0]
     candidates = [RepairCandidate(epoch, weight, correct[(weight, epoch)] / n, sel_before - correct[(weight, epoch)] / n,
@@ -320,24 +340,24 @@ def _train(teacher: nn.Module, train_x: Tensor, train_y: Tensor, triggers: list[
     opt = torch.optim.Adam(student.parameters(), lr=settings.lr)
     for epoch in range(1, settings.epochs + 1):
         student.train()
-        _train_epoch(teacher, student, opt, train_x, train_y, triggers, settings.stamp_fraction, distill,
-                     settings.batch_size, gen)
+        _train_epoch(teacher, student, opt, train_x, train_y, triggers, settings, distill, gen)
         student.eval()
         yield epoch, student
 
 
 def _train_epoch(teacher: nn.Module, student: nn.Module, opt: torch.optim.Optimizer, train_x: Tensor, train_y: Tensor,
-                 triggers: list[Trigger], stamp_fraction: float, distill: float, batch_size: int,
-                 gen: torch.Generator) -> None:
+                 triggers: list[Trigger], settings: _Settings, distill: float, gen: torch.Generator) -> None:
     perm = torch.randperm(train_x.shape[0], generator=gen)
+    batch_size = settings.batch_size
     for start in range(0, train_x.shape[0], batch_size):
         idx = perm[start:start + batch_size]
         xb, yb = train_x[idx].clone(), train_y[idx]
-        stamped = torch.rand(len(idx), generator=gen) < stamp_fraction
+        stamped = torch.rand(len(idx), generator=gen) < settings.stamp_fraction
         which = torch.randint(0, len(triggers), (len(idx),), generator=gen)
         for i, t in enumerate(triggers):
             chosen = stamped & (which == i)
-            xb[chosen] = stamp(xb[chosen], t)
+            if bool(chosen.any()):
+                xb[chosen] = _stamp_boosted(xb[chosen], t, settings.boost, gen)
         logits = student(xb)
         loss = F.cross_entropy(logits, yb)
         if distill > 0 and bool((~stamped).any()):  # keep the original's behaviour on clean inputs
@@ -356,6 +376,18 @@ def _train_epoch(teacher: nn.Module, student: nn.Module, opt: torch.optim.Optimi
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+
+def _stamp_boosted(xb: Tensor, trigger: Trigger, boost: float, gen: torch.Generator) -> Tensor:
+    """``xb`` stamped with a patch or blend trigger whose mask is scaled, per example, by a random factor in
+    ``[1, 1 + boost]`` and clipped to 1: the reversed mask is often fainter than the planted one (partial
+    patch pixels; a blend's reversed opacity below the planted one), and unlearning only the faint
+    copy leaves the full-strength trigger working. A warp (or ``boost`` 0) is stamped as found."""
+    if trigger.field is not None or boost == 0:
+        return stamp(xb, trigger)
+    scale = 1 + boost * torch.rand(xb.shape[0], 1, 1, 1, generator=gen).to(xb)
+    mask = (trigger.mask.to(xb) * scale).clamp(max=1.0)  # (n, 1, H, W)
+    return (1 - mask) * xb + mask * trigger.pattern.to(xb)
 
 
 def repair(result: AuditResult, model: nn.Module, inputs: Tensor, labels: Tensor, *,

@@ -3,9 +3,10 @@
 Each case is a patch- or blend-trojaned digits classifier (MLP; the CNN too outside ``--quick``).
 The method gets a CLI-sized clean set (`CLEAN_SET` labelled test images, as ``seethrough audit --repair``
 gets its ``--data``): it audits the model from them, then fine-tunes a copy on them with every
-validated reversed trigger stamped onto half of each batch under the true labels and its clean
-outputs distilled towards the original's, choosing the length and distillation weight on a
-selection split within the default clean-accuracy budget (`repair_by_unlearning`, CLI defaults).
+validated reversed trigger stamped onto half of each batch under the true labels (patch masks
+widened, masks at random strengths up to twice the found one) and its clean outputs distilled
+towards the original's, choosing the length and distillation weight on a selection split within the
+default clean-accuracy budget (`repair_by_unlearning`, CLI defaults).
 Scores use the *planted* trigger, which the method never sees, on the rest of the test split (never
 given to the method): attack success after repair and the clean accuracy lost. The trivial baseline
 runs the same fine-tuning (distillation included) with no trigger, so the table shows what the
