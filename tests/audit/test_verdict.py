@@ -96,17 +96,23 @@ def test_only_classes_that_can_decide_the_flags_make_a_scan_inconclusive() -> No
     from seethrough.audit.reverse import NeuralCleanse, ReversedTrigger
     from seethrough.audit.verdict import _reasons
 
-    def arms(sizes: list[float], unconverged: int) -> dict[str, NeuralCleanse]:
+    def arms(sizes: list[float], unconverged: int = -1, failed: tuple[int, ...] = ()) -> dict[str, NeuralCleanse]:
         triggers = tuple(ReversedTrigger(Trigger(torch.zeros(2, 2), torch.zeros(1, 2, 2), k), size, 1.0,
-                                         converged=k != unconverged, recent_shrink=0.4 if k == unconverged else 0.0)
+                                         converged=k != unconverged, recent_shrink=0.4 if k == unconverged else 0.0,
+                                         reached_goal=k not in failed)
                          for k, size in enumerate(sizes))
         return {"warp": NeuralCleanse(triggers, torch.zeros(len(sizes)), 2.0, schedule="full")}
 
     names = [str(k) for k in range(6)]
-    assert _reasons(arms([1.0, 1.1, 1.2, 3.0, 3.5, 4.0], unconverged=4), names, 300) == ()  # 3× the third: hopeless
-    for sizes, k in (([1.0, 1.1, 1.2, 3.0, 3.5, 4.0], 2), ([1.0, 1.1, 1.2, 1.3, 3.5, 4.0], 3)):  # deciding classes
-        (reason,) = _reasons(arms(sizes, unconverged=k), names, 300)
+    sizes = [1.0, 1.1, 1.2, 3.0, 3.5, 4.0]
+    assert _reasons(arms(sizes, unconverged=4), names, 300) == ()  # 3× the third smallest: hopeless
+    assert _reasons(arms(sizes, failed=(5,)), names, 300) == ()  # no success while the deciding classes had one
+    for these, k in ((sizes, 2), ([1.0, 1.1, 1.2, 1.3, 3.5, 4.0], 3)):  # deciding classes
+        (reason,) = _reasons(arms(these, unconverged=k), names, 300)
         assert "had not converged" in reason and f"class(es) {k}" in reason
+    # two successes only: the unsuccessful classes ranked next (by class) are kept, as K-Arm keeps them
+    (reason,) = _reasons(arms([1.0, 9.0, 3.0, 9.0, 9.0, 9.0], failed=(1, 3, 4, 5)), names, 300)
+    assert "never reached the success goal" in reason and "class(es) 1 ('1'), 3 ('3')" in reason
 
 
 def test_a_clean_model_converges_and_says_what_clean_is_worth(clean_scan) -> None:

@@ -45,6 +45,7 @@ Vector models ``(N, D)`` are scanned as ``(N, 1, 1, D)`` images, so masks are ``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -488,6 +489,8 @@ def _reasons(scans: dict[str, NeuralCleanse], names: Sequence[str], steps: int) 
         searched = [t for t in triggers if not getattr(t, "pruned", False)]
         broken = [t.trigger.target for t in triggers if not t.finite]
         failed = [t.trigger.target for t in searched if t.finite and not t.reached_goal]
+        if any(t.reached_goal for t in triggers):
+            failed = [k for k in failed if k in contenders]
         shrinking = [t for t in searched if t.finite and t.reached_goal and not t.converged
                      and t.trigger.target in contenders]
         if broken:
@@ -517,27 +520,31 @@ def _reasons(scans: dict[str, NeuralCleanse], names: Sequence[str], steps: int) 
 
 
 def _contenders(triggers: Sequence[ReversedTrigger]) -> set[int]:
-    """The classes that can still decide a family's flags, by the K-Arm schedule's own rule.
+    """The classes that can still decide a family's flags, by the K-Arm schedule's own keep rule.
 
-    Among the searches that reached the goal (finite), ranked by size: the first `K_ARM_KEEP`, and any
-    other within `K_ARM_PRUNE_RATIO` of the `K_ARM_KEEP`-th smallest, `K_ARM_MOST` at most. A larger
-    class's size is an upper bound, but it would have to shrink below the deciding classes' to matter;
-    on the zoo's clean digits models the full schedule's unconverged warp searches were 3-4× the
-    smallest (seed 0, 300 steps), where K-Arm had stopped them as hopeless.
+    The finite searches ranked by size (a class that never reached the goal as infinitely large, after
+    every class that did): the first `K_ARM_KEEP`, and any other within `K_ARM_PRUNE_RATIO` of the
+    `K_ARM_KEEP`-th, `K_ARM_MOST` at most. A larger class's size is an upper bound, but it would have to
+    shrink below the deciding classes' to matter; on the zoo's clean digits models (seed 0, 300 steps) the
+    full schedule's unconverged or unsuccessful warp searches were 3.6-4.8× the smallest, where K-Arm had
+    stopped them as hopeless.
 
     Example:
         >>> from seethrough.evidence import Trigger
-        >>> def arm(k, size):
-        ...     return ReversedTrigger(Trigger(torch.zeros(2, 2), torch.zeros(1, 2, 2), k), size, 1.0)
-        >>> sorted(_contenders([arm(0, 1.0), arm(1, 1.1), arm(2, 2.0), arm(3, 2.2), arm(4, 9.0)]))
+        >>> def arm(k, size, goal=True):
+        ...     return ReversedTrigger(Trigger(torch.zeros(2, 2), torch.zeros(1, 2, 2), k), size, 1.0, reached_goal=goal)
+        >>> sorted(_contenders([arm(0, 1.0), arm(1, 1.1), arm(2, 2.0), arm(3, 2.2), arm(4, 9.0), arm(5, 0.5, False)]))
         [0, 1, 2, 3]
     """
-    ranked = sorted((t for t in triggers if t.finite and t.reached_goal), key=lambda t: (t.mask_l1, t.trigger.target))
+    def size(t: ReversedTrigger) -> float:
+        return t.mask_l1 if t.reached_goal else math.inf
+
+    ranked = sorted((t for t in triggers if t.finite), key=lambda t: (size(t), t.trigger.target))
     if not ranked:
         return set()
-    bar = ranked[min(K_ARM_KEEP, len(ranked)) - 1].mask_l1
+    bar = size(ranked[min(K_ARM_KEEP, len(ranked)) - 1])
     return {t.trigger.target for rank, t in enumerate(ranked)
-            if rank < K_ARM_KEEP or (rank < K_ARM_MOST and t.mask_l1 <= K_ARM_PRUNE_RATIO * bar)}
+            if rank < K_ARM_KEEP or (rank < K_ARM_MOST and size(t) <= K_ARM_PRUNE_RATIO * bar)}
 
 
 def _internal_evidence(model: nn.Module, held_x: Tensor, trigger: Trigger, n_controls: int,
