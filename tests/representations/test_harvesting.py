@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 from models import TinyMLP, TinyTransformer, tokens
+from torch import nn
 
 from seethrough.core import InputError, LoadError
 from seethrough.representations import (
