@@ -114,12 +114,9 @@ KNOWN_FAILURES = {
     ("trojan-detection", "audit", "mask_iou_patch"):
         "0.59 (worst 0.13) against the 0.6 bar: the smallest trigger is not always the planted one (model seed 1001's "
         "reversed mask takes a 4-pixel shortcut beside 2 planted pixels; on CNNs shifted copies of the planted patch "
-        "also fire and smaller triggers exist), and refinement changed no dev mask",
+        "also fire and smaller triggers exist); refinement's placement step moved 2 of 8 dev CNN masks, no MLP mask",
     ("trojan-detection", "audit", "mask_iou_identifiable_patch"):
         "as mask_iou_patch (every planted pixel was identifiable on these seeds): 0.59 against the 0.7 bar",
-    ("trojan-repair", "unlearning", "asr_after"):
-        "on 300-image clean sets (the CLI's size) unlearning the reversed trigger leaves 0.128 of the planted "
-        "trigger's success (worst 0.20; 0.15 on dev seeds 0-7) against the 0.1 bar; clean accuracy lost passes (0.011)",
     ("planted-irrelevance", "magnitude-units", "irrelevant_auroc"):
         "unit magnitude ranks the planted irrelevant units, whose weights are 3x larger, first to keep (AUROC 0.03): "
         "the unit-level counter-example; Taylor on units passes",

@@ -77,10 +77,11 @@ __all__ = ["AuditResult", "scan", "flag_targets", "MEASURED_DETECTION", "NEAR", 
 
 #: What a "clean" verdict is worth: the `trojan-detection` game's last measured full run of this version (K-Arm
 #: schedule, three families, several targets): ``seethrough bench --games trojan-detection --seeds 5``, digits MLP
-#: and CNN, zoo seeds 1000-1004 (never used for calibration), 300 steps, run by the issue #11 team lead. Every
-#: patch, blend and warp trojan was flagged at its target, both targets of every two-target model were recalled,
-#: and no clean model was flagged. (The run before K-Arm, 10 seeds: 20 of 20 patch and blend, 0 false alarms of
-#: 20.) Data, not a claim about other models: update it with each full run.
+#: and CNN, zoo seeds 1000-1004 (never used for calibration), 300 steps, run by the issue #11 team lead and again
+#: after the half-batch K-Arm exploit and the placement step (2026-12-06, the same counts). Every patch, blend and
+#: warp trojan was flagged at its target, both targets of every two-target model were recalled, and no clean model
+#: was flagged. (The run before K-Arm, 10 seeds: 20 of 20 patch and blend, 0 false alarms of 20.) Data, not a
+#: claim about other models: update it with each full run.
 MEASURED_DETECTION: dict[str, Any] = {
     "source": "seethrough bench --games trojan-detection --seeds 5 (full run: MLP and CNN, zoo seeds 1000-1004)",
     "detected": {"patch": [10, 10], "blend": [10, 10], "warp": [10, 10]},  # [detected, trojaned models]
