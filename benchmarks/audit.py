@@ -39,21 +39,22 @@ from _timing import environment
 from seethrough.audit import scan
 from seethrough.audit.verdict import DEFAULT_FAMILIES
 from seethrough.bench.zoo import digits16, trojaned_classifier
+from seethrough.core import Site, hooks
 
 GOAL = 2500  # forward+backward passes per audit (issue #11)
 BATCH = 128  # the searches' batch size (neural_cleanse's and refine_trigger's default): passes = examples / BATCH
 
 
 class GradExamples:
-    """Counts the examples a model sees while autograd is on (a forward hook), to check the scans' own count."""
+    """Counts the examples a model sees while autograd is on (a hook on its output, through `core.hooks`), to check
+    the scans' own count."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self) -> None:
         self.examples = 0
-        self.handle = model.register_forward_hook(self._count)
 
-    def _count(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+    def __call__(self, value: torch.Tensor, site: Site) -> None:
         if torch.is_grad_enabled():
-            self.examples += int(args[0].shape[0])
+            self.examples += int(value.shape[0])
 
 
 def main() -> None:
@@ -78,11 +79,11 @@ def main() -> None:
             planted = meta["trigger"]["target"] if meta["trigger"] else None
             outcome = {}
             for schedule in ("k-arm", "full"):
-                counter = GradExamples(model)
+                counter = GradExamples()
                 start = time.perf_counter()
-                result = scan(model, x, steps=args.steps, families=families, schedule=schedule)
+                with hooks(model, {Site(""): counter}):
+                    result = scan(model, x, steps=args.steps, families=families, schedule=schedule)
                 wall = time.perf_counter() - start
-                counter.handle.remove()
                 per_family = {f: r.passes for f, r in result.scans.items()}
                 passes = sum(per_family.values())
                 refine = counter.examples / BATCH - passes
