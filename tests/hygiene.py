@@ -303,6 +303,7 @@ EXEMPT: dict[Any, str] = {
     st.Site: "a frozen value object; validated in test_sites.py",
     core.Hooks: "the context manager class that hooks() returns; covered by the 'hooks' case",
     core.eval_mode: "a context manager that restores every module's mode (its doctest and every user's hygiene case)",
+    audit.reverse.k_arm_keeps: "ranks class sizes; takes no model",
     core.edges.record_stream: "the residual-stream edge engine; covered by find_circuit's and validate's cases",
     core.edges.residual_edges: "orders recorded values and checks the residual form; takes no model",
     core.edges.ablated_reference: "ablates a tensor; takes no model",

@@ -27,7 +27,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -44,7 +44,7 @@ from ._search import ReversedTrigger, Search, run_together
 from .families import Parametrisation, PatternRange, parametrisation
 
 __all__ = ["ReversedTrigger", "NeuralCleanse", "reverse_engineer_trigger", "neural_cleanse", "anomaly_index",
-           "data_range", "SHRINK_TOLERANCE", "SCHEDULES"]
+           "data_range", "SHRINK_TOLERANCE", "SCHEDULES", "k_arm_keeps"]
 
 #: A search has converged when its smallest successful mask shrank by at most this fraction over the
 #: last quarter of its steps (and had begun to shrink). Measured per class on zoo digits models: at 300
@@ -305,6 +305,25 @@ def _no_trigger_needed(inputs: Tensor, target: int, family: str) -> ReversedTrig
     return ReversedTrigger(Trigger(empty, torch.zeros(inputs.shape[1:]), target, family, field=field), 0.0, 1.0)
 
 
+def k_arm_keeps(sizes: Mapping[int, float]) -> set[int]:
+    """The classes K-Arm keeps searching after the exploration, from their sizes (``inf``: no success yet).
+
+    Ranked by size (then class): the first `K_ARM_KEEP`, and any other within `K_ARM_PRUNE_RATIO` of
+    the `K_ARM_KEEP`-th smallest, `K_ARM_MOST` at most. The rest are hopeless arms. The audit's
+    verdict reads the same rule to decide which unfinished searches could still change its flags.
+
+    Example:
+        >>> sorted(k_arm_keeps({0: 1.0, 1: 1.1, 2: 2.0, 3: 2.2, 4: 9.0, 5: float("inf")}))
+        [0, 1, 2, 3]
+    """
+    ranked = sorted(sizes, key=lambda k: (sizes[k], k))
+    if not ranked:
+        return set()
+    bar = sizes[ranked[min(K_ARM_KEEP, len(ranked)) - 1]]
+    return {k for rank, k in enumerate(ranked)
+            if rank < K_ARM_KEEP or (rank < K_ARM_MOST and sizes[k] <= K_ARM_PRUNE_RATIO * bar)}
+
+
 def _k_arm(model: nn.Module, inputs: Tensor, predicted: Tensor, param: Parametrisation, n_classes: int, steps: int,
            seed: int, options: dict[str, Any], progress: Callable[[int, int], None] | None) -> list[ReversedTrigger]:
     """The K-Arm schedule: every class's search (arm) explores cheaply, then the smallest run to the end.
@@ -362,11 +381,8 @@ def _k_arm(model: nn.Module, inputs: Tensor, predicted: Tensor, param: Parametri
     for searches in arms.values():
         for search in searches:
             search.resize(max(1, options["batch_size"] // K_ARM_EXPLOIT_SHRINK))
-    ranked = sorted(arms, key=lambda k: (size(k), k))
-    bar = size(ranked[min(K_ARM_KEEP, len(ranked)) - 1])
-    for rank, k in enumerate(ranked):  # the hopeless stop with their exploration's record
-        if rank >= K_ARM_KEEP and running(k) and (rank >= K_ARM_MOST or not size(k) <= K_ARM_PRUNE_RATIO * bar):
-            pruned.add(k)
+    keeps = k_arm_keeps({k: size(k) for k in arms})
+    pruned.update(k for k in arms if k not in keeps and running(k))  # the hopeless stop with their exploration's record
     for k in arms:
         for search in running(k):
             search.forget_successes()

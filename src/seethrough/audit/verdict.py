@@ -62,13 +62,11 @@ from ._forward import check_labels, checked_logits, model_failures
 from .internal import TriggerUnits, default_feature_site, trigger_units
 from .refine import PLACEMENT_RADIUS, identifiable_pixels, refine_trigger
 from .reverse import (
-    K_ARM_KEEP,
-    K_ARM_MOST,
-    K_ARM_PRUNE_RATIO,
     SHRINK_TOLERANCE,
     NeuralCleanse,
     ReversedTrigger,
     data_range,
+    k_arm_keeps,
     neural_cleanse,
 )
 
@@ -521,7 +519,7 @@ def _reasons(scans: dict[str, NeuralCleanse], names: Sequence[str], steps: int) 
 
 
 def _contenders(triggers: Sequence[ReversedTrigger]) -> set[int]:
-    """The classes that can still decide a family's flags, by the K-Arm schedule's own keep rule.
+    """The classes that can still decide a family's flags, by the K-Arm schedule's own keep rule (`k_arm_keeps`).
 
     The finite searches ranked by size (a class that never reached the goal as infinitely large, after
     every class that did): the first `K_ARM_KEEP`, and any other within `K_ARM_PRUNE_RATIO` of the
@@ -537,15 +535,7 @@ def _contenders(triggers: Sequence[ReversedTrigger]) -> set[int]:
         >>> sorted(_contenders([arm(0, 1.0), arm(1, 1.1), arm(2, 2.0), arm(3, 2.2), arm(4, 9.0), arm(5, 0.5, False)]))
         [0, 1, 2, 3]
     """
-    def size(t: ReversedTrigger) -> float:
-        return t.mask_l1 if t.reached_goal else math.inf
-
-    ranked = sorted((t for t in triggers if t.finite), key=lambda t: (size(t), t.trigger.target))
-    if not ranked:
-        return set()
-    bar = size(ranked[min(K_ARM_KEEP, len(ranked)) - 1])
-    return {t.trigger.target for rank, t in enumerate(ranked)
-            if rank < K_ARM_KEEP or (rank < K_ARM_MOST and size(t) <= K_ARM_PRUNE_RATIO * bar)}
+    return k_arm_keeps({t.trigger.target: t.mask_l1 if t.reached_goal else math.inf for t in triggers if t.finite})
 
 
 def _internal_evidence(model: nn.Module, held_x: Tensor, trigger: Trigger, n_controls: int,
