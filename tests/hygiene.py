@@ -221,7 +221,7 @@ TABLE += [
 
 TABLE += [
     Case("scan", audit.scan, TinyCNN, lambda: images(8),
-         lambda m, x: audit.scan(m, x, steps=10, n_controls=3).to_dict()["scan"],
+         lambda m, x: audit.scan(m, x, steps=10, n_controls=20).to_dict()["scan"],
          invalid=(lambda m, x: audit.scan(m, x[:3]),
                   lambda m, x: audit.scan(m, x, class_names=["a", "b"]))),
 ]

@@ -29,7 +29,7 @@ def _trigger(family: str = "patch") -> evidence.Trigger:
 
 def _audited(model: torch.nn.Module, x: torch.Tensor) -> audit.AuditResult:
     """A scan whose patch finding is validated, with implicated units (built without the model's hooks)."""
-    result = audit.scan(model, x, steps=10, n_controls=3)
+    result = audit.scan(model, x, steps=10, n_controls=20)
     finding = evidence.Finding("trojan", "planted", trigger=_trigger(), score=3.0,
                                evidence={"trigger_family": "patch", "gap_to_runner_up": 3.0})
     validation = evidence.Validation("trojan", 1.0, 1.0, 1.0, 0.01, (0.0,), len(x))
@@ -65,7 +65,7 @@ CASES = [
          lambda m, x: audit.attack(_audited(m, x), m, steps=3, n_controls=3).to_dict()),
     # issue #10: labels checked before any work, the verdict's limits (a 10-step scan is inconclusive)
     Case("scan (labels, limits)", audit.scan, TinyCNN, lambda: images(8),
-         lambda m, x: audit.scan(m, x, labels=torch.arange(8) % 3, steps=10, n_controls=3).to_dict()["reasons"],
+         lambda m, x: audit.scan(m, x, labels=torch.arange(8) % 3, steps=10, n_controls=20).to_dict()["reasons"],
          invalid=(lambda m, x: audit.scan(m, x, labels=torch.arange(8)),
                   lambda m, x: audit.scan(m, x, labels=torch.arange(8).float()),
                   lambda m, x: audit.scan(m, x * float("inf")))),

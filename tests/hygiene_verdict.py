@@ -13,7 +13,7 @@ CASES = [
     # bad targets are refused before any work
     Case("scan (warp, targets)", audit.scan, TinyCNN, lambda: images(8),
          lambda m, x: audit.scan(m, x, families=("patch", "warp"), max_targets=1, steps=10,
-                                 n_controls=3).to_dict()["searched"],
+                                 n_controls=20).to_dict()["searched"],
          invalid=(lambda m, x: audit.scan(m, x.flatten(1), families=("patch", "warp")),
                   lambda m, x: audit.scan(m, x, max_targets=0),
                   lambda m, x: audit.scan(m, x, families=("patch", "wrap")))),

@@ -173,7 +173,7 @@ def _dci() -> Any:
 
 def _audit_result() -> Any:
     return seethrough.audit.scan(HostileCNN().eval(), images(16), class_names=[HOSTILE, HOSTILE_CELL, "c"], steps=10,
-                                 n_controls=3)
+                                 n_controls=20)
 
 
 def _neural_cleanse() -> Any:

@@ -16,7 +16,7 @@ def test_audit_results_plot_and_tabulate() -> None:
     mask = torch.zeros(6, 6)
     mask[1:3, 1:3] = 1.0
     trigger = Trigger(mask, torch.ones(1, 6, 6), 1, "patch")
-    result = scan(model, x, steps=10, n_controls=3)
+    result = scan(model, x, steps=10, n_controls=20)
     units = trigger_units(model, x, trigger, site="act", k=2, n_controls=3)
     attack = design_attack(model, x, x, Site("act"), [0, 1], trigger, steps=3, n_controls=3)
     repair = repair_by_unlearning(model, x, torch.arange(16) % 3, trigger, epochs=1)

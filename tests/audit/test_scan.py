@@ -151,7 +151,7 @@ def test_a_model_predicting_one_class_everywhere_is_not_called_trojaned() -> Non
     model = nn.Sequential(nn.Linear(12, 3)).eval()
     with torch.no_grad():
         model[0].bias.copy_(torch.tensor([0.0, 50.0, 0.0]))
-    result = scan(model, torch.rand(40, 12), steps=20, n_controls=5)
+    result = scan(model, torch.rand(40, 12), steps=20, n_controls=20)
     # not trojaned, and not "clean" either (issue #10): no trigger in the data's range moves an input
     # past a bias of 50 to class 0 or 2, so their smallest triggers are unknown
     assert result.verdict == "inconclusive" and result.findings == ()

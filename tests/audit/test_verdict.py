@@ -67,7 +67,7 @@ def clean_scan(digits: tuple[torch.Tensor, torch.Tensor]):
 def test_too_few_steps_on_a_trojaned_model_is_inconclusive_not_clean(digits) -> None:
     """Regression (issue #10): a trojaned model audited with --steps 10 was called clean."""
     model, meta = trojaned_classifier("mlp", "patch", SEED)
-    result = scan(model, digits[0], steps=10, n_controls=5)
+    result = scan(model, digits[0], steps=10, n_controls=20)
     assert result.verdict == "inconclusive"
     assert any("No class's patch trigger reached the success goal in 10 steps" in r for r in result.reasons)
     record = strict_json(result.to_dict())
@@ -81,7 +81,7 @@ def test_searches_still_shrinking_at_the_end_are_inconclusive(digits) -> None:
     """100 steps: every class reaches the goal, but the smallest masks are still shrinking (measured 16-60%
     over the last quarter of the steps); with 300 steps the same model is found (the oracle: its planted target)."""
     model, meta = trojaned_classifier("mlp", "patch", SEED)
-    short = scan(model, digits[0], steps=100, n_controls=5)
+    short = scan(model, digits[0], steps=100, n_controls=20)
     assert short.verdict == "inconclusive"
     assert any("had not converged in 100 steps" in r and "still shrinking" in r for r in short.reasons)
     assert not all(t.converged for t in short.scans["patch"].triggers)
@@ -181,10 +181,23 @@ def test_labels_outside_the_models_classes_are_refused_before_the_scan(digits, b
     assert inspect.signature(scan).parameters["labels"].default is None  # optional: the scan does not use them
 
 
+@pytest.mark.parametrize("n_controls", [1, 10, 19])
+def test_too_few_controls_to_ever_validate_are_refused_before_any_work(digits, n_controls: int) -> None:
+    """Found by this issue's tests: with 10 controls a flagged trigger (gap 5.1 on the seed-11 patch MLP) read
+    "clean", since a p-value of at least 1/11 never falls below 0.05. Now one line, before any forward pass."""
+    model = CountingMLP()
+    with pytest.raises(InputError, match=rf"n_controls={n_controls} can never validate a trigger: .* pass "
+                                         r"n_controls ≥ 20"):
+        scan(model, digits[0], n_controls=n_controls)
+    assert model.calls == 0
+    model, _ = trojaned_classifier("mlp", "patch", SEED)
+    assert scan(model, digits[0], families=("patch",), n_controls=20).verdict == "trojaned"  # 1/21 < 0.05
+
+
 def test_repair_checks_labels_before_any_work(digits) -> None:
     model, _ = trojaned_classifier("mlp", "patch", SEED)
     x, y = digits
-    result = scan(model, x, steps=10, n_controls=5)
+    result = scan(model, x, steps=10, n_controls=20)
     with pytest.raises(InputError, match="label 12 .* 10 outputs"):
         repair(result, model, x, torch.where(y == 3, 12, y))
     with pytest.raises(InputError, match="integer class indices"):
@@ -228,7 +241,7 @@ class NaNWhenBright(nn.Module):
 def test_outputs_that_turn_non_finite_during_the_search_make_it_inconclusive(digits) -> None:
     x = digits[0]
     assert bool(torch.isfinite(NaNWhenBright()(x)).all())  # the precondition: finite on the data
-    result = scan(NaNWhenBright().eval(), x, steps=60, n_controls=5)
+    result = scan(NaNWhenBright().eval(), x, steps=60, n_controls=20)
     assert result.verdict == "inconclusive" and result.findings == ()
     assert any("NaN or infinite on stamped inputs" in r for r in result.reasons)
     assert not all(t.finite for s in result.scans.values() for t in s.triggers)

@@ -32,7 +32,7 @@ def result() -> tuple[AuditResult, torch.Tensor]:
     """A real (too short, hence inconclusive) scan of a tiny CNN, with a validated finding and its units
     spliced in (built without the model's hooks), and the patch gap set near the threshold."""
     model, x = TinyCNN().eval(), images(16)
-    found = scan(model, x, class_names=HOSTILE, steps=10, n_controls=3)
+    found = scan(model, x, class_names=HOSTILE, steps=10, n_controls=20)
     finding = Finding("trojan", "planted", trigger=_trigger(), score=3.0,
                       evidence={"trigger_family": "patch", "gap_to_runner_up": 3.0})
     validation = Validation("trojan", 1.0, 1.0, 1.0, 0.01, (0.0,), len(x))

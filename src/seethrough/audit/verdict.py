@@ -104,6 +104,9 @@ DEFAULT_FAMILIES = ("patch", "blend", "warp")
 #: `identifiable_pixels`' tolerance for a finding's mask (a tenth of the data's range, on average).
 IDENTIFIABLE_TOLERANCE = 0.1
 _KNOWN_FAMILIES = ("patch", "blend", "warp")
+#: The level at which a flagged trigger must beat its shuffled controls (`validate`'s alpha). Its p-value is at
+#: least 1 / (n_controls + 1), so fewer than 20 controls could never validate anything.
+_VALIDATION_ALPHA = 0.05
 
 
 class _VectorAsImage(nn.Module):
@@ -355,13 +358,14 @@ def scan(model: nn.Module, inputs: Tensor, *, labels: Tensor | None = None, clas
         schedule: ``"k-arm"`` (steps go to the smallest classes; hopeless ones stop early) or
             ``"full"`` (every class searched to the end), as `neural_cleanse` takes it.
         refine: refine each flagged trigger (`refine_trigger`) before validating it.
-        n_controls: shuffled-trigger controls per flagged class.
+        n_controls: shuffled-trigger controls per flagged class; at least 20 (a trigger's p-value is
+            at least 1 / (n_controls + 1), and it must fall below 0.05 to validate).
         seed: seeds the split, the optimisation and the controls.
         progress: called as ``progress(done, total)`` after each class of each family.
 
     Raises:
-        InputError: inputs that are not ``(N, D)`` or ``(N, C, H, W)``, too few inputs, an unknown
-            family (or a warp search of vector inputs), a model whose output is not
+        InputError: inputs that are not ``(N, D)`` or ``(N, C, H, W)``, too few inputs, fewer than 20
+            controls, an unknown family (or a warp search of vector inputs), a model whose output is not
             ``(batch, n_classes)`` or is NaN/inf on the inputs, labels outside the model's classes.
         ForwardError: the model's forward fails on the inputs (checked with one pass before the
             search) or at any later point of the audit.
@@ -382,6 +386,11 @@ def scan(model: nn.Module, inputs: Tensor, *, labels: Tensor | None = None, clas
     min_gap = check_float("min_gap", min_gap, at_least=1.0)
     warp_min_gap = check_float("warp_min_gap", warp_min_gap, at_least=1.0)
     max_targets = check_int("max_targets", max_targets, at_least=1)
+    n_controls = check_int("n_controls", n_controls, at_least=1)
+    if 1.0 / (n_controls + 1) >= _VALIDATION_ALPHA:  # no finding could validate: a trojan would read "clean"
+        raise InputError(f"n_controls={n_controls} can never validate a trigger: its p-value is at least "
+                         f"1/(n_controls + 1) = {1.0 / (n_controls + 1):.3f}, and it must fall below "
+                         f"{_VALIDATION_ALPHA}; pass n_controls ≥ {math.floor(1 / _VALIDATION_ALPHA)}.")
     validate_inputs(model, x)
     logits = checked_logits(model, x)  # one pass before any work: shape, output form, finite outputs
     k = n_classes or (len(class_names) if class_names is not None else int(logits.shape[1]))
@@ -434,14 +443,16 @@ def scan(model: nn.Module, inputs: Tensor, *, labels: Tensor | None = None, clas
             finding = _finding(found, family, names, float(result.anomaly[cls]), jump, rank, refined)
             findings.append(finding)
             with model_failures(model, x, "validation"):
-                validations.append(validate(finding, scanned, held_x, n_controls=n_controls, seed=seed))
+                validations.append(validate(finding, scanned, held_x, n_controls=n_controls, alpha=_VALIDATION_ALPHA,
+                                            seed=seed))
                 internal.append(_internal_evidence(scanned, held_x, found.trigger, n_controls, seed))
             identifiable.append(identifiable_pixels(found.trigger, held_x, tolerance=IDENTIFIABLE_TOLERANCE))
     verdict: Literal["trojaned", "clean", "inconclusive"] = (
         "trojaned" if any(v.validated for v in validations) else "inconclusive" if reasons else "clean")
     settings = {"steps": steps, "n_scan": int(scan_x.shape[0]), "n_held_out": int(held_x.shape[0]),
                 "min_gap": min_gap, "min_gaps": thresholds, "max_targets": max_targets, "schedule": schedule,
-                "refine": refine, "families": list(families), "vector_input": x.ndim == 2, "n_controls": n_controls,
+                "refine": refine, "families": list(families),
+                "vector_input": x.ndim == 2, "n_controls": n_controls,
                 "seed": seed, "suspect_class": scans["patch"].suspect,
                 "suspect_anomaly_index": float(scans["patch"].anomaly[scans["patch"].suspect]),
                 "pattern_range": [box[0].flatten().tolist(), box[1].flatten().tolist()]}
