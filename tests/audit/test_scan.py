@@ -147,6 +147,47 @@ def test_vector_models_get_one_row_masks_and_the_planted_feature() -> None:
     assert result.scan.suspect == 2 and int(result.scan.triggers[2].trigger.mask.argmax()) == 7
 
 
+def test_refinement_restarts_count_in_the_audits_recorded_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #11 / DESIGN's cost goal is per audit (<= 2,500 forward+backward passes), so findings.json records the
+    refinement restarts' passes beside the scans'. Oracle: the examples the model saw with autograd on while
+    `refine_trigger` ran (a counting wrapper), over its batch of 128."""
+    from seethrough.audit import verdict
+    from seethrough.bench.zoo import digits16, trojaned_classifier
+
+    class Counting(nn.Module):
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            self.model, self.counting, self.examples = model, False, 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.counting and torch.is_grad_enabled():
+                self.examples += int(x.shape[0])
+            return self.model(x)
+
+    model, spent = Counting(trojaned_classifier("mlp", "patch", 11)[0]).eval(), []
+    real = verdict.refine_trigger
+
+    def counted(*args, **kwargs):
+        model.counting = True
+        try:
+            found = real(*args, **kwargs)
+        finally:
+            model.counting = False
+        spent.append(float(found.passes))
+        return found
+
+    monkeypatch.setattr(verdict, "refine_trigger", counted)
+    x = digits16("test")[0]
+    result = scan(model, x, families=("patch",), n_controls=20)
+    assert result.verdict == "trojaned" and len(spent) == len(result.findings) >= 1
+    recorded = result.to_dict()["searched"]["refinement_passes"]
+    assert recorded == result.settings["refinement_passes"] == sum(spent) > 0
+    # the restarts' batches, plus at most the one-row input check each call makes with autograd on
+    assert sum(spent) <= model.examples / 128 <= sum(spent) + len(spent) / 128
+    plain = scan(model, x, families=("patch",), n_controls=20, refine=False)
+    assert plain.to_dict()["searched"]["refinement_passes"] == 0.0
+
+
 def test_a_model_predicting_one_class_everywhere_is_not_called_trojaned() -> None:
     model = nn.Sequential(nn.Linear(12, 3)).eval()
     with torch.no_grad():

@@ -293,7 +293,8 @@ class AuditResult(Result):
                                "steps": self.settings.get("steps"),
                                "max_targets": self.settings.get("max_targets", MAX_TARGETS),
                                "pattern_range": self.settings.get("pattern_range"),
-                               "passes": {f: float(getattr(r, "passes", 0.0)) for f, r in self.scans.items()}},
+                               "passes": {f: float(getattr(r, "passes", 0.0)) for f, r in self.scans.items()},
+                               "refinement_passes": float(self.settings.get("refinement_passes", 0.0))},
                   "measured_detection": MEASURED_DETECTION,
                   "scan": scans["patch"], "scans": scans, "gaps": dict(self.gaps), "settings": self.settings}
         return jsonable(record)  # strict JSON: a NaN or inf never reaches findings.json
@@ -422,6 +423,7 @@ def scan(model: nn.Module, inputs: Tensor, *, labels: Tensor | None = None, clas
         held_predictions = scanned(held_x).argmax(-1)
         scan_predictions = scanned(scan_x).argmax(-1)
     findings, validations, internal, identifiable = [], [], [], []
+    refinement_passes = 0.0  # the refinement restarts' forward+backward passes: part of the audit's cost
     for family, result in scans.items():
         # A family whose outputs went non-finite is never scored.
         if not all(t.finite for t in result.triggers):
@@ -439,6 +441,7 @@ def scan(model: nn.Module, inputs: Tensor, *, labels: Tensor | None = None, clas
                     better = refine_trigger(scanned, scan_x[scan_predictions != cls], found, pattern_range=box,
                                             seed=seed, radius=0 if x.ndim == 2 else PLACEMENT_RADIUS)
                 found, refined = better, True
+                refinement_passes += float(better.passes)
             jump = _jump_above(result.norms.tolist(), len(flags[family]))
             finding = _finding(found, family, names, float(result.anomaly[cls]), jump, rank, refined)
             findings.append(finding)
@@ -451,7 +454,7 @@ def scan(model: nn.Module, inputs: Tensor, *, labels: Tensor | None = None, clas
         "trojaned" if any(v.validated for v in validations) else "inconclusive" if reasons else "clean")
     settings = {"steps": steps, "n_scan": int(scan_x.shape[0]), "n_held_out": int(held_x.shape[0]),
                 "min_gap": min_gap, "min_gaps": thresholds, "max_targets": max_targets, "schedule": schedule,
-                "refine": refine, "families": list(families),
+                "refine": refine, "refinement_passes": refinement_passes, "families": list(families),
                 "vector_input": x.ndim == 2, "n_controls": n_controls,
                 "seed": seed, "suspect_class": scans["patch"].suspect,
                 "suspect_anomaly_index": float(scans["patch"].anomaly[scans["patch"].suspect]),
