@@ -36,10 +36,10 @@ import torch
 from _timing import environment
 
 from seethrough.audit import IDENTIFIABLE_TOLERANCE, scan
-from seethrough.audit.refine import identifiable_pixels
+from seethrough.audit.refine import identifiable_pixels, target_margin
 from seethrough.bench.games.trojan import N_CLEAN_IMAGES, mask_iou
 from seethrough.bench.zoo import digits16, trojaned_classifier
-from seethrough.evidence import Trigger, stamp
+from seethrough.evidence import Trigger
 
 GOAL = 0.95  # the attack success the audit's refinement keeps (`refine_trigger`'s success_goal)
 
@@ -53,21 +53,12 @@ def seed_list(text: str) -> list[int]:
     return seeds
 
 
-def margin_and_success(model: torch.nn.Module, inputs: torch.Tensor, trigger: Trigger) -> tuple[float, float]:
-    with torch.no_grad():
-        logits = model(stamp(inputs, trigger))
-    others = logits.clone()
-    others[:, trigger.target] = -torch.inf
-    margin = float((logits[:, trigger.target] - others.amax(-1)).mean())
-    return margin, float((logits.argmax(-1) == trigger.target).float().mean())
-
-
 def smallest_subset(model: torch.nn.Module, inputs: torch.Tensor, planted: Trigger, goal: float) -> torch.Tensor:
     """Greedy removal: drop the planted pixel whose loss leaves the attack success highest, while it stays ≥ goal."""
     keep = planted.mask > 0.5
 
     def success(pixels: torch.Tensor) -> float:
-        return margin_and_success(model, inputs, Trigger(pixels.float(), planted.pattern, planted.target))[1]
+        return target_margin(model, inputs, Trigger(pixels.float(), planted.pattern, planted.target))[1]
 
     while int(keep.sum()) > 1:
         trials = []
@@ -94,13 +85,13 @@ def measure(arch: str, seed: int, images: torch.Tensor, steps: int) -> dict[str,
     scan_x = audit.split[0]
     with torch.no_grad():
         others = scan_x[model(scan_x).argmax(-1) != planted.target]
-    f_margin, f_success = margin_and_success(model, others, found)
+    f_margin, f_success = target_margin(model, others, found)
     subset = smallest_subset(model, others, planted, min(GOAL, f_success))
     ident = (planted.mask > 0.5) & identifiable_pixels(planted, images, tolerance=IDENTIFIABLE_TOLERANCE)
     found_pixels = found.mask > 0.5
     planted_pixels = planted.mask > 0.5
     shared = int((found_pixels & planted_pixels).sum())
-    p_margin, p_success = margin_and_success(model, others, planted)
+    p_margin, p_success = target_margin(model, others, planted)
     return {"arch": arch, "seed": seed, "named": audit.suspect == planted.target,
             "planted": int(planted_pixels.sum()), "identifiable": int(ident.sum()),
             "p_success": p_success, "p_margin": p_margin,

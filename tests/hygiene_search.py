@@ -29,6 +29,10 @@ CASES = [
                                                                                                     steps=2)),
                   lambda m, x: refine.refine_trigger(m, x, reverse.reverse_engineer_trigger(m, x, 1, steps=2),
                                                      anneal=0.5))),
+    Case("target_margin", refine.target_margin, TinyCNN, lambda: images(8),
+         lambda m, x: refine.target_margin(m, x, reverse.reverse_engineer_trigger(m, x, 1, steps=3).trigger),
+         invalid=(lambda m, x: refine.target_margin(m, x[:, :, :4], reverse.reverse_engineer_trigger(m, x, 1,
+                                                                                                  steps=2).trigger),)),
 ]
 
 EXEMPT = {

@@ -24,7 +24,7 @@ from ._forward import model_failures
 from ._search import ReversedTrigger, Search, detached, run_together
 from .families import PatternRange, parametrisation
 
-__all__ = ["identifiable_pixels", "refine_trigger", "PLACEMENT_RADIUS"]
+__all__ = ["identifiable_pixels", "refine_trigger", "target_margin", "PLACEMENT_RADIUS"]
 
 #: How far (pixels, per axis) `refine_trigger` shifts a patch trigger in search of the placement with the
 #: largest mean target margin. A convolutional model also fires on shifted copies of its planted patch,
@@ -35,6 +35,49 @@ __all__ = ["identifiable_pixels", "refine_trigger", "PLACEMENT_RADIUS"]
 #: 0.43 -> 0.46, with its identifiable pixels 0.38 -> 0.48 (MLP 0.67 / 0.84 unchanged). It costs
 #: (2r+1)^2 forward-only passes of the inputs (81 at r = 4) and no backward pass.
 PLACEMENT_RADIUS = 4
+
+
+def target_margin(model: nn.Module, inputs: Tensor, trigger: Trigger) -> tuple[float, float]:
+    """How strongly a trigger sends ``inputs`` to its target: the mean margin, and the attack success.
+
+    The margin of a stamped input is the target's logit minus the largest other logit (positive when
+    the target wins); the attack success is the fraction of stamped inputs predicted as the target.
+    Forward passes only (no gradients), 512 inputs at a time; the model is not changed.
+
+    Args:
+        model: a classifier returning logits ``(batch, n_classes)``.
+        inputs: clean images ``(N, C, H, W)`` of the trigger's shape, N ≥ 1.
+        trigger: the trigger to stamp.
+
+    Returns:
+        ``(mean margin, attack success)``.
+
+    Raises:
+        InputError: inputs that are not non-empty images of the trigger's shape.
+
+    Example:
+        >>> class Bright(nn.Module):  # class 1's logit is the image's mean, class 0's is 0.25
+        ...     def forward(self, x):
+        ...         mean = x.mean((1, 2, 3))
+        ...         return torch.stack([torch.full_like(mean, 0.25), mean], 1)
+        >>> half = torch.zeros(2, 2); half[0] = 1.0  # stamps the top row white
+        >>> target_margin(Bright(), torch.zeros(3, 1, 2, 2), Trigger(half, half[None].clone(), 1))
+        (0.25, 1.0)
+    """
+    shape = tuple(trigger.pattern.shape)
+    if not isinstance(inputs, Tensor) or inputs.ndim != 4 or tuple(inputs.shape[1:]) != shape or not len(inputs):
+        raise InputError(f"target_margin needs images (N, C, H, W) with (C, H, W) = {shape}, N ≥ 1; got "
+                         f"{tuple(getattr(inputs, 'shape', ())) or type(inputs).__name__}.")
+    target = trigger.target
+    margins, hits = [], []
+    with torch.no_grad():
+        for i in range(0, len(inputs), 512):
+            logits = model(stamp(inputs[i:i + 512], trigger))
+            others = logits.clone()
+            others[:, target] = -torch.inf
+            margins.append(logits[:, target] - others.amax(-1))
+            hits.append(logits.argmax(-1) == target)
+    return float(torch.cat(margins).mean()), float(torch.cat(hits).float().mean())
 
 
 def identifiable_pixels(trigger: Trigger, inputs: Tensor, *, tolerance: float = 0.1) -> Tensor:
@@ -209,20 +252,7 @@ def _placed(model: nn.Module, inputs: Tensor, trigger: Trigger, radius: int, goa
     if not len(rows):
         return None
     height, width = trigger.mask.shape
-    target = trigger.target
-
-    def margin_and_success(candidate: Trigger) -> tuple[float, float]:
-        margins, hits = [], []
-        with torch.no_grad():
-            for i in range(0, len(inputs), 512):
-                logits = model(stamp(inputs[i:i + 512], candidate))
-                others = logits.clone()
-                others[:, target] = -torch.inf
-                margins.append(logits[:, target] - others.amax(-1))
-                hits.append(logits.argmax(-1) == target)
-        return float(torch.cat(margins).mean()), float(torch.cat(hits).float().mean())
-
-    best, best_margin = None, margin_and_success(trigger)[0]
+    best, best_margin = None, target_margin(model, inputs, trigger)[0]
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
             inside = (0 <= int(rows.min()) + dy and int(rows.max()) + dy < height
@@ -230,7 +260,7 @@ def _placed(model: nn.Module, inputs: Tensor, trigger: Trigger, radius: int, goa
             if (dy, dx) == (0, 0) or not inside:
                 continue
             candidate = _shifted(trigger, dy, dx)
-            margin, rate = margin_and_success(candidate)
+            margin, rate = target_margin(model, inputs, candidate)
             if rate >= goal and margin > best_margin:
                 best, best_margin = candidate, margin
     return best
